@@ -1,0 +1,52 @@
+# make run   — set everything up, then run nginx + ingestd + Datasette in the foreground
+# make test  — set everything up, then run ruff and the whole test suite
+# make lint  — ruff only
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SYSTEM_PACKAGES := nginx logrotate
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint system-deps venv clean
+
+run: system-deps $(STAMP)
+	$(BIN)/smalltable up $(ARGS)
+
+test: system-deps $(STAMP)
+	$(BIN)/ruff check ingestd tests setup.py
+	$(BIN)/ruff format --check ingestd tests setup.py
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check ingestd tests setup.py
+	$(BIN)/ruff format --check ingestd tests setup.py
+
+# Debian packages: installed with apt-get when run as root, otherwise we stop and
+# print the exact command. nginx lives in /usr/sbin, outside a user's PATH.
+system-deps:
+	@missing=""; \
+	for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages:$$missing"; \
+	    echo "install them with:  sudo apt-get install -y$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+clean:
+	rm -rf $(VENV) smalltable-home .pytest_cache build *.egg-info

@@ -1,0 +1,222 @@
+"""Load and validate SmallTable's YAML config. Every default lives here, in SETTINGS.
+
+A config file holds only what differs from the defaults::
+
+    domain: smalltable.example
+    home: /var/lib/smalltable
+    nginx:
+      port: 80
+
+Anything wrong (an unknown key, a bad value) raises :class:`ConfigError` naming
+the file, the key and what was expected; callers print it, never a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A config problem, worded for the person who wrote the file."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One config key: its default, how to check a value, and what it means."""
+
+    default: Any
+    check: Callable[[Any], Any]
+    expected: str
+    doc: str
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError
+        return value
+
+    return check
+
+
+def _positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError
+    return float(value)
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError
+    return value
+
+
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
+
+
+def _domain(value: Any) -> str:
+    if not isinstance(value, str) or not _DOMAIN_RE.match(value):
+        raise ValueError
+    return value
+
+
+def _addresses(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ValueError
+    for item in value:
+        ipaddress.ip_address(str(item))
+    return [str(item) for item in value]
+
+
+# Every setting, by its dotted key. Paths are relative to `home` unless absolute.
+SETTINGS: dict[str, Setting] = {
+    "domain": Setting(
+        "localhost", _domain, "a lowercase DNS name",
+        "Projects live at PROJECT.DOMAIN; the apex DOMAIN lists them all.",
+    ),
+    "home": Setting(
+        "./smalltable-home", _path, "a directory path",
+        "The directory that holds logs, data, state and runtime files.",
+    ),
+    "nginx.listen": Setting(
+        ["127.0.0.1", "::1"], _addresses, "a list of IP addresses",
+        "Addresses nginx listens on.",
+    ),
+    "nginx.port": Setting(
+        8080, _int_range(1, 65535), "an integer from 1 to 65535", "nginx's HTTP port."
+    ),
+    "nginx.max_body_bytes": Setting(
+        1048576, _int_range(1, 64 * 1048576), "an integer from 1 to 67108864",
+        "The largest body accepted; larger writes get 413.",
+    ),
+    "datasette.port": Setting(
+        8001, _int_range(1, 65535), "an integer from 1 to 65535",
+        "Datasette's port (loopback only; nginx proxies to it).",
+    ),
+    "metrics.port": Setting(
+        9108, _int_range(0, 65535), "an integer from 0 to 65535 (0: no metrics)",
+        "The port of ingestd's Prometheus /metrics (loopback only).",
+    ),
+    "paths.log_dir": Setting(
+        "logs", _path, "a directory path", "nginx's logs, the ingest log among them."
+    ),
+    "paths.ingest_log": Setting(
+        "logs/ingest.log", _path, "a file path", "The ingest log nginx writes and ingestd reads."
+    ),
+    "paths.data_dir": Setting(
+        "data", _path, "a directory path", "Project databases: DATA_DIR/PROJECT.db."
+    ),
+    "paths.state_dir": Setting(
+        "state", _path, "a directory path", "ingestd's checkpoint and dead-letter file."
+    ),
+    "paths.run_dir": Setting(
+        "run", _path, "a directory path", "Sockets, pid files and nginx's temp files."
+    ),
+    "ingest.batch_lines": Setting(
+        20000, _int_range(1, 10_000_000), "a positive integer",
+        "Most lines loaded in one transaction per project.",
+    ),
+    "ingest.rescan_interval": Setting(
+        1.0, _positive_number, "a positive number of seconds",
+        "How often the log directory is rescanned even without file events.",
+    ),
+    "ingest.max_columns": Setting(
+        200, _int_range(0, 1900), "an integer from 0 to 1900",
+        "Most columns made from JSON keys and form fields per project; later keys stay in the body only.",
+    ),
+    "ingest.open_databases": Setting(
+        64, _int_range(1, 10000), "a positive integer",
+        "Most project databases kept open at once.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings (``values`` by dotted key) and the home they are relative to."""
+
+    values: dict[str, Any]
+    source: str
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def home(self) -> Path:
+        return Path(self.values["home"]).absolute()
+
+    def path(self, key: str) -> Path:
+        """A ``paths.*`` setting as an absolute path (relative ones are under home)."""
+        return self.home / self.values[f"paths.{key}"]
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested sections to dotted keys: ``{"nginx": {"port": 80}}`` → ``{"nginx.port": 80}``."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and any(k.startswith(f"{dotted}.") for k in SETTINGS):
+            flat.update(_flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (YAML; None for defaults only), apply ``overrides``, validate all.
+
+    ``overrides`` (from command-line flags) win over the file.
+    """
+    source = str(path) if path else "(defaults)"
+    data: dict = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read the config file: {exc.strerror}") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: expected a mapping of settings at the top level")
+        data = _flatten(loaded)
+    values = {key: setting.default for key, setting in SETTINGS.items()}
+    for key, value in {**data, **(overrides or {})}.items():
+        setting = SETTINGS.get(key)
+        if setting is None:
+            hint = difflib.get_close_matches(key, SETTINGS, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{suggestion}")
+        try:
+            values[key] = setting.check(value)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{source}: key {key!r}: expected {setting.expected}, got {value!r}"
+            ) from None
+    return Config(values, source)
+
+
+def defaults_yaml() -> str:
+    """Every setting with its default and meaning, as a commented YAML document."""
+    lines: list[str] = []
+    section = None
+    for key, setting in SETTINGS.items():
+        head, _, leaf = key.rpartition(".")
+        indent = "  " if head else ""
+        if head != section and head:
+            lines.append(f"{head}:")
+        section = head
+        lines.append(f"{indent}# {setting.doc}")
+        dumped = yaml.safe_dump({leaf: setting.default}, default_flow_style=True).strip()[1:-1]
+        lines.append(f"{indent}{dumped}")
+    return "\n".join(lines) + "\n"

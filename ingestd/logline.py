@@ -1,0 +1,111 @@
+"""One ingest-log line (bytes, as nginx wrote it) into a :class:`Request`.
+
+nginx writes the line with ``escape=json``: it escapes ``"``, ``\\`` and bytes
+below 0x20 and passes every byte from 0x7F up raw. So a line is not UTF-8 but it
+is valid JSON once each byte is read as one character (Latin-1). Parsing it that
+way and encoding the body back to Latin-1 returns the body byte for byte, binary
+included. The format is documented in docs/log-format.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import orjson
+
+from .projects import is_valid_project_name
+
+FORMAT_VERSION = 1
+WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
+_REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+class LineError(ValueError):
+    """A line that is not a valid ingest-log line; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A write request as nginx accepted and logged it."""
+
+    request_id: str
+    project: str
+    received: float
+    """Unix time at which nginx started reading the request."""
+    method: str
+    uri: str
+    content_type: str | None
+    content_length: int | None
+    """The length nginx read (set by nginx for chunked bodies too); None if absent."""
+    remote_addr: str
+    user_agent: str | None
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        """The URI without its query string."""
+        return self.uri.partition("?")[0]
+
+    @property
+    def query(self) -> str | None:
+        """The query string, or None when the URI has none."""
+        _, sep, query = self.uri.partition("?")
+        return query if sep else None
+
+
+def _text(value: str) -> str:
+    """A header value as nginx logged it (bytes as Latin-1) back to readable text."""
+    if value.isascii():
+        return value
+    return value.encode("latin-1").decode("utf-8", "replace")
+
+
+def parse_line(line: bytes) -> Request:
+    """Parse one line (without its newline) into a :class:`Request`.
+
+    Raises :class:`LineError` naming the problem for anything that is not a
+    well-formed version-1 line of an accepted write.
+    """
+    try:
+        fields = orjson.loads(line.decode("latin-1"))
+    except orjson.JSONDecodeError as exc:
+        raise LineError(f"not JSON: {exc}") from None
+    if not isinstance(fields, dict):
+        raise LineError("not a JSON object")
+    try:
+        version = fields["v"]
+        if version != FORMAT_VERSION:
+            raise LineError(f"unknown format version {version!r}")
+        request_id = fields["id"]
+        if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
+            raise LineError(f"bad request id {request_id!r}")
+        project = fields["project"]
+        if not isinstance(project, str) or not is_valid_project_name(project):
+            raise LineError(f"bad project name {project!r}")
+        method = fields["method"]
+        if method not in WRITE_METHODS:
+            raise LineError(f"not a write method: {method!r}")
+        status = fields["status"]
+        if not (isinstance(status, str) and status.startswith("2")):
+            raise LineError(f"not an accepted request: status {status!r}")
+        clen = fields["clen"]
+        received = float(fields["t"]) - float(fields["rt"])
+        return Request(
+            request_id=request_id,
+            project=project,
+            received=received,
+            method=method,
+            uri=_text(fields["uri"]),
+            content_type=_text(fields["ctype"]) or None,
+            content_length=int(clen) if clen else None,
+            remote_addr=fields["addr"],
+            user_agent=_text(fields["ua"]) or None,
+            body=fields["body"].encode("latin-1"),
+        )
+    except KeyError as exc:
+        raise LineError(f"missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError, UnicodeEncodeError) as exc:
+        if isinstance(exc, LineError):
+            raise
+        raise LineError(f"bad field value: {exc}") from None

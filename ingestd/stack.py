@@ -1,0 +1,245 @@
+"""``smalltable up``: nginx, ingestd and Datasette together, for development and tests.
+
+Everything lives under the config's ``home``: the rendered nginx config, logs,
+data, state and sockets. nginx runs unprivileged (``-p HOME``) in the
+foreground. Ctrl-C (or SIGTERM) stops all three; if one of them dies, the
+others are stopped too and ``up`` exits non-zero, saying which one and where
+its log is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import nginxconf
+from .config import Config
+
+NGINX_SEARCH_PATH = "/usr/sbin:/usr/local/sbin:/sbin:/usr/bin:/usr/local/bin"
+NGINX_INSTALL_HINT = "sudo apt-get install nginx logrotate"
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says why and what to do."""
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    port: int
+    log: Path
+    process: subprocess.Popen | None = None
+
+
+def find_nginx() -> str:
+    """The nginx binary, or a StackError saying how to install it."""
+    found = shutil.which("nginx") or shutil.which("nginx", path=NGINX_SEARCH_PATH)
+    if not found:
+        raise StackError(f"nginx is not installed. Install it with:\n    {NGINX_INSTALL_HINT}")
+    return found
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def write_runtime_files(config: Config) -> tuple[Path, Path]:
+    """Render nginx's config, the effective YAML config and Datasette's metadata."""
+    conf_dir = config.home / "conf"
+    nginxconf.write(config, conf_dir)
+    for key in ("data_dir", "state_dir"):
+        config.path(key).mkdir(parents=True, exist_ok=True)
+    effective = conf_dir / "smalltable.yaml"
+    nested: dict = {}
+    for key, value in config.values.items():
+        head, _, leaf = key.rpartition(".")
+        (nested.setdefault(head, {}) if head else nested)[leaf] = value
+    nested["home"] = str(config.home)
+    effective.write_text(yaml.safe_dump(nested, sort_keys=False))
+    metadata = conf_dir / "datasette.json"
+    metadata.write_text(
+        json.dumps(
+            {
+                "title": "SmallTable",
+                "description": f"POST anything to http://PROJECT.{config['domain']}:{config['nginx.port']}/",
+                "plugins": {"smalltable": {"data_dir": str(config.path("data_dir"))}},
+            },
+            indent=2,
+        )
+    )
+    return effective, metadata
+
+
+def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
+    """The three processes, in the order they start."""
+    home, logs = config.home, config.path("log_dir")
+    return [
+        Service(
+            "datasette",
+            [
+                sys.executable,
+                "-m",
+                "datasette",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(config["datasette.port"]),
+                "--metadata",
+                str(metadata),
+                "--cors",
+                "--setting",
+                "sql_time_limit_ms",
+                "3000",
+            ],
+            config["datasette.port"],
+            logs / "datasette.log",
+        ),
+        Service(
+            "ingestd",
+            [sys.executable, "-m", "ingestd", "ingest", "--config", str(effective)],
+            config["metrics.port"],
+            logs / "ingestd.log",
+        ),
+        Service(
+            "nginx",
+            [
+                find_nginx(),
+                "-p",
+                str(home),
+                "-c",
+                str(home / "conf" / "nginx.conf"),
+                "-e",
+                str(logs / "nginx-error.log"),
+            ],
+            config["nginx.port"],
+            logs / "nginx-error.log",
+        ),
+    ]
+
+
+def check_nginx_config(config: Config) -> None:
+    home, logs = config.home, config.path("log_dir")
+    result = subprocess.run(
+        [
+            find_nginx(),
+            "-t",
+            "-q",
+            "-p",
+            str(home),
+            "-c",
+            str(home / "conf" / "nginx.conf"),
+            "-e",
+            str(logs / "nginx-error.log"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise StackError(f"the rendered nginx config does not load:\n{result.stderr.strip()}")
+
+
+def _wait_listening(service: Service, deadline: float) -> None:
+    while not port_in_use(service.port):
+        if service.process.poll() is not None:
+            raise StackError(
+                f"{service.name} exited with status {service.process.returncode} while starting; "
+                f"see {service.log}"
+            )
+        if time.monotonic() > deadline:
+            raise StackError(f"{service.name} did not listen on port {service.port}; see {service.log}")
+        time.sleep(0.05)
+
+
+def stop(running: list[Service]) -> None:
+    """Stop nginx first (no new writes), then ingestd (finishes its batch), then Datasette."""
+    for service in reversed(running):
+        if service.process and service.process.poll() is None:
+            service.process.send_signal(signal.SIGQUIT if service.name == "nginx" else signal.SIGTERM)
+            try:
+                service.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait()
+
+
+def start(config: Config) -> list[Service]:
+    """Start the stack and return once all three listen (or raise StackError)."""
+    effective, metadata = write_runtime_files(config)
+    check_nginx_config(config)
+    planned = services(config, effective, metadata)
+    busy = [f"{s.name} port {s.port}" for s in planned if s.port and port_in_use(s.port)]
+    if busy:
+        raise StackError(
+            "already in use: " + ", ".join(busy) + " (choose others with --port, "
+            "--datasette-port and --metrics-port)"
+        )
+    running: list[Service] = []
+    try:
+        for service in planned:
+            service.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(service.log, "ab") as out:
+                service.process = subprocess.Popen(
+                    service.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
+            running.append(service)
+            if service.port:
+                _wait_listening(service, time.monotonic() + 30)
+    except BaseException:
+        stop(running)
+        raise
+    return running
+
+
+def banner(config: Config) -> str:
+    port, domain = config["nginx.port"], config["domain"]
+    return f"""SmallTable is up (home: {config.home})
+
+  post:    curl -d '{{"user":"ann","score":3}}' -H 'Content-Type: application/json' http://demo.{domain}:{port}/
+  browse:  http://demo.{domain}:{port}/        every project: http://{domain}:{port}/
+  metrics: http://127.0.0.1:{config["metrics.port"]}/metrics
+  logs:    {config.path("log_dir")}
+
+Ctrl-C stops nginx, ingestd and Datasette."""
+
+
+def run(config: Config) -> int:
+    """Start the stack, supervise it until Ctrl-C or a service dies; return an exit code."""
+    stopping = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    running = start(config)
+    print(banner(config), flush=True)
+    try:
+        while not stopping:
+            for service in running:
+                if service.process.poll() is not None:
+                    print(
+                        f"{service.name} exited with status {service.process.returncode}; "
+                        f"stopping the others. See {service.log}",
+                        file=sys.stderr,
+                    )
+                    return 1
+            time.sleep(0.2)
+        print("stopping...", flush=True)
+        return 0
+    finally:
+        stop(running)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,286 @@
+"""Project databases: create them, load batches idempotently, keep rejects.
+
+One SQLite file per project, ``DATA_DIR/PROJECT.db``, in WAL mode with
+``synchronous=FULL`` so a commit is on disk before the checkpoint that follows
+it. Tables:
+
+``records``
+    One row per stored request. System columns start with ``_``; every
+    top-level key of a JSON object (or form field) gets a column of its own, up
+    to ``max_columns`` per project. User columns have no declared type, so a
+    value keeps the type it was posted with (``"007"`` stays text).
+``files``
+    The file parts of multipart posts, linked to their record.
+``rejects``
+    Every request that was accepted but not stored, with the reason.
+
+Loading is keyed by ``_request_id`` (unique in both tables): replaying lines that
+were already loaded inserts nothing, and ``_id`` stays gapless because an
+ignored insert takes no rowid.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlite_utils
+
+from .logline import Request
+from .projects import is_valid_project_name
+from .records import Record, Reject
+
+SYSTEM_COLUMNS: dict[str, str] = {
+    "_id": "INTEGER",
+    "_request_id": "TEXT",
+    "_received": "TEXT",
+    "_method": "TEXT",
+    "_path": "TEXT",
+    "_query": "TEXT",
+    "_content_type": "TEXT",
+    "_size": "INTEGER",
+    "_remote_addr": "TEXT",
+    "_user_agent": "TEXT",
+    "_kind": "TEXT",
+    "_body": "BLOB",
+}
+REJECT_COLUMNS: dict[str, str] = {
+    **{name: kind for name, kind in SYSTEM_COLUMNS.items() if name != "_kind"},
+    "_reason": "TEXT",
+}
+FILE_COLUMNS: dict[str, str] = {
+    "_id": "INTEGER",
+    "record_id": "INTEGER",
+    "field": "TEXT",
+    "filename": "TEXT",
+    "content_type": "TEXT",
+    "size": "INTEGER",
+    "content": "BLOB",
+}
+_SYSTEM_LOWER = {name.lower() for name in SYSTEM_COLUMNS}
+MAX_KEY_LENGTH = 128
+
+
+def quote(name: str) -> str:
+    """Quote an SQLite identifier, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def iso_time(unix: float) -> str:
+    """Unix time → ``2026-11-21T08:39:28.589Z`` (UTC, milliseconds), sortable as text."""
+    seconds = int(unix)
+    millis = int(round((unix - seconds) * 1000))
+    if millis == 1000:
+        seconds, millis = seconds + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def column_for_key(key: str) -> str | None:
+    """The column a top-level key is stored in, or None when it gets no column.
+
+    Keys that clash with a system column get a trailing ``_`` (``_id`` → ``_id_``);
+    empty keys, very long keys and keys with control characters stay in the
+    body only.
+    """
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        return None
+    if key.lower() in _SYSTEM_LOWER:
+        return key + "_"
+    return key
+
+
+@dataclass
+class WriteResult:
+    """What one batch did to one project."""
+
+    stored: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    columns_added: list[str] = field(default_factory=list)
+    keys_without_column: int = 0
+
+
+def _request_values(request: Request) -> tuple:
+    """The system-column values every stored or rejected request has."""
+    return (
+        request.request_id,
+        iso_time(request.received),
+        request.method,
+        request.path,
+        request.query,
+        request.content_type,
+        len(request.body),
+        request.remote_addr,
+        request.user_agent,
+    )
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (creating if need be) a project database with its tables, in WAL mode."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    db = sqlite_utils.Database(conn)
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    conn.execute("PRAGMA synchronous = FULL")
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        db["records"].create(
+            SYSTEM_COLUMNS, pk="_id", not_null={"_request_id", "_received", "_method", "_path", "_size", "_kind"},
+            if_not_exists=True,
+        )
+        db["rejects"].create(
+            REJECT_COLUMNS, pk="_id", not_null={"_request_id", "_reason"}, if_not_exists=True
+        )
+        db["files"].create(
+            FILE_COLUMNS, pk="_id", not_null={"record_id", "field", "size", "content"},
+            foreign_keys=[("record_id", "records", "_id")], if_not_exists=True,
+        )
+        conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_records_request_id" ON records (_request_id)')
+        conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_rejects_request_id" ON rejects (_request_id)')
+        conn.execute('CREATE INDEX IF NOT EXISTS "idx_files_record_id" ON files (record_id)')
+    return conn
+
+
+class ProjectDatabase:
+    """One project's open database and what it knows of its columns."""
+
+    def __init__(self, path: Path, max_columns: int) -> None:
+        self.path = path
+        self.max_columns = max_columns
+        self.conn = open_database(path)
+        names = [row[1] for row in self.conn.execute("PRAGMA table_info(records)")]
+        self.user_columns = {name.lower(): name for name in names if name not in SYSTEM_COLUMNS}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _row_columns(self, fields: dict[str, object], result: WriteResult) -> dict[str, object]:
+        """A record's fields → {column: value}, adding columns as new keys appear."""
+        row: dict[str, object] = {}
+        for key, value in fields.items():
+            column = column_for_key(key)
+            if column is None:
+                result.keys_without_column += 1
+                continue
+            existing = self.user_columns.get(column.lower())
+            if existing is None:
+                if len(self.user_columns) >= self.max_columns:
+                    result.keys_without_column += 1
+                    continue
+                self.conn.execute(f"ALTER TABLE records ADD COLUMN {quote(column)}")
+                self.user_columns[column.lower()] = column
+                result.columns_added.append(column)
+                existing = column
+            if existing not in row:
+                row[existing] = value
+        return row
+
+    def write(self, records: list[Record], rejects: list[Reject]) -> WriteResult:
+        """Load one batch in one transaction; already-loaded request ids are skipped."""
+        result = WriteResult()
+        conn = self.conn
+        known_columns = dict(self.user_columns)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            groups: dict[tuple[str, ...], list[tuple]] = {}
+            for record in records:
+                request = record.request
+                row = self._row_columns(record.fields, result)
+                values = _request_values(request) + (
+                    record.kind,
+                    record.body,
+                    *row.values(),
+                )
+                if record.files:
+                    result.stored += self._insert_with_files(record, tuple(row), values)
+                else:
+                    groups.setdefault(tuple(row), []).append(values)
+            for columns, rows in groups.items():
+                sql = (
+                    "INSERT INTO records (_request_id, _received, _method, _path, _query, "
+                    "_content_type, _size, _remote_addr, _user_agent, _kind, _body"
+                    + "".join(", " + quote(c) for c in columns)
+                    + ") VALUES (" + ", ".join("?" * (11 + len(columns))) + ")"
+                    " ON CONFLICT (_request_id) DO NOTHING"
+                )
+                before = conn.total_changes
+                conn.executemany(sql, rows)
+                result.stored += conn.total_changes - before
+            if rejects:
+                before = conn.total_changes
+                conn.executemany(
+                    "INSERT INTO rejects (_request_id, _received, _method, _path, _query, "
+                    "_content_type, _size, _remote_addr, _user_agent, _reason, _body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (_request_id) DO NOTHING",
+                    [
+                        _request_values(r.request) + (r.reason, r.body)
+                        for r in rejects
+                    ],
+                )
+                result.rejected = conn.total_changes - before
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self.user_columns = known_columns
+            raise
+        result.duplicates = len(records) + len(rejects) - result.stored - result.rejected
+        return result
+
+    def _insert_with_files(self, record: Record, columns: tuple[str, ...], values: tuple) -> int:
+        sql = (
+            "INSERT INTO records (_request_id, _received, _method, _path, _query, "
+            "_content_type, _size, _remote_addr, _user_agent, _kind, _body"
+            + "".join(", " + quote(c) for c in columns)
+            + ") VALUES (" + ", ".join("?" * (11 + len(columns))) + ")"
+            " ON CONFLICT (_request_id) DO NOTHING RETURNING _id"
+        )
+        inserted = self.conn.execute(sql, values).fetchone()
+        if inserted is None:
+            return 0
+        self.conn.executemany(
+            "INSERT INTO files (record_id, field, filename, content_type, size, content) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (inserted[0], f.field, f.filename, f.content_type, len(f.content), f.content)
+                for f in record.files
+            ],
+        )
+        return 1
+
+
+class Store:
+    """Every project database under ``data_dir``, at most ``open_databases`` open at once."""
+
+    def __init__(self, data_dir: Path, max_columns: int, open_databases: int) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.max_columns = max_columns
+        self.open_databases = open_databases
+        self._open: OrderedDict[str, ProjectDatabase] = OrderedDict()
+
+    def project(self, name: str) -> ProjectDatabase:
+        """The open database of project ``name``, created on first use."""
+        if not is_valid_project_name(name):
+            raise ValueError(f"not a valid project name: {name!r}")
+        db = self._open.get(name)
+        if db is None:
+            db = ProjectDatabase(self.data_dir / f"{name}.db", self.max_columns)
+            self._open[name] = db
+            while len(self._open) > self.open_databases:
+                self._open.popitem(last=False)[1].close()
+        else:
+            self._open.move_to_end(name)
+        return db
+
+    def write(self, project: str, records: list[Record], rejects: list[Reject]) -> WriteResult:
+        """Load one project's share of a batch."""
+        return self.project(project).write(records, rejects)
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()

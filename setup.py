@@ -1,0 +1,33 @@
+"""SmallTable: POST anything to PROJECT.DOMAIN, browse and query it in Datasette."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="smalltable",
+    version="0.1.0",
+    description="A self-service postbin and small-data store: nginx → ingestd → SQLite → Datasette",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["ingestd", "ingestd.*"]),
+    install_requires=[
+        "click>=8.1",
+        "datasette>=0.65.5,<0.66",
+        "Jinja2>=3.1",
+        "orjson>=3.10",
+        "prometheus-client>=0.20",
+        "python-multipart>=0.0.18",
+        "pyyaml>=6.0",
+        "sqlite-utils>=3.37",
+        "watchdog>=4.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "httpx>=0.27", "ruff>=0.8"],
+    },
+    entry_points={
+        "console_scripts": ["smalltable = ingestd.cli:cli"],
+        "datasette": ["smalltable = ingestd.datasette_plugin"],
+    },
+)

@@ -1,0 +1,162 @@
+"""Fixtures that run the real stack: nginx, ingestd and Datasette on loopback.
+
+``stack`` starts ``smalltable up`` (the same command ``make run`` runs) once per
+test session on free ports, in a temporary home. If nginx is not installed the
+tests fail with the command to install it; they never skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ingestd.stack import StackError, find_nginx
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """A running ``smalltable up`` and helpers to talk to it as a user would."""
+
+    home: Path
+    port: int
+    datasette_port: int
+    metrics_port: int
+    process: subprocess.Popen
+    client: httpx.Client
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def host(self, project: str | None) -> str:
+        return f"{project}.localhost:{self.port}" if project else f"localhost:{self.port}"
+
+    def request(self, method: str, project: str | None, path: str = "/", **kwargs) -> httpx.Response:
+        headers = {"Host": self.host(project), **kwargs.pop("headers", {})}
+        return self.client.request(method, self.url(path), headers=headers, **kwargs)
+
+    def post(self, project: str, body: bytes | str = b"", path: str = "/", **kwargs) -> httpx.Response:
+        return self.request("POST", project, path, content=body, **kwargs)
+
+    def rows(self, project: str, table: str = "records", **filters: str) -> list[dict]:
+        """Rows of a project's table through nginx and Datasette's JSON API."""
+        params = {"_shape": "array", "_size": "max", **filters}
+        response = self.request("GET", project, f"/{project}/{table}.json", params=params)
+        if response.status_code == 404:
+            return []
+        response.raise_for_status()
+        return response.json()
+
+    def wait_row(self, project: str, request_id: str, table: str = "records", timeout: float = 10) -> dict:
+        """The row of ``request_id`` once ingestd has loaded it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.rows(project, table, _request_id__exact=request_id)
+            if rows:
+                return rows[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{request_id} did not reach {project}.{table} in {timeout}s")
+            time.sleep(0.05)
+
+    def databases(self) -> set[str]:
+        response = self.client.get(f"http://127.0.0.1:{self.datasette_port}/-/databases.json")
+        return {db["name"] for db in response.json()}
+
+    @property
+    def ingest_log(self) -> Path:
+        return self.home / "logs" / "ingest.log"
+
+    def log_lines(self) -> list[dict]:
+        return [json.loads(line.decode("latin-1")) for line in self.ingest_log.read_bytes().splitlines()]
+
+
+def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:
+    try:
+        find_nginx()
+    except StackError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    ports = [free_port() for _ in range(3)]
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ingestd",
+            "up",
+            "--home",
+            str(home),
+            "--port",
+            str(ports[0]),
+            "--datasette-port",
+            str(ports[1]),
+            "--metrics-port",
+            str(ports[2]),
+            *(extra_args or []),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    banner = []
+    for line in process.stdout:
+        banner.append(line)
+        if "Ctrl-C stops" in line:
+            break
+    else:
+        process.wait()
+        pytest.fail("smalltable up did not start:\n" + "".join(banner), pytrace=False)
+    return Stack(home, *ports, process, httpx.Client(timeout=30))
+
+
+def stop_stack(stack: Stack) -> int:
+    stack.client.close()
+    stack.process.send_signal(signal.SIGINT)
+    try:
+        return stack.process.wait(timeout=30)
+    finally:
+        if stack.process.poll() is None:
+            stack.process.kill()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    """One stack for the session: tests use their own project names to stay independent."""
+    running = start_stack(tmp_path_factory.mktemp("home"))
+    yield running
+    stop_stack(running)
+
+
+@pytest.fixture
+def fresh_stack(tmp_path) -> Iterator[Stack]:
+    """A stack of the test's own, for tests that stop or break parts of it."""
+    running = start_stack(tmp_path / "home")
+    yield running
+    if running.process.poll() is None:
+        stop_stack(running)
+
+
+@pytest.fixture
+def project(request) -> str:
+    """A project name unique to the test."""
+    name = request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")
+    name = "".join(c for c in name if c.isalnum() or c == "-").strip("-")[:40].strip("-")
+    digest = hashlib.sha1(f"{request.node.nodeid}{os.getpid()}".encode()).hexdigest()[:8]
+    return f"{name}-{digest}"

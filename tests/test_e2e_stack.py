@@ -1,0 +1,108 @@
+"""`smalltable up` as a user runs it: start, stop with Ctrl-C, refuse clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import free_port, stop_stack
+
+pytestmark = pytest.mark.e2e
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_ctrl_c_stops_nginx_ingestd_and_datasette(fresh_stack):
+    ports = (fresh_stack.port, fresh_stack.datasette_port, fresh_stack.metrics_port)
+    assert all(listening(p) for p in ports)
+    assert stop_stack(fresh_stack) == 0
+    assert not any(listening(p) for p in ports)
+    leftover = subprocess.run(["pgrep", "-f", str(fresh_stack.home)], capture_output=True, text=True)
+    assert leftover.stdout == ""
+
+
+def test_writes_are_accepted_while_ingestd_and_datasette_are_down(fresh_stack, project):
+    """nginx alone answers writes; what was accepted meanwhile is loaded later."""
+    daemon = subprocess.run(
+        ["pgrep", "-f", "ingestd ingest --config " + str(fresh_stack.home)], capture_output=True, text=True
+    ).stdout.split()
+    datasette = subprocess.run(
+        ["pgrep", "-f", f"datasette serve --host 127.0.0.1 --port {fresh_stack.datasette_port}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert len(daemon) == 1 and len(datasette) == 1
+    for pid in daemon + datasette:
+        os.kill(int(pid), signal.SIGSTOP)
+    try:
+        ids = [fresh_stack.post(project, f"while down {i}").json()["id"] for i in range(5)]
+    finally:
+        for pid in daemon + datasette:
+            os.kill(int(pid), signal.SIGCONT)
+    for i, rid in enumerate(ids):
+        assert fresh_stack.wait_row(project, rid)["_body"] == f"while down {i}"
+
+
+def test_busy_port_is_refused_with_a_clear_message(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ingestd",
+                "up",
+                "--home",
+                str(tmp_path),
+                "--port",
+                str(port),
+                "--datasette-port",
+                str(free_port()),
+                "--metrics-port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"already in use: nginx port {port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_names_the_file_and_the_key(tmp_path):
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("nginx:\n  prot: 80\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "ingestd", "up", "--config", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert f"{config}: unknown key 'nginx.prot' (did you mean 'nginx.port'?)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_stack_stops_when_a_service_dies(fresh_stack):
+    datasette = subprocess.run(
+        ["pgrep", "-f", f"datasette serve --host 127.0.0.1 --port {fresh_stack.datasette_port}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    os.kill(int(datasette[0]), signal.SIGKILL)
+    assert fresh_stack.process.wait(timeout=30) == 1
+    output = fresh_stack.process.stdout.read()
+    assert "datasette exited" in output
+    deadline = time.monotonic() + 5
+    while listening(fresh_stack.port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not listening(fresh_stack.port)
