@@ -23,12 +23,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check ingestd tests setup.py
 
 # Debian packages: installed with apt-get when run as root, otherwise we stop and
-# print the exact command. nginx lives in /usr/sbin, outside a user's PATH.
+# print the exact command. Debian's python3 needs python3-venv to make a virtualenv.
 system-deps:
 	@missing=""; \
 	for p in $(SYSTEM_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \

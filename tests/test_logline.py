@@ -1,0 +1,116 @@
+"""The log-line parser: any body nginx can log comes back byte for byte."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingestd.logline import LineError, parse_line
+
+RID = "0123456789abcdef0123456789abcdef"
+
+
+def nginx_escape_json(value: bytes) -> bytes:
+    """What nginx's ``escape=json`` does to a variable: ``"`` and ``\\`` escaped,
+    bytes below 0x20 as ``\\n``-style or ``\\u00XX`` escapes, everything else raw.
+    (Checked against the real nginx in test_e2e_contract.py.)"""
+    short = {0x08: b"\\b", 0x09: b"\\t", 0x0A: b"\\n", 0x0C: b"\\f", 0x0D: b"\\r"}
+    out = bytearray()
+    for byte in value:
+        if byte == 0x22:
+            out += b'\\"'
+        elif byte == 0x5C:
+            out += b"\\\\"
+        elif byte < 0x20:
+            out += short.get(byte, b"\\u%04X" % byte)
+        else:
+            out.append(byte)
+    return bytes(out)
+
+
+def make_line(body: bytes = b"", **fields: str) -> bytes:
+    values = {
+        "t": "1795250368.589",
+        "rt": "0.002",
+        "id": RID,
+        "project": "demo",
+        "method": "POST",
+        "uri": "/notes?x=1",
+        "ctype": "text/plain",
+        "clen": str(len(body)),
+        "addr": "127.0.0.1",
+        "ua": "curl/8",
+        "status": "202",
+        **fields,
+    }
+    e = {k: nginx_escape_json(v.encode()) for k, v in values.items()}
+    return (
+        b'{"v":1,"t":' + e["t"] + b',"rt":' + e["rt"] + b',"id":"' + e["id"] + b'","project":"'
+        + e["project"] + b'","method":"' + e["method"] + b'","uri":"' + e["uri"] + b'","ctype":"'
+        + e["ctype"] + b'","clen":"' + e["clen"] + b'","addr":"' + e["addr"] + b'","ua":"' + e["ua"]
+        + b'","status":"' + e["status"] + b'","body":"' + nginx_escape_json(body) + b'"}'
+    )  # fmt: skip
+
+
+def test_fields_of_a_line():
+    request = parse_line(make_line(b'{"a":1}', ctype="application/json"))
+    assert request.request_id == RID
+    assert request.project == "demo"
+    assert request.received == pytest.approx(1795250368.587)
+    assert (request.method, request.path, request.query) == ("POST", "/notes", "x=1")
+    assert (request.content_type, request.content_length) == ("application/json", 7)
+    assert (request.remote_addr, request.user_agent) == ("127.0.0.1", "curl/8")
+    assert request.body == b'{"a":1}'
+
+
+def test_uri_without_query_and_empty_headers():
+    request = parse_line(make_line(uri="/", ctype="", clen="", ua=""))
+    assert (request.path, request.query) == ("/", None)
+    assert (request.content_type, request.content_length, request.user_agent) == (None, None, None)
+
+
+def test_every_byte_value_round_trips():
+    body = bytes(range(256)) * 2
+    assert parse_line(make_line(body)).body == body
+
+
+@given(st.binary(max_size=4096))
+def test_any_body_round_trips(body):
+    assert parse_line(make_line(body)).body == body
+
+
+def test_utf8_user_agent_is_read_as_text():
+    assert parse_line(make_line(ua="Mozilla ✓")).user_agent == "Mozilla ✓"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"garbage", "not JSON"),
+        (b"[1,2]", "not a JSON object"),
+        (make_line()[:-20], "not JSON"),
+        (make_line().replace(b'"v":1', b'"v":2'), "unknown format version 2"),
+        (make_line(id="xyz"), "bad request id 'xyz'"),
+        (make_line(project="../etc"), "bad project name '../etc'"),
+        (make_line(project="Demo"), "bad project name 'Demo'"),
+        (make_line(method="GET"), "not a write method: 'GET'"),
+        (make_line(status="413"), "not an accepted request: status '413'"),
+        (make_line(clen="abc"), "bad field value"),
+        (make_line().replace(b'"ua"', b'"xx"'), "missing field 'ua'"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_lines_say_why(line, reason):
+    with pytest.raises(LineError) as raised:
+        parse_line(line)
+    assert str(raised.value).startswith(reason)
+
+
+def test_line_is_valid_json_after_latin1_decoding():
+    """The contract docs/log-format.md states: decode as Latin-1, then it is JSON."""
+    body = b"\xff\xfe\x00\x7f\x80 caf\xc3\xa9"
+    fields = json.loads(make_line(body).decode("latin-1"))
+    assert fields["body"].encode("latin-1") == body
