@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,16 +43,38 @@ def save(path: Path, positions: list[FilePosition]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:  # os.write may write less than asked (e.g. the disk filling up)
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+_FIELD_TYPES = {"fingerprint": str, "dev": int, "ino": int, "offset": int, "path": str, "done": bool}
+
+
+def _position(item: object) -> FilePosition:
+    """One saved file position, checked field by field: a wrong type is a bad checkpoint."""
+    if not isinstance(item, dict):
+        raise ValueError(f"a file entry is not an object: {item!r}")
+    position = FilePosition(**item)
+    for name, kind in _FIELD_TYPES.items():
+        value = getattr(position, name)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+            raise ValueError(f"bad {name} {value!r} in {item!r}")
+    return position
 
 
 def load(path: Path) -> list[FilePosition] | None:
@@ -68,6 +91,6 @@ def load(path: Path) -> list[FilePosition] | None:
         data = json.loads(raw)
         if data.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"unknown version {data.get('version')!r}")
-        return [FilePosition(**item) for item in data["files"]]
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return [_position(item) for item in data["files"]]
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({len(raw)} bytes): {exc}") from None

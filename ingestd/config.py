@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -47,7 +49,7 @@ def _int_range(low: int, high: int) -> Callable[[Any], int]:
 
 
 def _positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ValueError
     return float(value)
 
@@ -58,7 +60,9 @@ def _path(value: Any) -> str:
     return value
 
 
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$")
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$"
+)
 
 
 def _domain(value: Any) -> str:
@@ -78,61 +82,73 @@ def _addresses(value: Any) -> list[str]:
 # Every setting, by its dotted key. Paths are relative to `home` unless absolute.
 SETTINGS: dict[str, Setting] = {
     "domain": Setting(
-        "localhost", _domain, "a lowercase DNS name",
+        "localhost",
+        _domain,
+        "a lowercase DNS name",
         "Projects live at PROJECT.DOMAIN; the apex DOMAIN lists them all.",
     ),
     "home": Setting(
-        "./smalltable-home", _path, "a directory path",
+        "./smalltable-home",
+        _path,
+        "a directory path",
         "The directory that holds logs, data, state and runtime files.",
     ),
     "nginx.listen": Setting(
-        ["127.0.0.1", "::1"], _addresses, "a list of IP addresses",
+        ["127.0.0.1", "::1"],
+        _addresses,
+        "a list of IP addresses",
         "Addresses nginx listens on.",
     ),
-    "nginx.port": Setting(
-        8080, _int_range(1, 65535), "an integer from 1 to 65535", "nginx's HTTP port."
-    ),
+    "nginx.port": Setting(8080, _int_range(1, 65535), "an integer from 1 to 65535", "nginx's HTTP port."),
     "nginx.max_body_bytes": Setting(
-        1048576, _int_range(1, 64 * 1048576), "an integer from 1 to 67108864",
+        1048576,
+        _int_range(1, 64 * 1048576),
+        "an integer from 1 to 67108864",
         "The largest body accepted; larger writes get 413.",
     ),
     "datasette.port": Setting(
-        8001, _int_range(1, 65535), "an integer from 1 to 65535",
+        8001,
+        _int_range(1, 65535),
+        "an integer from 1 to 65535",
         "Datasette's port (loopback only; nginx proxies to it).",
     ),
     "metrics.port": Setting(
-        9108, _int_range(0, 65535), "an integer from 0 to 65535 (0: no metrics)",
+        9108,
+        _int_range(0, 65535),
+        "an integer from 0 to 65535 (0: no metrics)",
         "The port of ingestd's Prometheus /metrics (loopback only).",
     ),
-    "paths.log_dir": Setting(
-        "logs", _path, "a directory path", "nginx's logs, the ingest log among them."
-    ),
+    "paths.log_dir": Setting("logs", _path, "a directory path", "nginx's logs, the ingest log among them."),
     "paths.ingest_log": Setting(
         "logs/ingest.log", _path, "a file path", "The ingest log nginx writes and ingestd reads."
     ),
-    "paths.data_dir": Setting(
-        "data", _path, "a directory path", "Project databases: DATA_DIR/PROJECT.db."
-    ),
+    "paths.data_dir": Setting("data", _path, "a directory path", "Project databases: DATA_DIR/PROJECT.db."),
     "paths.state_dir": Setting(
         "state", _path, "a directory path", "ingestd's checkpoint and dead-letter file."
     ),
-    "paths.run_dir": Setting(
-        "run", _path, "a directory path", "Sockets, pid files and nginx's temp files."
-    ),
+    "paths.run_dir": Setting("run", _path, "a directory path", "Sockets, pid files and nginx's temp files."),
     "ingest.batch_lines": Setting(
-        20000, _int_range(1, 10_000_000), "a positive integer",
+        20000,
+        _int_range(1, 10_000_000),
+        "a positive integer",
         "Most lines loaded in one transaction per project.",
     ),
     "ingest.rescan_interval": Setting(
-        1.0, _positive_number, "a positive number of seconds",
+        1.0,
+        _positive_number,
+        "a positive number of seconds",
         "How often the log directory is rescanned even without file events.",
     ),
     "ingest.max_columns": Setting(
-        200, _int_range(0, 1900), "an integer from 0 to 1900",
+        200,
+        _int_range(0, 1900),
+        "an integer from 0 to 1900",
         "Most columns made from JSON keys and form fields per project; later keys stay in the body only.",
     ),
     "ingest.open_databases": Setting(
-        64, _int_range(1, 10000), "a positive integer",
+        64,
+        _int_range(1, 10000),
+        "a positive integer",
         "Most project databases kept open at once.",
     ),
 }
@@ -158,12 +174,21 @@ class Config:
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested sections to dotted keys: ``{"nginx": {"port": 80}}`` → ``{"nginx.port": 80}``."""
+    """Nested sections to dotted keys: ``{"nginx": {"port": 80}}`` → ``{"nginx.port": 80}``.
+
+    A section left empty (every setting in it commented out) is no setting at
+    all; a mapping that is not a setting is a section, known or not, so a typo
+    in a section name is reported with its full key (``ngnix.port``).
+    """
     flat: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and any(k.startswith(f"{dotted}.") for k in SETTINGS):
+        if dotted in SETTINGS:
+            flat[dotted] = value
+        elif isinstance(value, dict):
             flat.update(_flatten(value, f"{dotted}."))
+        elif value is None and any(k.startswith(f"{dotted}.") for k in SETTINGS):
+            continue
         else:
             flat[dotted] = value
     return flat
@@ -178,9 +203,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     data: dict = {}
     if path is not None:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read the config file: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{source}: not a text file: a byte that is not UTF-8 at offset {exc.start}"
+            ) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -200,9 +229,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         try:
             values[key] = setting.check(value)
         except (ValueError, TypeError):
-            raise ConfigError(
-                f"{source}: key {key!r}: expected {setting.expected}, got {value!r}"
-            ) from None
+            raise ConfigError(f"{source}: key {key!r}: expected {setting.expected}, got {value!r}") from None
     return Config(values, source)
 
 
@@ -217,6 +244,7 @@ def defaults_yaml() -> str:
             lines.append(f"{head}:")
         section = head
         lines.append(f"{indent}# {setting.doc}")
-        dumped = yaml.safe_dump({leaf: setting.default}, default_flow_style=True).strip()[1:-1]
+        dumped = yaml.safe_dump({leaf: setting.default}, default_flow_style=True, width=math.inf)
+        dumped = dumped.strip()[1:-1]
         lines.append(f"{indent}{dumped}")
     return "\n".join(lines) + "\n"

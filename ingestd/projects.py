@@ -12,4 +12,4 @@ def is_valid_project_name(name: str) -> bool:
     This is the same rule nginx applies to the host name, checked again here
     because a project name becomes a file name (``data/NAME.db``).
     """
-    return bool(PROJECT_NAME_RE.match(name))
+    return PROJECT_NAME_RE.fullmatch(name) is not None

@@ -24,6 +24,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +72,7 @@ def quote(name: str) -> str:
 
 def iso_time(unix: float) -> str:
     """Unix time → ``2026-11-21T08:39:28.589Z`` (UTC, milliseconds), sortable as text."""
-    seconds = int(unix)
-    millis = int(round((unix - seconds) * 1000))
-    if millis == 1000:
-        seconds, millis = seconds + 1, 0
+    seconds, millis = divmod(round(unix * 1000), 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
@@ -129,15 +127,20 @@ def open_database(path: Path) -> sqlite3.Connection:
     with conn:
         conn.execute("BEGIN IMMEDIATE")
         db["records"].create(
-            SYSTEM_COLUMNS, pk="_id", not_null={"_request_id", "_received", "_method", "_path", "_size", "_kind"},
+            SYSTEM_COLUMNS,
+            pk="_id",
+            not_null={"_request_id", "_received", "_method", "_path", "_size", "_kind"},
             if_not_exists=True,
         )
         db["rejects"].create(
             REJECT_COLUMNS, pk="_id", not_null={"_request_id", "_reason"}, if_not_exists=True
         )
         db["files"].create(
-            FILE_COLUMNS, pk="_id", not_null={"record_id", "field", "size", "content"},
-            foreign_keys=[("record_id", "records", "_id")], if_not_exists=True,
+            FILE_COLUMNS,
+            pk="_id",
+            not_null={"record_id", "field", "size", "content"},
+            foreign_keys=[("record_id", "records", "_id")],
+            if_not_exists=True,
         )
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_records_request_id" ON records (_request_id)')
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_rejects_request_id" ON rejects (_request_id)')
@@ -180,77 +183,101 @@ class ProjectDatabase:
         return row
 
     def write(self, records: list[Record], rejects: list[Reject]) -> WriteResult:
-        """Load one batch in one transaction; already-loaded request ids are skipped."""
+        """Load one batch in one transaction; already-loaded request ids are skipped.
+
+        Records get their ``_id`` in the order they are given (the order of the
+        log). A request id already in ``rejects`` is not stored in ``records``
+        and vice versa: a request ends up in one table, never both.
+        """
         result = WriteResult()
         conn = self.conn
         known_columns = dict(self.user_columns)
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            groups: dict[tuple[str, ...], list[tuple]] = {}
+            conn.execute("BEGIN IMMEDIATE")
+            run: list[tuple] = []
+            run_columns: tuple[str, ...] = ()
             for record in records:
-                request = record.request
                 row = self._row_columns(record.fields, result)
-                values = _request_values(request) + (
-                    record.kind,
-                    record.body,
-                    *row.values(),
-                )
+                columns = tuple(row)
+                values = (*_request_values(record.request), record.kind, record.body, *row.values())
+                if run and (record.files or columns != run_columns):
+                    result.stored += self._insert_rows(run_columns, run)
+                    run = []
                 if record.files:
-                    result.stored += self._insert_with_files(record, tuple(row), values)
+                    result.stored += self._insert_with_files(record, columns, values)
                 else:
-                    groups.setdefault(tuple(row), []).append(values)
-            for columns, rows in groups.items():
-                sql = (
-                    "INSERT INTO records (_request_id, _received, _method, _path, _query, "
-                    "_content_type, _size, _remote_addr, _user_agent, _kind, _body"
-                    + "".join(", " + quote(c) for c in columns)
-                    + ") VALUES (" + ", ".join("?" * (11 + len(columns))) + ")"
-                    " ON CONFLICT (_request_id) DO NOTHING"
-                )
-                before = conn.total_changes
-                conn.executemany(sql, rows)
-                result.stored += conn.total_changes - before
+                    run_columns = columns
+                    run.append(values)
+            if run:
+                result.stored += self._insert_rows(run_columns, run)
             if rejects:
                 before = conn.total_changes
                 conn.executemany(
-                    "INSERT INTO rejects (_request_id, _received, _method, _path, _query, "
-                    "_content_type, _size, _remote_addr, _user_agent, _reason, _body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (_request_id) DO NOTHING",
-                    [
-                        _request_values(r.request) + (r.reason, r.body)
-                        for r in rejects
-                    ],
+                    _insert_sql("rejects", _REJECT_INSERT_COLUMNS, "records"),
+                    [(*_request_values(r.request), r.reason, r.body) for r in rejects],
                 )
                 result.rejected = conn.total_changes - before
             conn.execute("COMMIT")
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
             self.user_columns = known_columns
+            # The connection may be gone (closed, or the error already rolled the
+            # transaction back): the original error is the one worth raising.
+            with suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             raise
         result.duplicates = len(records) + len(rejects) - result.stored - result.rejected
         return result
 
+    def _insert_rows(self, columns: tuple[str, ...], rows: list[tuple]) -> int:
+        """Insert records without files that share their user columns; the number stored."""
+        before = self.conn.total_changes
+        self.conn.executemany(_insert_sql("records", _RECORD_INSERT_COLUMNS + columns, "rejects"), rows)
+        return self.conn.total_changes - before
+
     def _insert_with_files(self, record: Record, columns: tuple[str, ...], values: tuple) -> int:
-        sql = (
-            "INSERT INTO records (_request_id, _received, _method, _path, _query, "
-            "_content_type, _size, _remote_addr, _user_agent, _kind, _body"
-            + "".join(", " + quote(c) for c in columns)
-            + ") VALUES (" + ", ".join("?" * (11 + len(columns))) + ")"
-            " ON CONFLICT (_request_id) DO NOTHING RETURNING _id"
-        )
-        inserted = self.conn.execute(sql, values).fetchone()
-        if inserted is None:
+        sql = _insert_sql("records", _RECORD_INSERT_COLUMNS + columns, "rejects") + " RETURNING _id"
+        inserted = self.conn.execute(sql, values).fetchall()
+        if not inserted:
             return 0
         self.conn.executemany(
             "INSERT INTO files (record_id, field, filename, content_type, size, content) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (inserted[0], f.field, f.filename, f.content_type, len(f.content), f.content)
+                (inserted[0][0], f.field, f.filename, f.content_type, len(f.content), f.content)
                 for f in record.files
             ],
         )
         return 1
+
+
+_RECORD_INSERT_COLUMNS = (
+    "_request_id",
+    "_received",
+    "_method",
+    "_path",
+    "_query",
+    "_content_type",
+    "_size",
+    "_remote_addr",
+    "_user_agent",
+    "_kind",
+    "_body",
+)
+_REJECT_INSERT_COLUMNS = (*_RECORD_INSERT_COLUMNS[:9], "_reason", "_body")
+
+
+def _insert_sql(table: str, columns: tuple[str, ...], other_table: str) -> str:
+    """An idempotent insert of one row into ``table`` unless its request id is in either table.
+
+    The first parameter is the request id; it is also looked up in ``other_table``.
+    """
+    params = ", ".join(f"?{n}" for n in range(1, len(columns) + 1))
+    return (
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) SELECT {params} "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {other_table} WHERE _request_id = ?1) "
+        "ON CONFLICT (_request_id) DO NOTHING"
+    )
 
 
 class Store:
@@ -265,7 +292,7 @@ class Store:
 
     def project(self, name: str) -> ProjectDatabase:
         """The open database of project ``name``, created on first use."""
-        if not is_valid_project_name(name):
+        if not isinstance(name, str) or not is_valid_project_name(name):
             raise ValueError(f"not a valid project name: {name!r}")
         db = self._open.get(name)
         if db is None:
@@ -278,8 +305,20 @@ class Store:
         return db
 
     def write(self, project: str, records: list[Record], rejects: list[Reject]) -> WriteResult:
-        """Load one project's share of a batch."""
-        return self.project(project).write(records, rejects)
+        """Load one project's share of a batch.
+
+        If the batch fails, the project's database is closed, so the next write
+        starts on a fresh connection (whatever state the failure left behind).
+        """
+        db = self.project(project)
+        try:
+            return db.write(records, rejects)
+        except BaseException:
+            if self._open.get(project) is db:
+                del self._open[project]
+            with suppress(sqlite3.Error):
+                db.close()
+            raise
 
     def close(self) -> None:
         while self._open:

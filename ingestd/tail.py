@@ -26,6 +26,8 @@ from .checkpoint import FilePosition
 
 FINGERPRINT_BYTES = 256
 READ_SIZE = 1 << 20
+OVERLONG_HEAD = 4096
+"""How much of an overlong line :attr:`Line.data` keeps."""
 
 
 @dataclass(slots=True)
@@ -53,11 +55,16 @@ class Followed:
     fd: int | None = None
     gzip_file: gzip.GzipFile | None = None
     done: bool = False
-    skipping: bool = False
-    """Inside an overlong line: discard bytes up to the next newline."""
+    scan_pos: int = 0
+    """Inside an unfinished overlong line at ``offset``: no newline before this position."""
     seen: bool = field(default=True, compare=False)
     seq: int = 0
     """Discovery order: older files are read first."""
+    gzip_buffer: bytes = b""
+    """Decompressed bytes from ``gzip_buffer_start``, up to the gzip file's position."""
+    gzip_buffer_start: int = 0
+    gzip_failed: tuple[int, int] | None = None
+    """(size, mtime) of the .gz when reading it failed: retried only once it changes."""
 
 
 def _fingerprint(head: bytes) -> str | None:
@@ -78,6 +85,14 @@ def _gzip_head(path: Path) -> bytes | None:
         return None
 
 
+def _signature(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 class Tailer:
     """Follows ``live`` (e.g. ``logs/ingest.log``) and every rotated file beside it."""
 
@@ -92,6 +107,9 @@ class Tailer:
         self.rotations_seen = 0
         self.vanished: list[Followed] = []
         """Files that disappeared before they were read to the end (deleted early)."""
+        self._gzip_heads: dict[tuple[int, int, int, int], bytes | None] = {}
+        """The first bytes of each .gz seen by the last scan, by (dev, ino, size, mtime)."""
+        self._gzip_heads_before: dict[tuple[int, int, int, int], bytes | None] = {}
 
     def _add(self, followed: Followed) -> Followed:
         followed.seq = self._next_seq
@@ -106,7 +124,8 @@ class Tailer:
         prefix = self.live.name
         try:
             names = [
-                n for n in os.listdir(self.live.parent)
+                n
+                for n in os.listdir(self.live.parent)
                 if n.startswith(prefix) and n != prefix and not n.endswith(".tmp")
             ]
         except FileNotFoundError:
@@ -120,10 +139,14 @@ class Tailer:
                 return 0.0
 
         paths.sort(key=age)
-        return paths + [self.live]
+        return [*paths, self.live]
 
     def scan(self) -> None:
         """Match the files on disk to the files followed; start following new ones."""
+        self._gzip_heads_before, self._gzip_heads = self._gzip_heads, {}
+        for f in list(self.files.values()):
+            if f.fd is not None:
+                self._check_truncated(f)
         by_inode = {(f.dev, f.ino): f for f in self.files.values() if f.fd is not None}
         for f in self.files.values():
             f.seen = f.fd is not None
@@ -143,13 +166,24 @@ class Tailer:
             self._discover(path, st)
         for fingerprint in [k for k, f in self.files.items() if not f.seen]:
             gone = self.files.pop(fingerprint)
+            if gone.gzip_file is not None:
+                gone.gzip_file.close()
+                gone.gzip_file = None
             if not gone.done:
                 self.vanished.append(gone)
+        self._gzip_heads_before = {}
+
+    def _gzip_head_cached(self, path: Path, st: os.stat_result) -> bytes | None:
+        """The first bytes of a .gz, decompressed once per version of the file."""
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        head = self._gzip_heads_before[key] if key in self._gzip_heads_before else _gzip_head(path)
+        self._gzip_heads[key] = head
+        return head
 
     def _discover(self, path: Path, st: os.stat_result) -> None:
         compressed = path.suffix == ".gz"
         if compressed:
-            head = _gzip_head(path)
+            head = self._gzip_head_cached(path, st)
             fd = None
         else:
             try:
@@ -166,71 +200,142 @@ class Tailer:
         if followed is None:
             followed = self._add(Followed(fingerprint, st.st_dev, st.st_ino, str(path)))
         followed.seen = True
-        if followed.fd is not None or followed.done or (compressed and followed.gzip_file):
+        if followed.done:
+            followed.path = str(path)
+        if followed.fd is not None or followed.done:
             if fd is not None:
                 os.close(fd)
             return
         if fd is not None:
+            # The plain file is preferred to a compressed copy of it: it may still grow.
+            self._close_gzip(followed)
             followed.fd, followed.dev, followed.ino, followed.path = fd, st.st_dev, st.st_ino, str(path)
-        else:
+        elif followed.gzip_file is None:
             followed.path = str(path)
 
     # -- reading -------------------------------------------------------------
 
     def _check_truncated(self, f: Followed) -> None:
-        """copytruncate: the open file shrank, or regrew with another first line."""
+        """copytruncate: the open file shrank, or regrew with another first line.
+
+        A file that kept its first line but no longer has a line end just
+        before the offset (shorter than that, or changed there) is not what
+        was handed out: it lost its tail in a crash before the page cache was
+        flushed, and nginx appended after what was left. Reading starts again
+        from its start; the store skips the lines it already has, and no line
+        written after the crash is skipped.
+        """
+        assert f.fd is not None
         size = os.fstat(f.fd).st_size
-        if size >= f.offset and _fingerprint(os.pread(f.fd, FINGERPRINT_BYTES, 0)) == f.fingerprint:
+        same = _fingerprint(os.pread(f.fd, FINGERPRINT_BYTES, 0)) == f.fingerprint
+        if same and (f.offset == 0 or (size >= f.offset and os.pread(f.fd, 1, f.offset - 1) == b"\n")):
             return
         self.truncations += 1
+        f.scan_pos = 0
+        if same:
+            f.offset = 0
+            return
         os.close(f.fd)
         f.fd = None
         f.seen = False
 
+    def _close_gzip(self, f: Followed) -> None:
+        if f.gzip_file is not None:
+            f.gzip_file.close()
+            f.gzip_file = None
+        f.gzip_buffer, f.gzip_buffer_start = b"", 0
+
     def _read_at(self, f: Followed, offset: int, size: int) -> bytes:
         if f.fd is not None:
             return os.pread(f.fd, size, offset)
-        if f.gzip_file is None:
-            f.gzip_file = gzip.open(f.path, "rb")
-        if f.gzip_file.tell() != offset:
-            f.gzip_file.seek(offset)
+        return self._read_gzip(f, offset, size)
+
+    def _read_gzip(self, f: Followed, offset: int, size: int) -> bytes:
+        """Read a .gz at ``offset``, moving forward through it without rewinding.
+
+        Reading resumes at the start of a partial line, which lies before the
+        gzip file's position; a buffer of what was last read saves
+        decompressing the whole file again from its start (a gzip file cannot
+        seek backwards). An unreadable .gz (truncated, corrupt, gone) reads as
+        empty, is not marked done, and is tried again once it changes.
+        """
         try:
-            return f.gzip_file.read(size)
+            if f.gzip_file is None:
+                f.gzip_file = gzip.open(f.path, "rb")
+                f.gzip_buffer, f.gzip_buffer_start = b"", 0
+            buffer_end = f.gzip_buffer_start + len(f.gzip_buffer)
+            if f.gzip_buffer_start <= offset <= buffer_end:
+                f.gzip_buffer = f.gzip_buffer[offset - f.gzip_buffer_start :]
+            else:
+                f.gzip_file.seek(offset)
+                f.gzip_buffer = b""
+            f.gzip_buffer_start = offset
+            if len(f.gzip_buffer) < size:
+                f.gzip_buffer += f.gzip_file.read(size - len(f.gzip_buffer))
         except (EOFError, zlib.error, OSError):
+            self._close_gzip(f)
+            f.gzip_failed = _signature(f.path) or (-1, -1)
             return b""
+        f.gzip_failed = None
+        return f.gzip_buffer[:size]
+
+    def _hand_out(self, f: Followed, start: int, data: bytes, out: list[Line]) -> None:
+        """Append the line at ``start`` (``data`` without its newline)."""
+        end = start + len(data) + 1
+        if len(data) > self.max_line:
+            out.append(Line(f.fingerprint, f.path, start, end, data[:OVERLONG_HEAD], overlong=True))
+        else:
+            out.append(Line(f.fingerprint, f.path, start, end, data))
 
     def _read_file(self, f: Followed, budget: int, out: list[Line]) -> None:
-        while budget > len(out):
-            want = READ_SIZE
-            chunk = self._read_at(f, f.offset, want)
-            while chunk and b"\n" not in chunk and len(chunk) == want and want < self.max_line:
-                want = min(want * 4, self.max_line + 1)
-                chunk = self._read_at(f, f.offset, want)
-            if not chunk:
-                return
-            if f.skipping:
-                newline = chunk.find(b"\n")
-                if newline < 0:
-                    f.offset += len(chunk)
-                    continue
-                f.offset += newline + 1
-                f.skipping = False
-                continue
+        while len(out) < budget:
+            chunk = self._read_at(f, f.offset, READ_SIZE)
             start = 0
             while len(out) < budget:
                 newline = chunk.find(b"\n", start)
                 if newline < 0:
                     break
-                out.append(Line(f.fingerprint, f.path, f.offset + start, f.offset + newline + 1, chunk[start:newline]))
+                self._hand_out(f, f.offset + start, chunk[start:newline], out)
                 start = newline + 1
-            if start == 0 and len(chunk) > self.max_line:
-                out.append(Line(f.fingerprint, f.path, f.offset, f.offset + len(chunk), chunk[:4096], overlong=True))
-                f.offset += len(chunk)
-                f.skipping = True
+            if start:
+                f.offset += start
+                f.scan_pos = 0
                 continue
-            f.offset += start
-            if start == 0:
+            if len(chunk) < READ_SIZE or not self._read_long_line(f, chunk, out):
                 return
+
+    def _read_long_line(self, f: Followed, head: bytes, out: list[Line]) -> bool:
+        """Hand out the line at ``f.offset``, longer than one read; False if not whole yet.
+
+        A line up to ``max_line`` is handed out whole; a longer one as its first
+        bytes with ``overlong=True``, once its newline has arrived. The offset
+        never stops inside a line, so a checkpoint never does either.
+        """
+        pos = f.offset + len(head)
+        parts: list[bytes] | None = [head] if len(head) <= self.max_line else None
+        if f.scan_pos - f.offset > self.max_line:
+            pos, parts = f.scan_pos, None
+        while True:
+            chunk = self._read_at(f, pos, READ_SIZE)
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                end = pos + newline
+                if parts is not None and end - f.offset <= self.max_line:
+                    parts.append(chunk[:newline])
+                    self._hand_out(f, f.offset, b"".join(parts), out)
+                else:
+                    out.append(Line(f.fingerprint, f.path, f.offset, end + 1, head[:OVERLONG_HEAD], True))
+                f.offset, f.scan_pos = end + 1, 0
+                return True
+            pos += len(chunk)
+            if len(chunk) < READ_SIZE:
+                if pos - f.offset > self.max_line:
+                    f.scan_pos = pos
+                return False
+            if parts is not None:
+                parts.append(chunk)
+                if pos - f.offset > self.max_line:
+                    parts = None
 
     def read(self, budget: int) -> list[Line]:
         """Up to ``budget`` whole lines not yet handed out, oldest file first."""
@@ -238,15 +343,19 @@ class Tailer:
         for f in sorted(self.files.values(), key=lambda f: f.seq):
             if f.done or len(out) >= budget:
                 continue
-            if f.fd is not None:
-                self._check_truncated(f)
-                if f.fd is None:
-                    continue
-            elif not f.path.endswith(".gz"):
-                continue
-            self._read_file(f, budget, out)
-            self._retire(f)
+            if self._readable(f):
+                self._read_file(f, budget, out)
+                self._retire(f)
         return out
+
+    def _readable(self, f: Followed) -> bool:
+        """True for an open plain file (not truncated under us) or a .gz worth trying."""
+        if f.fd is not None:
+            self._check_truncated(f)
+            return f.fd is not None
+        if not f.path.endswith(".gz"):
+            return False
+        return f.gzip_failed is None or f.gzip_failed != _signature(f.path)
 
     def _retire(self, f: Followed) -> None:
         """Close a file that can grow no more and has been read to its end."""
@@ -256,9 +365,9 @@ class Tailer:
                 os.close(f.fd)
                 f.fd = None
                 f.done = True
-        elif f.gzip_file is not None and not self._read_at(f, f.offset, 1):
-            f.gzip_file.close()
-            f.gzip_file = None
+        elif f.gzip_failed is None and not self._read_at(f, f.offset, 1) and f.gzip_failed is None:
+            # Done only at a clean end of the stream, not when reading it failed.
+            self._close_gzip(f)
             f.done = True
 
     def pending_bytes(self) -> int:
@@ -272,8 +381,7 @@ class Tailer:
     def positions(self) -> list[FilePosition]:
         """Where each followed file stands: what a checkpoint saves."""
         return [
-            FilePosition(f.fingerprint, f.dev, f.ino, f.offset, f.path, f.done)
-            for f in self.files.values()
+            FilePosition(f.fingerprint, f.dev, f.ino, f.offset, f.path, f.done) for f in self.files.values()
         ]
 
     def close(self) -> None:
@@ -281,6 +389,4 @@ class Tailer:
             if f.fd is not None:
                 os.close(f.fd)
                 f.fd = None
-            if f.gzip_file is not None:
-                f.gzip_file.close()
-                f.gzip_file = None
+            self._close_gzip(f)

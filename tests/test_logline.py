@@ -114,3 +114,8 @@ def test_line_is_valid_json_after_latin1_decoding():
     body = b"\xff\xfe\x00\x7f\x80 caf\xc3\xa9"
     fields = json.loads(make_line(body).decode("latin-1"))
     assert fields["body"].encode("latin-1") == body
+
+
+def test_project_with_a_trailing_newline_is_refused():
+    with pytest.raises(LineError, match="bad project name"):
+        parse_line(make_line(project="demo\n"))
