@@ -14,6 +14,8 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import failpoints
+
 CHECKPOINT_VERSION = 1
 
 
@@ -50,11 +52,13 @@ def save(path: Path, positions: list[FilePosition]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        failpoints.hit("checkpoint.after_temp_write")
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
             os.unlink(tmp)
         raise
+    failpoints.hit("checkpoint.after_rename")
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

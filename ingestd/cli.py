@@ -79,15 +79,15 @@ def ingest(config_file, home, metrics_port) -> None:
     run_daemon(config)
 
 
-@cli.command("render-nginx")
+@cli.command("render-config")
 @config_option
 @home_option
 @click.option(
     "--out", type=click.Path(path_type=Path), required=True, help="Directory to write the files to."
 )
-def render_nginx(config_file, home, out) -> None:
-    """Write the nginx config for this deployment (smalltable.conf and a full nginx.conf)."""
-    from .nginxconf import write
+def render_config(config_file, home, out) -> None:
+    """Write this deployment's nginx and logrotate configs (smalltable.conf, nginx.conf, logrotate.conf)."""
+    from .render import write
 
     for path in write(_config(config_file, home=home), out):
         click.echo(path)

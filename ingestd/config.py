@@ -71,6 +71,15 @@ def _domain(value: Any) -> str:
     return value
 
 
+_SIZE_RE = re.compile(r"^[1-9][0-9]*[kMG]?$")
+
+
+def _size(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not _SIZE_RE.match(str(value)):
+        raise ValueError
+    return str(value)
+
+
 def _addresses(value: Any) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ValueError
@@ -150,6 +159,36 @@ SETTINGS: dict[str, Setting] = {
         _int_range(1, 10000),
         "a positive integer",
         "Most project databases kept open at once.",
+    ),
+    "ingest.close_rotated_after": Setting(
+        300.0,
+        _positive_number,
+        "a positive number of seconds",
+        "A rotated log read to its end and unchanged this long is closed (it is reopened if it grows).",
+    ),
+    "logrotate.max_size": Setting(
+        "100M",
+        _size,
+        "a size like 100M, 500k or 1G",
+        "Rotate the ingest log once it is bigger than this, even before the day is over.",
+    ),
+    "logrotate.keep_days": Setting(
+        200,
+        _int_range(1, 100000),
+        "a positive number of days",
+        "Rotated logs are kept this long: at least as long as any project keeps its data.",
+    ),
+    "logrotate.interval": Setting(
+        60.0,
+        _positive_number,
+        "a positive number of seconds",
+        "How often `smalltable up` runs logrotate (production uses smalltable-logrotate.timer).",
+    ),
+    "paths.nginx_pid": Setting(
+        "run/nginx.pid",
+        _path,
+        "a file path",
+        "nginx's pid file: logrotate signals nginx (USR1) to reopen its logs.",
     ),
 }
 
@@ -235,16 +274,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def defaults_yaml() -> str:
     """Every setting with its default and meaning, as a commented YAML document."""
-    lines: list[str] = []
-    section = None
+    sections: dict[str, list[tuple[str, Setting]]] = {}
     for key, setting in SETTINGS.items():
         head, _, leaf = key.rpartition(".")
+        sections.setdefault(head, []).append((leaf, setting))
+    lines: list[str] = []
+    for head, settings in sections.items():
         indent = "  " if head else ""
-        if head != section and head:
+        if head:
             lines.append(f"{head}:")
-        section = head
-        lines.append(f"{indent}# {setting.doc}")
-        dumped = yaml.safe_dump({leaf: setting.default}, default_flow_style=True, width=math.inf)
-        dumped = dumped.strip()[1:-1]
-        lines.append(f"{indent}{dumped}")
+        for leaf, setting in settings:
+            lines.append(f"{indent}# {setting.doc}")
+            dumped = yaml.safe_dump({leaf: setting.default}, default_flow_style=True, width=math.inf)
+            lines.append(f"{indent}{dumped.strip()[1:-1]}")
     return "\n".join(lines) + "\n"

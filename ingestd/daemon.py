@@ -24,7 +24,7 @@ from collections import defaultdict
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import checkpoint, deadletter
+from . import checkpoint, deadletter, failpoints
 from . import metrics as m
 from .config import Config
 from .logline import LineError, parse_line
@@ -84,7 +84,12 @@ class Daemon:
                 aside,
             )
             positions = None
-        return Tailer(self.live, max_line_bytes(self.config["nginx.max_body_bytes"]), positions)
+        return Tailer(
+            self.live,
+            max_line_bytes(self.config["nginx.max_body_bytes"]),
+            positions,
+            close_rotated_after=self.config["ingest.close_rotated_after"],
+        )
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, checkpoint and return."""
@@ -116,13 +121,16 @@ class Daemon:
             deadletter.append(self.deadletter_path, dead)
             for line, error in dead:
                 log.warning("dead letter: %s at bytes %d-%d: %s", line.path, line.start, line.end, error)
-        for project, (records, rejects) in by_project.items():
+        for number, (project, (records, rejects)) in enumerate(by_project.items()):
+            if number == 1:
+                failpoints.hit("load.after_first_project")
             result = self.store.write(project, records, rejects)
             m.RECORDS_STORED.labels(project).inc(result.stored)
             m.RECORDS_REJECTED.labels(project).inc(result.rejected)
             m.DUPLICATES.inc(result.duplicates)
             if result.columns_added:
                 log.info("%s: new columns %s", project, ", ".join(result.columns_added))
+        failpoints.hit("load.before_checkpoint")
         checkpoint.save(self.checkpoint_path, self.tailer.positions())
         m.LAST_CHECKPOINT.set_to_current_time()
         m.LINES_READ.inc(len(lines))
@@ -172,11 +180,25 @@ class Daemon:
         self.store.close()
         self.tailer = self._new_tailer()
 
+    def _watch(self) -> Observer | None:
+        """Wake on file events in the log directory; without them, rescanning still works."""
+        observer = Observer()
+        try:
+            observer.schedule(_Wake(self.wake), str(self.live.parent), recursive=False)
+            observer.start()
+        except OSError as exc:
+            log.warning(
+                "cannot watch %s for changes (%s); rescanning every %.1fs instead",
+                self.live.parent,
+                exc,
+                self.config["ingest.rescan_interval"],
+            )
+            return None
+        return observer
+
     def run(self) -> None:
         """Follow the log until :meth:`stop` (or SIGTERM/SIGINT in the main thread)."""
-        observer = Observer()
-        observer.schedule(_Wake(self.wake), str(self.live.parent), recursive=False)
-        observer.start()
+        observer = self._watch()
         failing = False
         log.info("following %s into %s", self.live, self.config.path("data_dir"))
         try:
@@ -192,8 +214,9 @@ class Daemon:
                     self._recover(exc)
                 self.wake.wait(self.config["ingest.rescan_interval"])
         finally:
-            observer.stop()
-            observer.join()
+            if observer is not None:
+                observer.stop()
+                observer.join()
             self.tailer.close()
             self.store.close()
             log.info("stopped after loading %d lines", self.loaded_lines)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from . import nginxconf
+from . import render
 from .config import Config
 
-NGINX_SEARCH_PATH = "/usr/sbin:/usr/local/sbin:/sbin:/usr/bin:/usr/local/bin"
-NGINX_INSTALL_HINT = "sudo apt-get install nginx logrotate"
+SBIN_SEARCH_PATH = "/usr/sbin:/usr/local/sbin:/sbin:/usr/bin:/usr/local/bin"
+INSTALL_HINT = "sudo apt-get install nginx logrotate"
 
 
 class StackError(Exception):
@@ -41,12 +41,29 @@ class Service:
     process: subprocess.Popen | None = None
 
 
-def find_nginx() -> str:
-    """The nginx binary, or a StackError saying how to install it."""
-    found = shutil.which("nginx") or shutil.which("nginx", path=NGINX_SEARCH_PATH)
+def find_program(name: str) -> str:
+    """A Debian program (nginx, logrotate live in /usr/sbin), or a StackError saying how to install it."""
+    found = shutil.which(name) or shutil.which(name, path=SBIN_SEARCH_PATH)
     if not found:
-        raise StackError(f"nginx is not installed. Install it with:\n    {NGINX_INSTALL_HINT}")
+        raise StackError(f"{name} is not installed. Install it with:\n    {INSTALL_HINT}")
     return found
+
+
+def rotate_logs(config: Config, force: bool = False) -> subprocess.CompletedProcess:
+    """Run the real logrotate on the deployment's logrotate.conf (``force``: rotate now).
+
+    Its state file lives in the run directory, so dev rotations never touch the
+    system's /var/lib/logrotate/status.
+    """
+    argv = [
+        find_program("logrotate"),
+        "--state",
+        str(config.path("run_dir") / "logrotate.state"),
+        str(config.home / "conf" / "logrotate.conf"),
+    ]
+    if force:
+        argv.insert(1, "--force")
+    return subprocess.run(argv, capture_output=True, text=True)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -58,7 +75,7 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def write_runtime_files(config: Config) -> tuple[Path, Path]:
     """Render nginx's config, the effective YAML config and Datasette's metadata."""
     conf_dir = config.home / "conf"
-    nginxconf.write(config, conf_dir)
+    render.write(config, conf_dir)
     for key in ("data_dir", "state_dir"):
         config.path(key).mkdir(parents=True, exist_ok=True)
     effective = conf_dir / "smalltable.yaml"
@@ -116,7 +133,7 @@ def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
         Service(
             "nginx",
             [
-                find_nginx(),
+                find_program("nginx"),
                 "-p",
                 str(home),
                 "-c",
@@ -134,7 +151,7 @@ def check_nginx_config(config: Config) -> None:
     home, logs = config.home, config.path("log_dir")
     result = subprocess.run(
         [
-            find_nginx(),
+            find_program("nginx"),
             "-t",
             "-q",
             "-p",
@@ -178,6 +195,7 @@ def stop(running: list[Service]) -> None:
 def start(config: Config) -> list[Service]:
     """Start the stack and return once all three listen (or raise StackError)."""
     effective, metadata = write_runtime_files(config)
+    find_program("logrotate")
     check_nginx_config(config)
     planned = services(config, effective, metadata)
     busy = [f"{s.name} port {s.port}" for s in planned if s.port and port_in_use(s.port)]
@@ -215,6 +233,14 @@ def banner(config: Config) -> str:
 Ctrl-C stops nginx, ingestd and Datasette."""
 
 
+def _rotate_in_background(config: Config) -> None:
+    """What cron or the systemd timer does in production, with the same config."""
+    result = rotate_logs(config)
+    if result.returncode != 0 or result.stderr:
+        with open(config.path("log_dir") / "logrotate.log", "a") as out:
+            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} exit {result.returncode}\n{result.stderr}")
+
+
 def run(config: Config) -> int:
     """Start the stack, supervise it until Ctrl-C or a service dies; return an exit code."""
     stopping = False
@@ -226,8 +252,12 @@ def run(config: Config) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     running = start(config)
     print(banner(config), flush=True)
+    next_rotation = time.monotonic() + config["logrotate.interval"]
     try:
         while not stopping:
+            if time.monotonic() >= next_rotation:
+                _rotate_in_background(config)
+                next_rotation = time.monotonic() + config["logrotate.interval"]
             for service in running:
                 if service.process.poll() is not None:
                     print(

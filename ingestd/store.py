@@ -30,6 +30,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from . import failpoints
 from .logline import Request
 from .projects import is_valid_project_name
 from .records import Record, Reject
@@ -217,6 +218,7 @@ class ProjectDatabase:
                     [(*_request_values(r.request), r.reason, r.body) for r in rejects],
                 )
                 result.rejected = conn.total_changes - before
+            failpoints.hit("store.before_commit")
             conn.execute("COMMIT")
         except BaseException:
             self.user_columns = known_columns

@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import os
 import stat
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +97,16 @@ def _signature(path: str) -> tuple[int, int] | None:
 class Tailer:
     """Follows ``live`` (e.g. ``logs/ingest.log``) and every rotated file beside it."""
 
-    def __init__(self, live: Path, max_line: int, positions: list[FilePosition] | None = None) -> None:
+    def __init__(
+        self,
+        live: Path,
+        max_line: int,
+        positions: list[FilePosition] | None = None,
+        close_rotated_after: float = 300.0,
+    ) -> None:
         self.live = Path(live)
         self.max_line = max_line
+        self.close_rotated_after = close_rotated_after
         self.files: dict[str, Followed] = {}
         self._next_seq = 0
         for p in positions or []:
@@ -202,6 +210,9 @@ class Tailer:
         followed.seen = True
         if followed.done:
             followed.path = str(path)
+            if fd is not None and st.st_size > followed.offset:
+                # a rotated file closed as idle has grown after all: follow it again
+                followed.done = False
         if followed.fd is not None or followed.done:
             if fd is not None:
                 os.close(fd)
@@ -358,10 +369,14 @@ class Tailer:
         return f.gzip_failed is None or f.gzip_failed != _signature(f.path)
 
     def _retire(self, f: Followed) -> None:
-        """Close a file that can grow no more and has been read to its end."""
+        """Close a file read to its end that can grow no more: deleted (compressed
+        by logrotate, say), or rotated and unchanged for ``close_rotated_after``."""
         if f.fd is not None:
             st = os.fstat(f.fd)
-            if st.st_nlink == 0 and f.offset >= st.st_size:
+            at_end = f.offset >= st.st_size
+            deleted = st.st_nlink == 0
+            idle = f.path != str(self.live) and time.time() - st.st_mtime > self.close_rotated_after
+            if at_end and (deleted or idle):
                 os.close(f.fd)
                 f.fd = None
                 f.done = True

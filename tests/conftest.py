@@ -22,7 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingestd.stack import StackError, find_nginx
+from ingestd.stack import StackError, find_program
+
+from .daemonlib import DaemonRunner
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -91,7 +93,7 @@ class Stack:
 
 def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:
     try:
-        find_nginx()
+        find_program("nginx")
     except StackError as exc:
         pytest.fail(str(exc), pytrace=False)
     ports = [free_port() for _ in range(3)]
@@ -160,3 +162,11 @@ def project(request) -> str:
     name = "".join(c for c in name if c.isalnum() or c == "-").strip("-")[:40].strip("-")
     digest = hashlib.sha1(f"{request.node.nodeid}{os.getpid()}".encode()).hexdigest()[:8]
     return f"{name}-{digest}"
+
+
+@pytest.fixture
+def daemon(tmp_path) -> Iterator[DaemonRunner]:
+    """The real ingest daemon in a home of the test's own; call ``.start()`` to run it."""
+    runner = DaemonRunner(tmp_path / "home")
+    yield runner
+    runner.kill()

@@ -1,9 +1,14 @@
-"""Render the nginx/ templates for one deployment (domain, ports, paths, body limit).
+"""Render the nginx/ and logrotate/ templates for one deployment.
 
-Two files come out: ``smalltable.conf`` (http-level: log format, upstreams, the
-ack server and the project servers), which a production host includes from its
-own nginx.conf, and ``nginx.conf``, a complete config for the unprivileged nginx
-of ``smalltable up``.
+Three files come out:
+
+``smalltable.conf``
+    nginx, http level: log format, upstreams, the ack server and the project
+    servers. A production host includes it from its own nginx.conf.
+``nginx.conf``
+    a complete config for the unprivileged nginx of ``smalltable up``.
+``logrotate.conf``
+    the rotation of the ingest log (production: /etc/logrotate.d/smalltable).
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ import jinja2
 
 from .config import Config
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "nginx"
+REPO = Path(__file__).resolve().parent.parent
+TEMPLATES = {
+    "smalltable.conf": REPO / "nginx" / "smalltable.conf.j2",
+    "nginx.conf": REPO / "nginx" / "nginx-dev.conf.j2",
+    "logrotate.conf": REPO / "logrotate" / "smalltable.conf.j2",
+}
 
 
 def _listen(address: str) -> str:
@@ -37,6 +47,9 @@ def context(config: Config, conf_dir: Path) -> dict:
         "log_dir": config.path("log_dir"),
         "run_dir": config.path("run_dir"),
         "ingest_log": config.path("ingest_log"),
+        "nginx_pid": config.path("nginx_pid"),
+        "max_size": config["logrotate.max_size"],
+        "keep_days": config["logrotate.keep_days"],
         "run_as_root": os.geteuid() == 0,
     }
 
@@ -44,24 +57,24 @@ def context(config: Config, conf_dir: Path) -> dict:
 def render(config: Config, conf_dir: Path) -> dict[str, str]:
     """``{file name: text}`` for every rendered file that will live in ``conf_dir``."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        loader=jinja2.FileSystemLoader(REPO),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
     values = context(config, conf_dir)
     return {
-        "smalltable.conf": env.get_template("smalltable.conf.j2").render(values),
-        "nginx.conf": env.get_template("nginx-dev.conf.j2").render(values),
+        name: env.get_template(template.relative_to(REPO).as_posix()).render(values)
+        for name, template in TEMPLATES.items()
     }
 
 
 def write(config: Config, conf_dir: Path) -> list[Path]:
     """Render into ``conf_dir`` and make the directories nginx writes to."""
     conf_dir.mkdir(parents=True, exist_ok=True)
-    for key in ("log_dir", "run_dir"):
-        config.path(key).mkdir(parents=True, exist_ok=True)
-    config.path("ingest_log").parent.mkdir(parents=True, exist_ok=True)
+    for key in ("log_dir", "run_dir", "ingest_log", "nginx_pid"):
+        path = config.path(key)
+        (path if key.endswith("_dir") else path.parent).mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in render(config, conf_dir).items():
         path = conf_dir / name
