@@ -101,7 +101,7 @@ def write_runtime_files(config: Config) -> tuple[Path, Path]:
 
 def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
     """The three processes, in the order they start."""
-    home, logs = config.home, config.path("log_dir")
+    logs = config.path("log_dir")
     return [
         Service(
             "datasette",
@@ -130,40 +130,27 @@ def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
             config["metrics.port"],
             logs / "ingestd.log",
         ),
-        Service(
-            "nginx",
-            [
-                find_program("nginx"),
-                "-p",
-                str(home),
-                "-c",
-                str(home / "conf" / "nginx.conf"),
-                "-e",
-                str(logs / "nginx-error.log"),
-            ],
-            config["nginx.port"],
-            logs / "nginx-error.log",
-        ),
+        Service("nginx", nginx_argv(config), config["nginx.port"], logs / "nginx-error.log"),
+    ]
+
+
+def nginx_argv(config: Config, *extra: str) -> list[str]:
+    """The unprivileged nginx of this home (``extra``: e.g. ``-t``, ``-s reload``)."""
+    home = config.home
+    return [
+        find_program("nginx"),
+        *extra,
+        "-p",
+        str(home),
+        "-c",
+        str(home / "conf" / "nginx.conf"),
+        "-e",
+        str(config.path("log_dir") / "nginx-error.log"),
     ]
 
 
 def check_nginx_config(config: Config) -> None:
-    home, logs = config.home, config.path("log_dir")
-    result = subprocess.run(
-        [
-            find_program("nginx"),
-            "-t",
-            "-q",
-            "-p",
-            str(home),
-            "-c",
-            str(home / "conf" / "nginx.conf"),
-            "-e",
-            str(logs / "nginx-error.log"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = subprocess.run(nginx_argv(config, "-t", "-q"), capture_output=True, text=True)
     if result.returncode != 0:
         raise StackError(f"the rendered nginx config does not load:\n{result.stderr.strip()}")
 
