@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .conftest import free_port, stop_stack
+from .conftest import free_port, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +106,24 @@ def test_stack_stops_when_a_service_dies(fresh_stack):
     while listening(fresh_stack.port) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not listening(fresh_stack.port)
+
+
+def test_up_rotates_the_ingest_log_with_logrotate(tmp_path, project):
+    """Dev rotates like production: the same logrotate template, run by `up` every
+    logrotate.interval; records posted across rotations are all loaded once."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("logrotate:\n  max_size: 1k\n  interval: 0.3\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        ids = []
+        deadline = time.monotonic() + 30
+        logs = running.home / "logs"
+        while not list(logs.glob("ingest.log.*.gz")):
+            assert time.monotonic() < deadline, "up never rotated the ingest log"
+            ids.append(running.post(project, b'{"pad":"' + b"x" * 400 + b'"}').json()["id"])
+            time.sleep(0.05)
+        for rid in ids:
+            running.wait_row(project, rid)
+        assert len(running.rows(project)) == len(ids)
+    finally:
+        stop_stack(running)
