@@ -210,12 +210,16 @@ def start(config: Config) -> list[Service]:
 
 def banner(config: Config) -> str:
     port, domain = config["nginx.port"], config["domain"]
+    rotation = (
+        f"logrotate checks every {config['logrotate.interval']:g}s: "
+        f"daily, or once over {config['logrotate.max_size']}"
+    )
     return f"""SmallTable is up (home: {config.home})
 
   post:    curl -d '{{"user":"ann","score":3}}' -H 'Content-Type: application/json' http://demo.{domain}:{port}/
   browse:  http://demo.{domain}:{port}/        every project: http://{domain}:{port}/
   metrics: http://127.0.0.1:{config["metrics.port"]}/metrics
-  logs:    {config.path("log_dir")}
+  logs:    {config.path("log_dir")} ({rotation})
 
 Ctrl-C stops nginx, ingestd and Datasette."""
 
