@@ -12,6 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["ingestd", "ingestd.*"]),
+    package_data={"ingestd.datasette_plugin": ["templates/*.html", "static/*"]},
     install_requires=[
         "click>=8.1",
         "datasette>=0.65.5,<0.66",
