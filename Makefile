@@ -14,13 +14,13 @@ run: system-deps $(STAMP)
 	$(BIN)/smalltable up $(ARGS)
 
 test: system-deps $(STAMP)
-	$(BIN)/ruff check ingestd tests setup.py
-	$(BIN)/ruff format --check ingestd tests setup.py
+	$(BIN)/ruff check ingestd tests bench setup.py
+	$(BIN)/ruff format --check ingestd tests bench setup.py
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ingestd tests setup.py
-	$(BIN)/ruff format --check ingestd tests setup.py
+	$(BIN)/ruff check ingestd tests bench setup.py
+	$(BIN)/ruff format --check ingestd tests bench setup.py
 
 # Debian packages: installed with apt-get when run as root, otherwise we stop and
 # print the exact command. Debian's python3 needs python3-venv to make a virtualenv.
