@@ -51,6 +51,7 @@ def cli() -> None:
 @click.option("--metrics-port", type=int, help="ingestd metrics port [default: 9108].")
 def up(config_file, home, port, datasette_port, metrics_port) -> None:
     """Run nginx, ingestd and Datasette together in the foreground (Ctrl-C stops them)."""
+    from .programs import ProgramNotFound
     from .stack import StackError, run
 
     config = _config(
@@ -58,7 +59,7 @@ def up(config_file, home, port, datasette_port, metrics_port) -> None:
     )
     try:
         sys.exit(run(config))
-    except StackError as exc:
+    except (StackError, ProgramNotFound) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -86,10 +87,15 @@ def ingest(config_file, home, metrics_port) -> None:
     "--out", type=click.Path(path_type=Path), required=True, help="Directory to write the files to."
 )
 def render_config(config_file, home, out) -> None:
-    """Write this deployment's nginx and logrotate configs (smalltable.conf, nginx.conf, logrotate.conf)."""
+    """Write this deployment's nginx, logrotate and systemd files (docs/ops.md)."""
+    from .programs import ProgramNotFound
     from .render import write
 
-    for path in write(_config(config_file, home=home), out):
+    try:
+        written = write(_config(config_file, home=home), out)
+    except ProgramNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
         click.echo(path)
 
 

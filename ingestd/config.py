@@ -136,6 +136,12 @@ SETTINGS: dict[str, Setting] = {
         "state", _path, "a directory path", "ingestd's checkpoint and dead-letter file."
     ),
     "paths.run_dir": Setting("run", _path, "a directory path", "Sockets, pid files and nginx's temp files."),
+    "paths.nginx_pid": Setting(
+        "run/nginx.pid",
+        _path,
+        "a file path",
+        "nginx's pid file: logrotate signals nginx (USR1) to reopen its logs.",
+    ),
     "ingest.batch_lines": Setting(
         20000,
         _int_range(1, 10_000_000),
@@ -184,11 +190,17 @@ SETTINGS: dict[str, Setting] = {
         "a positive number of seconds",
         "How often `smalltable up` runs logrotate (production uses smalltable-logrotate.timer).",
     ),
-    "paths.nginx_pid": Setting(
-        "run/nginx.pid",
+    "systemd.user": Setting(
+        "smalltable",
         _path,
-        "a file path",
-        "nginx's pid file: logrotate signals nginx (USR1) to reopen its logs.",
+        "a user name",
+        "The user the systemd units run ingestd and Datasette as.",
+    ),
+    "systemd.group": Setting(
+        "smalltable",
+        _path,
+        "a group name",
+        "Their group.",
     ),
 }
 

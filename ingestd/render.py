@@ -1,6 +1,6 @@
 """Render the nginx/ and logrotate/ templates for one deployment.
 
-Three files come out:
+The files that come out:
 
 ``smalltable.conf``
     nginx, http level: log format, upstreams, the ack server and the project
@@ -8,24 +8,36 @@ Three files come out:
 ``nginx.conf``
     a complete config for the unprivileged nginx of ``smalltable up``.
 ``logrotate.conf``
-    the rotation of the ingest log (production: /etc/logrotate.d/smalltable).
+    the rotation of the ingest log, run hourly by ``smalltable-logrotate.timer``.
+``smalltable-*.service``, ``smalltable-logrotate.timer``
+    systemd units for ingestd, Datasette and the rotation (docs/ops.md).
+``smalltable.yaml``, ``datasette.json``
+    the effective config every unit reads, and Datasette's metadata.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import jinja2
+import yaml
 
 from .config import Config
+from .programs import find_program
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = {
     "smalltable.conf": REPO / "nginx" / "smalltable.conf.j2",
     "nginx.conf": REPO / "nginx" / "nginx-dev.conf.j2",
     "logrotate.conf": REPO / "logrotate" / "smalltable.conf.j2",
+    "smalltable-ingestd.service": REPO / "systemd" / "smalltable-ingestd.service.j2",
+    "smalltable-datasette.service": REPO / "systemd" / "smalltable-datasette.service.j2",
+    "smalltable-logrotate.service": REPO / "systemd" / "smalltable-logrotate.service.j2",
+    "smalltable-logrotate.timer": REPO / "systemd" / "smalltable-logrotate.timer.j2",
 }
 
 
@@ -51,7 +63,41 @@ def context(config: Config, conf_dir: Path) -> dict:
         "max_size": config["logrotate.max_size"],
         "keep_days": config["logrotate.keep_days"],
         "run_as_root": os.geteuid() == 0,
+        "repo": REPO,
+        "data_dir": config.path("data_dir"),
+        "state_dir": config.path("state_dir"),
+        "config_file": conf_dir / "smalltable.yaml",
+        "datasette_metadata": conf_dir / "datasette.json",
+        "smalltable_bin": Path(sys.executable).parent / "smalltable",
+        "datasette_bin": Path(sys.executable).parent / "datasette",
+        "logrotate_bin": find_program("logrotate"),
+        "user": config["systemd.user"],
+        "group": config["systemd.group"],
     }
+
+
+def effective_config(config: Config) -> str:
+    """The config as YAML with every setting spelled out and ``home`` absolute."""
+    nested: dict = {}
+    for key, value in config.values.items():
+        head, _, leaf = key.rpartition(".")
+        (nested.setdefault(head, {}) if head else nested)[leaf] = value
+    nested["home"] = str(config.home)
+    return yaml.safe_dump(nested, sort_keys=False)
+
+
+def datasette_metadata(config: Config) -> str:
+    """Datasette's metadata: the title, and where the plugin finds project databases."""
+    port = config["nginx.port"]
+    where = f"http://PROJECT.{config['domain']}" + ("" if port in (80, 443) else f":{port}")
+    return json.dumps(
+        {
+            "title": "SmallTable",
+            "description": f"POST anything to {where}/",
+            "plugins": {"smalltable": {"data_dir": str(config.path("data_dir"))}},
+        },
+        indent=2,
+    )
 
 
 def render(config: Config, conf_dir: Path) -> dict[str, str]:
@@ -63,10 +109,13 @@ def render(config: Config, conf_dir: Path) -> dict[str, str]:
         autoescape=False,
     )
     values = context(config, conf_dir)
-    return {
+    rendered = {
         name: env.get_template(template.relative_to(REPO).as_posix()).render(values)
         for name, template in TEMPLATES.items()
     }
+    rendered["smalltable.yaml"] = effective_config(config)
+    rendered["datasette.json"] = datasette_metadata(config)
+    return rendered
 
 
 def write(config: Config, conf_dir: Path) -> list[Path]:

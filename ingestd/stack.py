@@ -9,8 +9,6 @@ its log is.
 
 from __future__ import annotations
 
-import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,13 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from . import render
 from .config import Config
-
-SBIN_SEARCH_PATH = "/usr/sbin:/usr/local/sbin:/sbin:/usr/bin:/usr/local/bin"
-INSTALL_HINT = "sudo apt-get install nginx logrotate"
+from .programs import ProgramNotFound, find_program
 
 
 class StackError(Exception):
@@ -39,14 +33,6 @@ class Service:
     port: int
     log: Path
     process: subprocess.Popen | None = None
-
-
-def find_program(name: str) -> str:
-    """A Debian program (nginx, logrotate live in /usr/sbin), or a StackError saying how to install it."""
-    found = shutil.which(name) or shutil.which(name, path=SBIN_SEARCH_PATH)
-    if not found:
-        raise StackError(f"{name} is not installed. Install it with:\n    {INSTALL_HINT}")
-    return found
 
 
 def rotate_logs(config: Config, force: bool = False) -> subprocess.CompletedProcess:
@@ -73,30 +59,12 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def write_runtime_files(config: Config) -> tuple[Path, Path]:
-    """Render nginx's config, the effective YAML config and Datasette's metadata."""
+    """Render every config file into HOME/conf; return the effective config and metadata paths."""
     conf_dir = config.home / "conf"
     render.write(config, conf_dir)
     for key in ("data_dir", "state_dir"):
         config.path(key).mkdir(parents=True, exist_ok=True)
-    effective = conf_dir / "smalltable.yaml"
-    nested: dict = {}
-    for key, value in config.values.items():
-        head, _, leaf = key.rpartition(".")
-        (nested.setdefault(head, {}) if head else nested)[leaf] = value
-    nested["home"] = str(config.home)
-    effective.write_text(yaml.safe_dump(nested, sort_keys=False))
-    metadata = conf_dir / "datasette.json"
-    metadata.write_text(
-        json.dumps(
-            {
-                "title": "SmallTable",
-                "description": f"POST anything to http://PROJECT.{config['domain']}:{config['nginx.port']}/",
-                "plugins": {"smalltable": {"data_dir": str(config.path("data_dir"))}},
-            },
-            indent=2,
-        )
-    )
-    return effective, metadata
+    return conf_dir / "smalltable.yaml", conf_dir / "datasette.json"
 
 
 def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
@@ -181,8 +149,10 @@ def stop(running: list[Service]) -> None:
 
 def start(config: Config) -> list[Service]:
     """Start the stack and return once all three listen (or raise StackError)."""
-    effective, metadata = write_runtime_files(config)
-    find_program("logrotate")
+    try:
+        effective, metadata = write_runtime_files(config)
+    except ProgramNotFound as exc:
+        raise StackError(str(exc)) from None
     check_nginx_config(config)
     planned = services(config, effective, metadata)
     busy = [f"{s.name} port {s.port}" for s in planned if s.port and port_in_use(s.port)]

@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ingestd.stack import StackError, find_program
+from ingestd.programs import ProgramNotFound, find_program
 
 from .daemonlib import DaemonRunner
 
@@ -94,7 +94,7 @@ class Stack:
 def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:
     try:
         find_program("nginx")
-    except StackError as exc:
+    except ProgramNotFound as exc:
         pytest.fail(str(exc), pytrace=False)
     ports = [free_port() for _ in range(3)]
     process = subprocess.Popen(

@@ -22,6 +22,7 @@ DEFAULTS = {
     "paths.data_dir": "data",
     "paths.state_dir": "state",
     "paths.run_dir": "run",
+    "paths.nginx_pid": "run/nginx.pid",
     "ingest.batch_lines": 20000,
     "ingest.rescan_interval": 1.0,
     "ingest.max_columns": 200,
@@ -30,7 +31,8 @@ DEFAULTS = {
     "logrotate.max_size": "100M",
     "logrotate.keep_days": 200,
     "logrotate.interval": 60.0,
-    "paths.nginx_pid": "run/nginx.pid",
+    "systemd.user": "smalltable",
+    "systemd.group": "smalltable",
 }
 
 
