@@ -5,7 +5,10 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Debian packages: what `make run` needs, and what the tests need on top
+# (promtool, headless Chromium with a font for screenshots, systemd-analyze).
 SYSTEM_PACKAGES := nginx logrotate
+TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core systemd
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint system-deps venv clean
@@ -13,6 +16,7 @@ STAMP := $(VENV)/.installed
 run: system-deps $(STAMP)
 	$(BIN)/smalltable up $(ARGS)
 
+test: SYSTEM_PACKAGES := $(TEST_PACKAGES)
 test: system-deps $(STAMP)
 	$(BIN)/ruff check ingestd tests bench setup.py
 	$(BIN)/ruff format --check ingestd tests bench setup.py
@@ -33,7 +37,7 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  else \
 	    echo "missing Debian packages:$$missing"; \
 	    echo "install them with:  sudo apt-get install -y$$missing"; \
