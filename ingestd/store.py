@@ -156,8 +156,19 @@ class ProjectDatabase:
         self.path = path
         self.max_columns = max_columns
         self.conn = open_database(path)
+        self._load_columns()
+
+    def _load_columns(self) -> None:
+        """Read the user columns from the table, and the schema version they belong to."""
         names = [row[1] for row in self.conn.execute("PRAGMA table_info(records)")]
         self.user_columns = {name.lower(): name for name in names if name not in SYSTEM_COLUMNS}
+        self.schema_version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
+
+    def _sync_columns(self) -> None:
+        """Inside a write transaction: reload the columns if another writer (a replay
+        running beside the daemon) changed the schema since we last looked."""
+        if self.conn.execute("PRAGMA schema_version").fetchone()[0] != self.schema_version:
+            self._load_columns()
 
     def close(self) -> None:
         self.conn.close()
@@ -192,9 +203,10 @@ class ProjectDatabase:
         """
         result = WriteResult()
         conn = self.conn
-        known_columns = dict(self.user_columns)
         try:
             conn.execute("BEGIN IMMEDIATE")
+            self._sync_columns()
+            known_columns = dict(self.user_columns), self.schema_version
             run: list[tuple] = []
             run_columns: tuple[str, ...] = ()
             for record in records:
@@ -220,8 +232,11 @@ class ProjectDatabase:
                 result.rejected = conn.total_changes - before
             failpoints.hit("store.before_commit")
             conn.execute("COMMIT")
+            if result.columns_added:
+                self.schema_version = conn.execute("PRAGMA schema_version").fetchone()[0]
         except BaseException:
-            self.user_columns = known_columns
+            if "known_columns" in locals():
+                self.user_columns, self.schema_version = known_columns
             # The connection may be gone (closed, or the error already rolled the
             # transaction back): the original error is the one worth raising.
             with suppress(sqlite3.Error):

@@ -581,3 +581,18 @@ def test_iso_time_sorts_as_text():
 @pytest.mark.parametrize(("name", "quoted"), [("a", '"a"'), ('a"b', '"a""b"'), ("", '""'), ("x y", '"x y"')])
 def test_quote(name, quoted):
     assert quote(name) == quoted
+
+
+def test_a_second_writer_adding_columns_does_not_break_the_first(tmp_path):
+    """`smalltable replay` may run beside the daemon: each writer sees the other's columns."""
+    first = Store(tmp_path, max_columns=10, open_databases=4)
+    second = Store(tmp_path, max_columns=10, open_databases=4)
+    first.write("demo", [build(request(b'{"a":1}', "application/json"))], [])
+    second.write("demo", [build(request(b'{"b":2}', "application/json"))], [])  # behind first's back
+    result = first.write("demo", [build(request(b'{"b":3,"c":4}', "application/json"))], [])
+    assert result.stored == 1
+    assert result.columns_added == ["c"]
+    rows = first.project("demo").conn.execute("select a, b, c from records order by _id").fetchall()
+    assert rows == [(1, None, None), (None, 2, None), (None, 3, 4)]
+    first.close()
+    second.close()
