@@ -6,21 +6,26 @@ unparsable lines to the dead-letter file, and only then saves the checkpoint.
 A crash anywhere re-reads from the last checkpoint; loading is idempotent, so
 nothing is stored twice.
 
-If loading fails (disk full, read-only data directory), the loop says why,
-rewinds to the last checkpoint and retries every rescan interval: it keeps its
-place and resumes by itself. nginx keeps accepting meanwhile; the log is the
-buffer.
+If loading fails (disk full, read-only data directory), the loop says why
+(once, then a reminder every few minutes), keeps the batch it could not load and
+retries it every rescan interval — not at every file event — until it goes in: it
+keeps its place, and its open files (a rotated file deleted meanwhile is still
+read to its end), and resumes by itself. nginx keeps accepting meanwhile; the
+log is the buffer. A failure while reading rewinds to the last checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
 import threading
 import time
 from collections import defaultdict
+from contextlib import suppress
 
+from watchdog import events as fs_events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -35,14 +40,38 @@ from .tail import Line, Tailer
 log = logging.getLogger("ingestd")
 
 
+WAKE_EVENTS: list[type[FileSystemEvent]] = [
+    cls
+    for cls in (
+        fs_events.FileCreatedEvent,
+        fs_events.FileModifiedEvent,
+        getattr(fs_events, "FileAttribEvent", None),
+        fs_events.FileMovedEvent,
+        fs_events.FileDeletedEvent,
+        fs_events.FileClosedEvent,
+        fs_events.DirCreatedEvent,
+        fs_events.DirModifiedEvent,
+        fs_events.DirMovedEvent,
+        fs_events.DirDeletedEvent,
+    )
+    if cls is not None
+]
+"""The events that mean the logs changed. Not opens and closes without a write: the
+daemon's own look at a file would wake it again, and it would spin at 100% CPU."""
+
+REPEAT_ERROR_AFTER = 300.0
+"""While loading keeps failing, the error is logged again this often (seconds)."""
+
+
 class _Wake(FileSystemEventHandler):
-    """Any change in the log directory wakes the loop."""
+    """A change in the log directory wakes the loop."""
 
     def __init__(self, event: threading.Event) -> None:
         self.event = event
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        self.event.set()
+        if isinstance(event, tuple(WAKE_EVENTS)):
+            self.event.set()
 
 
 def max_line_bytes(max_body_bytes: int) -> int:
@@ -61,6 +90,7 @@ class Daemon:
         self.live.parent.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.state_dir / "checkpoint.json"
         self.deadletter_path = self.state_dir / "deadletter.ndjson"
+        self.deadletters = deadletter.DeadLetters(self.deadletter_path)
         self.store = Store(
             config.path("data_dir"), config["ingest.max_columns"], config["ingest.open_databases"]
         )
@@ -69,13 +99,22 @@ class Daemon:
         self.stopping = threading.Event()
         self.loaded_lines = 0
         self._newest_loaded = 0.0
+        self._unloaded: list[Line] = []
+        """A batch handed out by the tailer and not loaded yet: retried as it is."""
+        self._failures = 0
+        self._error_logged_at = 0.0
 
     def _new_tailer(self) -> Tailer:
         """A tailer positioned at the last checkpoint (or at the start of every file)."""
         try:
             positions = checkpoint.load(self.checkpoint_path)
         except checkpoint.CheckpointError as exc:
-            aside = self.checkpoint_path.with_name(f"checkpoint.corrupt-{int(time.time())}.json")
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            aside = self.checkpoint_path.with_name(f"checkpoint.corrupt-{stamp}.json")
+            for n in range(1, 1000):  # never replace the one kept from an earlier failure
+                if not aside.exists():
+                    break
+                aside = self.checkpoint_path.with_name(f"checkpoint.corrupt-{stamp}-{n}.json")
             self.checkpoint_path.rename(aside)
             log.error(
                 "%s; kept it as %s and re-reading every log from its start: "
@@ -97,30 +136,29 @@ class Daemon:
         self.wake.set()
 
     def load(self, lines: list[Line]) -> None:
-        """Parse, load and checkpoint one batch of lines."""
+        """Parse, load and checkpoint one batch of lines.
+
+        Records first, then the dead letters, then the checkpoint: a batch that
+        fails anywhere is retried whole, and neither the databases nor the
+        dead-letter file take anything twice.
+        """
         started = time.monotonic()
         by_project: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
-        dead: list[tuple[Line, str]] = []
+        dead: list[tuple[Line, str, str]] = []
         newest = 0.0
         for line in lines:
             if line.overlong:
-                dead.append((line, f"line longer than {self.tailer.max_line} bytes"))
-                m.DEAD_LETTERS.labels("overlong").inc()
+                dead.append((line, f"line longer than {self.tailer.max_line} bytes", "overlong"))
                 continue
             try:
                 request = parse_line(line.data)
             except LineError as exc:
-                dead.append((line, str(exc)))
-                m.DEAD_LETTERS.labels("unparsable").inc()
+                dead.append((line, str(exc), "unparsable"))
                 continue
             newest = max(newest, request.received)
             item = build(request)
             records, rejects = by_project[request.project]
             (records if isinstance(item, Record) else rejects).append(item)
-        if dead:
-            deadletter.append(self.deadletter_path, dead)
-            for line, error in dead:
-                log.warning("dead letter: %s at bytes %d-%d: %s", line.path, line.start, line.end, error)
         for number, (project, (records, rejects)) in enumerate(by_project.items()):
             if number == 1:
                 failpoints.hit("load.after_first_project")
@@ -130,6 +168,12 @@ class Daemon:
             m.DUPLICATES.inc(result.duplicates)
             if result.columns_added:
                 log.info("%s: new columns %s", project, ", ".join(result.columns_added))
+        if dead:
+            added = self.deadletters.append([(line, error) for line, error, _ in dead])
+            for line, error, reason in dead:
+                if (line.fingerprint, line.start) in added:
+                    m.DEAD_LETTERS.labels(reason).inc()
+                    log.warning("dead letter: %s at bytes %d-%d: %s", line.path, line.start, line.end, error)
         failpoints.hit("load.before_checkpoint")
         checkpoint.save(self.checkpoint_path, self.tailer.positions())
         m.LAST_CHECKPOINT.set_to_current_time()
@@ -153,10 +197,12 @@ class Daemon:
         total = 0
         self._newest_loaded = 0.0
         while not self.stopping.is_set():
-            lines = self.tailer.read(self.config["ingest.batch_lines"])
+            lines = self._unloaded or self.tailer.read(self.config["ingest.batch_lines"])
             if not lines:
                 break
+            self._unloaded = lines
             self.load(lines)
+            self._unloaded = []
             total += len(lines)
             pending = self.tailer.pending_bytes()
             m.LAG_BYTES.set(pending)
@@ -167,26 +213,63 @@ class Daemon:
         return total
 
     def _recover(self, exc: Exception) -> None:
-        """A batch failed to load: rewind to the checkpoint and say why."""
+        """A step failed: say why (not at every retry) and get ready to retry.
+
+        A batch that failed to load is kept and retried as it is, with the
+        tailer and its open files untouched: nothing after the batch has been
+        handed out, so the checkpoint saved once it loads is right. A failure
+        while reading may have lost lines the tailer handed out: the tailer
+        starts again from the last checkpoint.
+        """
         m.LOAD_ERRORS.inc()
-        log.error(
-            "cannot load into %s: %s; holding at the last checkpoint and retrying every %.1fs "
-            "(nginx keeps accepting, nothing is lost)",
-            self.config.path("data_dir"),
-            exc,
-            self.config["ingest.rescan_interval"],
-        )
-        self.tailer.close()
+        self._failures += 1
+        now = time.monotonic()
+        if self._failures == 1 or now - self._error_logged_at >= REPEAT_ERROR_AFTER:
+            self._error_logged_at = now
+            log.error(
+                "cannot load into %s%s: %s; holding at the last checkpoint and retrying every %.1fs "
+                "(nginx keeps accepting, nothing is lost)%s",
+                self.config.path("data_dir"),
+                self._data_dir_trouble(),
+                exc,
+                self.config["ingest.rescan_interval"],
+                f"; {self._failures} attempts so far" if self._failures > 1 else "",
+            )
         self.store.close()
-        self.tailer = self._new_tailer()
+        if not self._unloaded:
+            self.tailer.close()
+            self.tailer = self._new_tailer()
+
+    def _data_dir_trouble(self) -> str:
+        """What is wrong with the data directory, when it can be told (SQLite's errors are vague)."""
+        data_dir = self.config.path("data_dir")
+        try:
+            fs = os.statvfs(data_dir)
+        except OSError as exc:
+            return f" ({exc.strerror})"
+        if fs.f_flag & os.ST_RDONLY:
+            return " (its filesystem is read-only)"
+        if fs.f_bavail * fs.f_frsize < 1 << 20:
+            return f" (its filesystem is full: {fs.f_bavail * fs.f_frsize} bytes free)"
+        if fs.f_files and not fs.f_favail:
+            return " (its filesystem has no free inodes)"
+        if not os.access(data_dir, os.W_OK):
+            return " (not writable by this user)"
+        return ""
 
     def _watch(self) -> Observer | None:
         """Wake on file events in the log directory; without them, rescanning still works."""
-        observer = Observer()
+        observer = None
         try:
-            observer.schedule(_Wake(self.wake), str(self.live.parent), recursive=False)
+            observer = Observer()
+            observer.schedule(
+                _Wake(self.wake), str(self.live.parent), recursive=False, event_filter=WAKE_EVENTS
+            )
             observer.start()
         except OSError as exc:
+            if observer is not None:
+                with suppress(Exception):
+                    observer.stop()
             log.warning(
                 "cannot watch %s for changes (%s); rescanning every %.1fs instead",
                 self.live.parent,
@@ -207,12 +290,15 @@ class Daemon:
                 try:
                     self.step()
                     if failing:
-                        log.info("loading again: the data directory accepts writes")
-                        failing = False
+                        log.info("loading again after %d failed attempts", self._failures)
+                        failing, self._failures = False, 0
                 except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
                     failing = True
                     self._recover(exc)
-                self.wake.wait(self.config["ingest.rescan_interval"])
+                if failing:  # retry at the interval, not at every write to the log
+                    self.stopping.wait(self.config["ingest.rescan_interval"])
+                else:
+                    self.wake.wait(self.config["ingest.rescan_interval"])
         finally:
             if observer is not None:
                 observer.stop()
