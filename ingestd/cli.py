@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -97,6 +98,93 @@ def render_config(config_file, home, out) -> None:
         raise click.ClickException(str(exc)) from None
     for path in written:
         click.echo(path)
+
+
+@cli.command()
+@config_option
+@home_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(config_file, home, as_json) -> None:
+    """Per project and overall: records, rejects, size, quota, last post, ingest lag."""
+    from .status import collect, render_table
+
+    data = collect(_config(config_file, home=home))
+    click.echo(json.dumps(data, indent=2) if as_json else render_table(data))
+
+
+@cli.command()
+@config_option
+@home_option
+@click.option("--project", help="Only this project's lines.")
+@click.option(
+    "--from",
+    "from_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Replay this log file (plain or .gz) instead of all of them; repeatable.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Load into this directory instead of the configured one (to rebuild and swap in).",
+)
+def replay(config_file, home, project, from_files, data_dir) -> None:
+    """Load the project databases from the logs again (idempotent; safe while ingestd runs)."""
+    from .lag import log_files
+    from .projects import PROJECT_NAME_RULE, is_valid_project_name
+    from .replay import replay as run_replay
+    from .store import Store
+
+    config = _config(config_file, home=home)
+    if project is not None and not is_valid_project_name(project):
+        raise click.ClickException(f"--project {project!r}: a project name is {PROJECT_NAME_RULE}")
+    files = list(from_files) or log_files(config.path("ingest_log"))
+    if not files:
+        raise click.ClickException(f"no log files at {config.path('ingest_log')}*")
+    store = Store(
+        data_dir or config.path("data_dir"), config["ingest.max_columns"], config["ingest.open_databases"]
+    )
+    total = sum(path.stat().st_size for path in files)
+    try:
+        with click.progressbar(length=total, label=f"replaying {len(files)} file(s)", file=sys.stderr) as bar:
+            summary = run_replay(store, files, config["ingest.batch_lines"], project, bar.update)
+    finally:
+        store.close()
+    rate = summary.lines / summary.seconds if summary.seconds else 0
+    parts = [
+        f"{summary.stored:,} stored",
+        f"{summary.rejected:,} rejected",
+        f"{summary.already_loaded:,} already loaded",
+        f"{summary.unparsable:,} unparsable",
+    ]
+    if project:
+        parts.append(f"{summary.skipped_other_projects:,} of other projects")
+    if summary.partial_lines:
+        parts.append(f"{summary.partial_lines} partial last line(s) left for later")
+    click.echo(
+        f"{summary.lines:,} lines from {summary.files} file(s) in {summary.seconds:.1f} s "
+        f"({rate:,.0f} lines/s): " + ", ".join(parts)
+    )
+    for name in sorted(summary.per_project | summary.per_project_seen):
+        click.echo(
+            f"  {name}: {summary.per_project[name]:,} new, {summary.per_project_seen[name]:,} already loaded"
+        )
+
+
+@cli.command("check-config")
+@config_option
+@home_option
+def check_config(config_file, home) -> None:
+    """Validate the config and the files rendered from it (nginx -t, logrotate, systemd)."""
+    from .checks import run_checks
+
+    config = _config(config_file, home=home)
+    failed = False
+    for name, problem in run_checks(config):
+        click.echo(f"{'FAIL' if problem else 'ok  '}  {name}" + (f"\n      {problem}" if problem else ""))
+        failed = failed or bool(problem)
+    if failed:
+        raise SystemExit(1)
 
 
 @cli.command("config")

@@ -127,6 +127,18 @@ SETTINGS: dict[str, Setting] = {
         "an integer from 0 to 65535 (0: no metrics)",
         "The port of ingestd's Prometheus /metrics (loopback only).",
     ),
+    "metrics.max_projects": Setting(
+        1000,
+        _int_range(1, 100000),
+        "a positive integer",
+        'Most distinct values of the metrics\' project label; further projects count as project="_other".',
+    ),
+    "projects.quota_mb": Setting(
+        100,
+        _int_range(1, 1_000_000),
+        "a positive number of MiB",
+        "A project's quota: its database size that counts as 100 % used.",
+    ),
     "paths.log_dir": Setting("logs", _path, "a directory path", "nginx's logs, the ingest log among them."),
     "paths.ingest_log": Setting(
         "logs/ingest.log", _path, "a file path", "The ingest log nginx writes and ingestd reads."

@@ -29,12 +29,12 @@ from watchdog import events as fs_events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import checkpoint, deadletter, failpoints
+from . import checkpoint, deadletter, failpoints, sdnotify
 from . import metrics as m
 from .config import Config
 from .logline import LineError, parse_line
 from .records import Record, build
-from .store import Store
+from .store import Store, WriteResult
 from .tail import Line, Tailer
 
 log = logging.getLogger("ingestd")
@@ -98,11 +98,11 @@ class Daemon:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.loaded_lines = 0
-        self._newest_loaded = 0.0
         self._unloaded: list[Line] = []
         """A batch handed out by the tailer and not loaded yet: retried as it is."""
         self._failures = 0
         self._error_logged_at = 0.0
+        self.watchdog = sdnotify.Watchdog()
 
     def _new_tailer(self) -> Tailer:
         """A tailer positioned at the last checkpoint (or at the start of every file)."""
@@ -123,6 +123,7 @@ class Daemon:
                 aside,
             )
             positions = None
+        self.committed = positions or []
         return Tailer(
             self.live,
             max_line_bytes(self.config["nginx.max_body_bytes"]),
@@ -145,7 +146,6 @@ class Daemon:
         started = time.monotonic()
         by_project: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
         dead: list[tuple[Line, str, str]] = []
-        newest = 0.0
         for line in lines:
             if line.overlong:
                 dead.append((line, f"line longer than {self.tailer.max_line} bytes", "overlong"))
@@ -155,7 +155,6 @@ class Daemon:
             except LineError as exc:
                 dead.append((line, str(exc), "unparsable"))
                 continue
-            newest = max(newest, request.received)
             item = build(request)
             records, rejects = by_project[request.project]
             (records if isinstance(item, Record) else rejects).append(item)
@@ -163,9 +162,7 @@ class Daemon:
             if number == 1:
                 failpoints.hit("load.after_first_project")
             result = self.store.write(project, records, rejects)
-            m.RECORDS_STORED.labels(project).inc(result.stored)
-            m.RECORDS_REJECTED.labels(project).inc(result.rejected)
-            m.DUPLICATES.inc(result.duplicates)
+            self._count(project, result, records)
             if result.columns_added:
                 log.info("%s: new columns %s", project, ", ".join(result.columns_added))
         if dead:
@@ -175,13 +172,30 @@ class Daemon:
                     m.DEAD_LETTERS.labels(reason).inc()
                     log.warning("dead letter: %s at bytes %d-%d: %s", line.path, line.start, line.end, error)
         failpoints.hit("load.before_checkpoint")
-        checkpoint.save(self.checkpoint_path, self.tailer.positions())
+        positions = self.tailer.positions()
+        checkpoint.save(self.checkpoint_path, positions)
+        self.committed = positions
         m.LAST_CHECKPOINT.set_to_current_time()
         m.LINES_READ.inc(len(lines))
         m.BATCH_LINES.observe(len(lines))
         m.BATCH_SECONDS.observe(time.monotonic() - started)
         self.loaded_lines += len(lines)
-        self._newest_loaded = newest
+
+    def _count(self, project: str, result: WriteResult, records: list[Record]) -> None:
+        """Update the project's metrics after a write (label bounded: metrics.max_projects)."""
+        label = m.project_label(project, self.config["metrics.max_projects"])
+        m.RECORDS_STORED.labels(label).inc(result.stored)
+        for code, count in result.rejected_by_code.items():
+            m.RECORDS_REJECTED.labels(label, code).inc(count)
+        m.DUPLICATES.inc(result.duplicates)
+        if label == m.OTHER_PROJECTS:
+            return
+        path = self.store.data_dir / f"{project}.db"
+        size = sum(p.stat().st_size for p in (path, path.with_name(f"{project}.db-wal")) if p.exists())
+        m.PROJECT_DATABASE_BYTES.labels(label).set(size)
+        m.PROJECT_QUOTA_RATIO.labels(label).set(size / (self.config["projects.quota_mb"] * 1048576))
+        if records:
+            m.PROJECT_LAST_POST.labels(label).set(max(r.request.received for r in records))
 
     def step(self) -> int:
         """Load everything written so far; return the number of lines loaded."""
@@ -195,7 +209,6 @@ class Daemon:
             )
         self.tailer.vanished.clear()
         total = 0
-        self._newest_loaded = 0.0
         while not self.stopping.is_set():
             lines = self._unloaded or self.tailer.read(self.config["ingest.batch_lines"])
             if not lines:
@@ -204,12 +217,11 @@ class Daemon:
             self.load(lines)
             self._unloaded = []
             total += len(lines)
-            pending = self.tailer.pending_bytes()
-            m.LAG_BYTES.set(pending)
-            m.LAG_SECONDS.set(max(0.0, time.time() - self._newest_loaded) if pending else 0.0)
-        m.LAG_BYTES.set(self.tailer.pending_bytes())
-        m.LAG_SECONDS.set(0.0)
-        m.FILES_FOLLOWED.set(len(self.tailer.files))
+            self.watchdog.ping()
+        m.FILES_FOLLOWED.set(sum(not f.done for f in self.tailer.files.values()))
+        m.ROTATIONS.inc(self.tailer.rotations_seen)
+        m.TRUNCATIONS.inc(self.tailer.truncations)
+        self.tailer.rotations_seen = self.tailer.truncations = 0
         return total
 
     def _recover(self, exc: Exception) -> None:
@@ -284,8 +296,10 @@ class Daemon:
         observer = self._watch()
         failing = False
         log.info("following %s into %s", self.live, self.config.path("data_dir"))
+        sdnotify.notify(f"READY=1\nSTATUS=following {self.live}")
         try:
             while not self.stopping.is_set():
+                self.watchdog.ping()
                 self.wake.clear()
                 try:
                     self.step()
@@ -300,6 +314,7 @@ class Daemon:
                 else:
                     self.wake.wait(self.config["ingest.rescan_interval"])
         finally:
+            sdnotify.notify("STOPPING=1")
             if observer is not None:
                 observer.stop()
                 observer.join()
@@ -316,7 +331,7 @@ def install_signal_handlers(daemon: Daemon) -> None:
 
 def run_daemon(config: Config) -> None:
     """What ``smalltable ingest`` runs: metrics server, signals, loop."""
-    from prometheus_client import start_http_server
+    from prometheus_client import REGISTRY, start_http_server
 
     port = config["metrics.port"]
     if port:
@@ -328,5 +343,12 @@ def run_daemon(config: Config) -> None:
                 f"(set metrics.port in {config.source}, or --metrics-port)"
             ) from None
     daemon = Daemon(config)
+    REGISTRY.register(
+        m.ScrapeTime(
+            daemon.live,
+            lambda: daemon.committed,
+            {"logs": config.path("log_dir"), "data": config.path("data_dir")},
+        )
+    )
     install_signal_handlers(daemon)
     daemon.run()

@@ -48,11 +48,26 @@ class Record:
 
 @dataclass(slots=True)
 class Reject:
-    """A request that cannot be stored as it claims to be; ``reason`` says why."""
+    """A request that cannot be stored as it claims to be; ``reason`` says why.
+
+    ``code`` names the kind of reason from a fixed set (:data:`REJECT_CODES`), for
+    metrics and alerts: ``reason`` is for people and holds details.
+    """
 
     request: Request
     reason: str
     body: str | bytes
+    code: str = "other"
+
+
+REJECT_CODES = (
+    "body_not_captured",
+    "json_not_utf8",
+    "empty_json",
+    "malformed_json",
+    "malformed_multipart",
+    "other",
+)
 
 
 def build(request: Request) -> Record | Reject:
@@ -68,7 +83,7 @@ def build(request: Request) -> Record | Reject:
     if expected is not None and len(request.body) != expected:
         held = len(request.body)
         reason = f"body not captured whole: the log holds {held} of {expected} bytes"
-        return Reject(request, reason, body)
+        return Reject(request, reason, body, "body_not_captured")
     raw_type, params = parse_options_header((request.content_type or "").encode())
     media_type = raw_type.decode("utf-8", "replace")
     if media_type == "application/json" or (
@@ -95,13 +110,13 @@ def _declared_json(request: Request, body: str | bytes, media_type: str) -> Reco
             body.decode("utf-8")
         except UnicodeDecodeError as exc:
             reason = f"JSON body is not valid UTF-8 (bad byte at offset {exc.start})"
-            return Reject(request, reason, body)
+            return Reject(request, reason, body, "json_not_utf8")
     if not body:
-        return Reject(request, f"empty body sent as {media_type}", body)
+        return Reject(request, f"empty body sent as {media_type}", body, "empty_json")
     try:
         return _json_record(request, body)
     except ValueError as exc:
-        return Reject(request, f"malformed JSON: {exc}", body)
+        return Reject(request, f"malformed JSON: {exc}", body, "malformed_json")
 
 
 def _undeclared(request: Request, body: str | bytes, form: bool) -> Record:
@@ -205,18 +220,20 @@ def _as_text(value: str | bytes) -> str:
 def _multipart(request: Request, body: str | bytes, boundary: bytes | None) -> Record | Reject:
     """A multipart/form-data body: fields from plain parts, a FilePart per file."""
     if not boundary:
-        return Reject(request, "malformed multipart: no boundary in the content type", body)
+        return Reject(
+            request, "malformed multipart: no boundary in the content type", body, "malformed_multipart"
+        )
     try:
         parts = _split_multipart(request.body, boundary)
     except ValueError as exc:
-        return Reject(request, f"malformed multipart: {exc}", body)
+        return Reject(request, f"malformed multipart: {exc}", body, "malformed_multipart")
     pairs: list[tuple[str, str | bytes]] = []
     files: list[FilePart] = []
     for number, (headers, content) in enumerate(parts, start=1):
         _, params = parse_options_header(headers.get(b"content-disposition"))
         if b"name" not in params:
             reason = f"malformed multipart: part {number} has no name"
-            return Reject(request, reason, body)
+            return Reject(request, reason, body, "malformed_multipart")
         name = params[b"name"].decode("utf-8", "replace")
         if b"filename" in params:
             filename = params[b"filename"].decode("utf-8", "replace")

@@ -97,6 +97,7 @@ class WriteResult:
 
     stored: int = 0
     rejected: int = 0
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     columns_added: list[str] = field(default_factory=list)
     keys_without_column: int = 0
@@ -223,13 +224,15 @@ class ProjectDatabase:
                     run.append(values)
             if run:
                 result.stored += self._insert_rows(run_columns, run)
-            if rejects:
+            by_code: dict[str, list[tuple]] = {}
+            for r in rejects:
+                by_code.setdefault(r.code, []).append((*_request_values(r.request), r.reason, r.body))
+            for code, rows in by_code.items():
                 before = conn.total_changes
-                conn.executemany(
-                    _insert_sql("rejects", _REJECT_INSERT_COLUMNS, "records"),
-                    [(*_request_values(r.request), r.reason, r.body) for r in rejects],
-                )
-                result.rejected = conn.total_changes - before
+                conn.executemany(_insert_sql("rejects", _REJECT_INSERT_COLUMNS, "records"), rows)
+                if conn.total_changes > before:
+                    result.rejected_by_code[code] = conn.total_changes - before
+            result.rejected = sum(result.rejected_by_code.values())
             failpoints.hit("store.before_commit")
             conn.execute("COMMIT")
             if result.columns_added:

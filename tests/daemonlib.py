@@ -43,7 +43,7 @@ class DaemonRunner:
         self.metrics_port = _free_port()
         config = {
             "home": str(home),
-            "metrics": {"port": self.metrics_port},
+            "metrics": {"port": self.metrics_port, **settings.pop("metrics", {})},
             "ingest": {"rescan_interval": 0.2, **settings.pop("ingest", {})},
             **settings,
         }

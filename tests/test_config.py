@@ -17,6 +17,8 @@ DEFAULTS = {
     "nginx.max_body_bytes": 1048576,
     "datasette.port": 8001,
     "metrics.port": 9108,
+    "metrics.max_projects": 1000,
+    "projects.quota_mb": 100,
     "paths.log_dir": "logs",
     "paths.ingest_log": "logs/ingest.log",
     "paths.data_dir": "data",

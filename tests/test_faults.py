@@ -14,6 +14,7 @@ FAIL with a message saying so, they do not skip.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import json
 import os
@@ -161,12 +162,16 @@ def inotify_limit(name: str, value: int) -> Iterator[None]:
     """Lower /proc/sys/fs/inotify/NAME for a moment; the old value is always restored."""
     require_root(f"lower /proc/sys/fs/inotify/{name}")
     path = Path("/proc/sys/fs/inotify") / name
-    old = path.read_text()
-    path.write_text(f"{value}\n")
-    try:
-        yield
-    finally:
-        path.write_text(old)
+    # The limit is the whole machine's: a second test run at the same moment must wait,
+    # or it would read the lowered value as the one to restore.
+    with open("/tmp/smalltable-inotify-limit.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = path.read_text()
+        path.write_text(f"{value}\n")
+        try:
+            yield
+        finally:
+            path.write_text(old)
 
 
 def start_with_inotify_limit(runner: DaemonRunner, name: str, value: int) -> None:

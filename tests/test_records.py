@@ -6,11 +6,12 @@ depend on the parser they check.
 
 from types import EllipsisType
 
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from ingestd.logline import Request
-from ingestd.records import FilePart, Record, Reject, build
+from ingestd.records import REJECT_CODES, FilePart, Record, Reject, build
 
 ALL_BYTES = bytes(range(256))
 
@@ -52,7 +53,9 @@ def build_reject(body: bytes, content_type: str | None = None) -> Reject:
 
 def test_body_shorter_than_content_length_is_rejected():
     request = make_request(b"", "application/json", content_length=1048576)
-    assert build(request) == Reject(request, "body not captured whole: the log holds 0 of 1048576 bytes", "")
+    assert build(request) == Reject(
+        request, "body not captured whole: the log holds 0 of 1048576 bytes", "", "body_not_captured"
+    )
 
 
 def test_truncated_json_is_rejected_for_its_length_not_its_syntax():
@@ -66,7 +69,7 @@ def test_truncated_json_is_rejected_for_its_length_not_its_syntax():
 def test_truncated_binary_reject_keeps_the_bytes():
     request = make_request(b"\xff\x00\x01", None, content_length=10)
     assert build(request) == Reject(
-        request, "body not captured whole: the log holds 3 of 10 bytes", b"\xff\x00\x01"
+        request, "body not captured whole: the log holds 3 of 10 bytes", b"\xff\x00\x01", "body_not_captured"
     )
 
 
@@ -462,3 +465,19 @@ def test_multipart_file_content_is_byte_exact(content):
     )
     record = build_record(body, "multipart/form-data; boundary=" + boundary.decode())
     assert record.files == [FilePart("f", "f.bin", None, content)]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "code"),
+    [
+        (b"{bad", "application/json", "malformed_json"),
+        (b"\xff{}", "application/json", "json_not_utf8"),
+        (b"", "application/json", "empty_json"),
+        (b"x", "multipart/form-data", "malformed_multipart"),
+    ],
+)
+def test_every_reject_names_its_kind_of_reason(body, content_type, code):
+    reject = build(make_request(body, content_type))
+    assert isinstance(reject, Reject)
+    assert reject.code == code
+    assert reject.code in REJECT_CODES

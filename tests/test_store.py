@@ -111,7 +111,9 @@ def test_ids_continue_across_batches(store):
 def test_the_same_batch_twice_stores_nothing_twice(store):
     batch = [record({"a": 1}), record({"a": 2})]
     rejected = [reject()]
-    assert store.write("demo", batch, rejected) == WriteResult(stored=2, rejected=1, columns_added=["a"])
+    assert store.write("demo", batch, rejected) == WriteResult(
+        stored=2, rejected=1, rejected_by_code={"other": 1}, columns_added=["a"]
+    )
     assert store.write("demo", batch, rejected) == WriteResult(duplicates=3)
     assert rows(store, "SELECT count(*) FROM records") == [(2,)]
     assert rows(store, "SELECT count(*) FROM rejects") == [(1,)]
@@ -180,7 +182,7 @@ def test_rejects_keep_reason_and_raw_body(store):
     text = reject("malformed JSON: unexpected character", "{nope")
     binary = reject("JSON body is not valid UTF-8 (bad byte at offset 0)", b"\xff\xfe")
     result = store.write("demo", [], [text, binary])
-    assert result == WriteResult(rejected=2)
+    assert result == WriteResult(rejected=2, rejected_by_code={"other": 2})
     assert rows(store, "SELECT _id, _request_id, _reason, _body, typeof(_body), _size FROM rejects") == [
         (1, text.request.request_id, "malformed JSON: unexpected character", "{nope", "text", 5),
         (
@@ -198,7 +200,9 @@ def test_rejects_keep_reason_and_raw_body(store):
 def test_rejects_are_deduplicated(store):
     first = reject()
     store.write("demo", [], [first])
-    assert store.write("demo", [], [first, reject()]) == WriteResult(rejected=1, duplicates=1)
+    assert store.write("demo", [], [first, reject()]) == WriteResult(
+        rejected=1, rejected_by_code={"other": 1}, duplicates=1
+    )
     assert rows(store, "SELECT _id FROM rejects") == [(1,), (2,)]
 
 
