@@ -9,6 +9,7 @@ its log is.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -147,20 +148,38 @@ def stop(running: list[Service]) -> None:
                 service.process.wait()
 
 
+def _refuse_if_busy(config: Config) -> None:
+    """Before anything is written: the ports must be free and the home not in use."""
+    pid_file = config.path("nginx_pid")
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        pass
+    else:
+        raise StackError(f"{config.home} is in use by a running stack (nginx pid {pid}); stop it first")
+    ports = {
+        "nginx": config["nginx.port"],
+        "datasette": config["datasette.port"],
+        "ingestd": config["metrics.port"],
+    }
+    busy = [f"{name} port {port}" for name, port in ports.items() if port and port_in_use(port)]
+    if busy:
+        raise StackError(
+            "already in use: " + ", ".join(busy) + " (choose others with --port, "
+            "--datasette-port and --metrics-port)"
+        )
+
+
 def start(config: Config) -> list[Service]:
     """Start the stack and return once all three listen (or raise StackError)."""
+    _refuse_if_busy(config)
     try:
         effective, metadata = write_runtime_files(config)
     except ProgramNotFound as exc:
         raise StackError(str(exc)) from None
     check_nginx_config(config)
     planned = services(config, effective, metadata)
-    busy = [f"{s.name} port {s.port}" for s in planned if s.port and port_in_use(s.port)]
-    if busy:
-        raise StackError(
-            "already in use: " + ", ".join(busy) + " (choose others with --port, "
-            "--datasette-port and --metrics-port)"
-        )
     running: list[Service] = []
     try:
         for service in planned:

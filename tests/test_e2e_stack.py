@@ -127,3 +127,17 @@ def test_up_rotates_the_ingest_log_with_logrotate(tmp_path, project):
         assert len(running.rows(project)) == len(ids)
     finally:
         stop_stack(running)
+
+
+def test_a_second_up_on_a_running_home_changes_nothing(fresh_stack):
+    """It refuses before writing a file: the running stack keeps its config."""
+    conf = fresh_stack.home / "conf" / "smalltable.conf"
+    before = conf.read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "ingestd", "up", "--home", str(fresh_stack.home), "--port", str(free_port()),
+         "--datasette-port", str(free_port()), "--metrics-port", str(free_port())],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"{fresh_stack.home} is in use by a running stack" in result.stderr
+    assert conf.read_text() == before
