@@ -45,7 +45,7 @@ def rotate_logs(config: Config, force: bool = False) -> subprocess.CompletedProc
     argv = [
         find_program("logrotate"),
         "--state",
-        str(config.path("run_dir") / "logrotate.state"),
+        str(config.path("state_dir") / "logrotate.state"),
         str(config.home / "conf" / "logrotate.conf"),
     ]
     if force:
