@@ -85,7 +85,6 @@ def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
                 str(config["datasette.port"]),
                 "--metadata",
                 str(metadata),
-                "--cors",
                 "--setting",
                 "sql_time_limit_ms",
                 "3000",

@@ -178,8 +178,9 @@ def test_project_page_shows_records_newest_first(stack, project):
     stack.wait_row(project, first)
     page = stack.request("GET", project, "/")
     assert page.status_code == 200
-    assert "sorted by _id descending" in page.text
-    assert page.text.index(second) < page.text.index(first)
+    assert "Records, newest first" in page.text
+    # each row carries its request id: the second post's row comes first
+    assert page.text.index(f'data-request-id="{second}"') < page.text.index(f'data-request-id="{first}"')
 
 
 # -- bad input gets a clear answer and nothing is lost --------------------------
@@ -261,3 +262,12 @@ def test_body_not_captured_whole_is_rejected_never_stored_empty(stack, project):
     row = stack.wait_row(project, rid, table="rejects")
     assert row["_reason"] == "body not captured whole: the log holds 0 of 5000 bytes"
     assert stack.rows(project) == []
+
+
+@pytest.mark.parametrize("path", ["/", "/{project}/records.json", "/_stream/1-", "/_stats.json"])
+def test_cors_header_is_sent_exactly_once_on_reads(stack, project, path):
+    """Browsers reject a doubled Access-Control-Allow-Origin: nginx alone sends it."""
+    stack.wait_row(project, accepted(stack.post(project, b'{"a":1}')))
+    response = stack.request("GET", project, path.format(project=project))
+    assert response.status_code == 200
+    assert response.headers.get_list("Access-Control-Allow-Origin") == ["*"]

@@ -38,8 +38,4 @@ def json_value(value: object) -> object:
 
 def record_json(row: dict) -> dict:
     """A ``records`` row as JSON: every column, NULL user columns left out."""
-    return {
-        key: json_value(value)
-        for key, value in row.items()
-        if value is not None or key.startswith("_")
-    }
+    return {key: json_value(value) for key, value in row.items() if value is not None or key.startswith("_")}

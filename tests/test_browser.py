@@ -1,0 +1,278 @@
+"""The project's pages in a real browser: headless Chromium, driven over the DevTools protocol.
+
+No browser library is needed: with ``--remote-debugging-pipe`` Chromium reads
+DevTools commands from its file descriptor 3 and writes answers and events to
+descriptor 4, each message one JSON object ended by a NUL byte. So a pipe
+pair, ``json`` and ``select`` are the whole client (:class:`Browser`).
+
+Screenshots go to ``test-artifacts/``. With ``SMALLTABLE_DOCS_SCREENSHOTS=1``
+the ones the docs show are also written to ``docs/images/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ARTIFACTS
+from .test_e2e_browse import png
+from .test_e2e_ingest import accepted
+
+pytestmark = pytest.mark.e2e
+
+DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+    "--hide-scrollbars",
+]
+PROJECT = "demo"
+"""The browser tests' project: a readable name for the screenshots the docs show."""
+
+
+def _above_four(fd: int) -> int:
+    """The same open file on a descriptor above 4 (the old one is closed)."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 5)
+    os.close(fd)
+    return moved
+
+
+class Browser:
+    """One headless Chromium and its DevTools pipe."""
+
+    def __init__(self, profile: Path) -> None:
+        program = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not program:
+            pytest.fail("chromium is not installed: sudo apt-get install chromium", pytrace=False)
+        to_browser, self._commands = os.pipe()
+        self._answers, from_browser = os.pipe()
+        # bash puts Chromium's pipe ends on the descriptors it expects, 3 (commands) and 4
+        # (answers); they must not be 3 or 4 already, or one redirection undoes the other.
+        to_browser, from_browser = _above_four(to_browser), _above_four(from_browser)
+        self.process = subprocess.Popen(
+            [
+                "bash",
+                "-c",
+                f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}',
+                program,
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            pass_fds=(to_browser, from_browser),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buffer = b""
+        self._next_id = 0
+
+    def command(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        """Send one DevTools command and return its result (events on the way are dropped)."""
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        while True:
+            answer = self._read_message(timeout=30)
+            if answer.get("id") == self._next_id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer["result"]
+
+    def _read_message(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._answers], [], [], max(deadline - time.monotonic(), 0))
+            chunk = os.read(self._answers, 1 << 20) if ready else b""
+            if not chunk:
+                raise RuntimeError("Chromium did not answer" if not ready else "Chromium closed its pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def close(self) -> None:
+        try:
+            self.command("Browser.close")
+            self.process.wait(timeout=10)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        finally:
+            os.close(self._commands)
+            os.close(self._answers)
+
+
+class Page:
+    """A tab of the browser, 1280 CSS pixels wide."""
+
+    def __init__(self, browser: Browser, width: int = 1280, height: int = 900) -> None:
+        self.browser = browser
+        target = browser.command("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = browser.command("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
+
+    def send(self, method: str, params: dict | None = None) -> dict:
+        return self.browser.command(method, params, self.session)
+
+    def evaluate(self, expression: str) -> object:
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        result = self.send(
+            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}
+        )
+        if "exceptionDetails" in result:
+            raise AssertionError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = 10) -> object:
+        """Poll until the expression is truthy; its value."""
+        deadline = time.monotonic() + timeout
+        while not (value := self.evaluate(expression)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still false after {timeout}s: {expression}")
+            time.sleep(0.05)
+        return value
+
+    def goto(self, url: str) -> None:
+        """Open a URL and wait until it and its images have loaded."""
+        self.send("Page.navigate", {"url": url})
+        self.wait_for(
+            f"location.href === {json.dumps(url)} && document.readyState === 'complete'"
+            " && [...document.images].every(image => image.complete)"
+        )
+
+    def screenshot(self, name: str, docs_name: str | None = None) -> Path:
+        """The whole page as a PNG in test-artifacts/ (and in docs/images/ when asked)."""
+        size = self.send("Page.getLayoutMetrics")["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        shot = self.send(
+            "Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / name
+        path.write_bytes(base64.b64decode(shot["data"]))
+        if docs_name and os.environ.get("SMALLTABLE_DOCS_SCREENSHOTS") == "1":
+            shutil.copyfile(path, DOCS_IMAGES / docs_name)
+        return path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[Browser]:
+    running = Browser(tmp_path_factory.mktemp("chromium-profile"))
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def page(browser) -> Page:
+    return Page(browser)
+
+
+@pytest.fixture(scope="module")
+def demo(stack) -> dict[str, dict]:
+    """The browser tests' project, with one record of each kind; its records by name."""
+    posts = {
+        "click": ({"user": "ann", "page": "/checkout", "ms": 130}, {}),
+        "click2": ({"user": "bob", "page": "/cart", "ms": 260}, {}),
+        "note": ("Remember: the checkout button moved below the fold on small screens.", {}),
+        "form": ("name=carol&rating=5", {"Content-Type": "application/x-www-form-urlencoded"}),
+        "report": (bytes(range(256)) * 12, {"Content-Type": "application/pdf"}),
+        "photo": (png(160, 100), {"Content-Type": "image/png"}),
+    }
+    records = {}
+    for name, (body, headers) in posts.items():
+        content = json.dumps(body) if isinstance(body, dict) else body
+        if isinstance(body, dict):
+            headers = {"Content-Type": "application/json"}
+        records[name] = accepted(stack.post(PROJECT, content, headers=headers))
+    upload = stack.request(
+        "POST", PROJECT, files={"file": ("sketch.png", png(64, 64), "image/png")}, data={"caption": "sketch"}
+    )
+    records["upload"] = accepted(upload)
+    return {name: stack.wait_row(PROJECT, rid) for name, rid in records.items()}
+
+
+def project_url(stack, path: str = "/") -> str:
+    """The address a user types: Chromium resolves every *.localhost name to loopback."""
+    return f"http://{PROJECT}.localhost:{stack.port}{path}"
+
+
+def test_project_page_shows_records_images_and_charts(stack, demo, page):
+    page.goto(project_url(stack))
+    rows = page.evaluate("[...document.querySelectorAll('#st-records tbody tr')].map(tr => tr.id)")
+    assert rows == [f"r{demo[name]['_id']}" for name in reversed(list(demo))]
+    # the posted image is drawn, at its own size or smaller
+    photo = page.evaluate(
+        f"(() => {{ const i = document.querySelector('#r{demo['photo']['_id']} img');"
+        " return [i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width]; })()"
+    )
+    assert photo[:2] == [160, 100] and 0 < photo[2] <= 160
+    assert page.evaluate(f"document.querySelector('#r{demo['upload']['_id']} img').naturalWidth") == 64
+    # four charts, drawn and visible, with today's posts as bars
+    charts = page.evaluate(
+        "[...document.querySelectorAll('svg.st-chart')].map(svg => [svg.getBoundingClientRect().width,"
+        " Math.max(...[...svg.querySelectorAll('rect')].map(r => r.getBBox().height))])"
+    )
+    assert len(charts) == 4
+    assert all(width > 300 and tallest > 10 for width, tallest in charts), charts
+    links = page.evaluate("[...document.querySelectorAll('a')].map(a => a.textContent.trim())")
+    assert "Query with SQL" in links and "Filter, facet and export in the table view" in links
+    page.screenshot("browser-project-page.png", docs_name="project-page.png")
+
+
+def test_record_page_shows_the_image(stack, demo, page):
+    record = demo["photo"]
+    page.goto(project_url(stack, f"/{record['_id']}"))
+    assert page.evaluate("document.querySelector('.st-record-body img').naturalWidth") == 160
+    assert page.evaluate("document.querySelector('h1').textContent") == f"{PROJECT}: record {record['_id']}"
+    page.screenshot("browser-record-page.png", docs_name="record-page.png")
+
+
+def test_live_view_adds_a_record_posted_while_the_page_is_open(stack, demo, page):
+    page.goto(project_url(stack, "/?live=1"))
+    page.wait_for("document.getElementById('st-live-status').textContent === 'live'")
+    page.evaluate("window.loadedOnce = 'still the same page'")
+    count = page.evaluate("document.getElementById('st-record-count').textContent")
+    rid = accepted(
+        stack.post(
+            PROJECT,
+            json.dumps({"user": "dave", "page": "/live", "ms": 42}),
+            headers={"Content-Type": "application/json"},
+        )
+    )
+    row = f"document.querySelector('tr[data-request-id=\"{rid}\"]')"
+    page.wait_for(f"{row} !== null")
+    assert page.evaluate("window.loadedOnce") == "still the same page"  # no reload
+    assert page.evaluate(f"{row} === document.querySelector('#st-records tbody tr')")  # on top
+    cells = page.evaluate(f"[...{row}.cells].map(td => td.textContent.trim())")
+    assert "dave" in cells and "/live" in cells and "POST /" in cells
+    assert int(page.evaluate("document.getElementById('st-record-count').textContent")) == int(count) + 1
+    # an image that arrives is drawn as an image
+    image = accepted(stack.post(PROJECT, png(48, 32), headers={"Content-Type": "image/png"}))
+    page.wait_for(f"document.querySelector('tr[data-request-id=\"{image}\"] img')?.naturalWidth === 48")
+    page.screenshot("browser-live.png")
