@@ -54,6 +54,12 @@ def _positive_number(value: Any) -> float:
     return float(value)
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError
+    return value
+
+
 def _path(value: Any) -> str:
     if not isinstance(value, str) or not value or "\0" in value:
         raise ValueError
@@ -120,6 +126,19 @@ SETTINGS: dict[str, Setting] = {
         _int_range(1, 65535),
         "an integer from 1 to 65535",
         "Datasette's port (loopback only; nginx proxies to it).",
+    ),
+    "datasette.suggest_facets": Setting(
+        False,
+        _bool,
+        "true or false",
+        "Datasette's suggested facets on table pages: off by default, since they cost ~150 ms per "
+        "request on a 10,000-record table (bench/read_side.py); any column can still be faceted.",
+    ),
+    "datasette.sql_time_limit_ms": Setting(
+        3000,
+        _int_range(1, 600000),
+        "a positive number of milliseconds",
+        "The longest a query in Datasette may run.",
     ),
     "metrics.port": Setting(
         9108,

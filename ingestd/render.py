@@ -68,12 +68,31 @@ def context(config: Config, conf_dir: Path) -> dict:
         "state_dir": config.path("state_dir"),
         "config_file": conf_dir / "smalltable.yaml",
         "datasette_metadata": conf_dir / "datasette.json",
+        "datasette_options": " ".join(datasette_options(config, conf_dir / "datasette.json")),
         "smalltable_bin": Path(sys.executable).parent / "smalltable",
         "datasette_bin": Path(sys.executable).parent / "datasette",
         "logrotate_bin": find_program("logrotate"),
         "user": config["systemd.user"],
         "group": config["systemd.group"],
     }
+
+
+def datasette_options(config: Config, metadata: Path) -> list[str]:
+    """The options after ``datasette serve``, for ``smalltable up`` and the systemd unit alike."""
+    return [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(config["datasette.port"]),
+        "--metadata",
+        str(metadata),
+        "--setting",
+        "sql_time_limit_ms",
+        str(config["datasette.sql_time_limit_ms"]),
+        "--setting",
+        "suggest_facets",
+        "on" if config["datasette.suggest_facets"] else "off",
+    ]
 
 
 def effective_config(config: Config) -> str:

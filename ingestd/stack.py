@@ -74,21 +74,7 @@ def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
     return [
         Service(
             "datasette",
-            [
-                sys.executable,
-                "-m",
-                "datasette",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(config["datasette.port"]),
-                "--metadata",
-                str(metadata),
-                "--setting",
-                "sql_time_limit_ms",
-                "3000",
-            ],
+            [sys.executable, "-m", "datasette", "serve", *render.datasette_options(config, metadata)],
             config["datasette.port"],
             logs / "datasette.log",
         ),

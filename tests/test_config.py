@@ -16,6 +16,8 @@ DEFAULTS = {
     "nginx.port": 8080,
     "nginx.max_body_bytes": 1048576,
     "datasette.port": 8001,
+    "datasette.suggest_facets": False,
+    "datasette.sql_time_limit_ms": 3000,
     "metrics.port": 9108,
     "metrics.max_projects": 1000,
     "projects.quota_mb": 100,
