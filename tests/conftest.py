@@ -74,7 +74,10 @@ class Stack:
         while True:
             rows = self.rows(project, table, _request_id__exact=request_id)
             if rows:
-                return rows[0]
+                # Datasette reads a table's columns and its rows in two queries: a row
+                # committed between them (with a column added for it) comes back without
+                # that column. Once the row is visible its columns are too: fetch again.
+                return self.rows(project, table, _request_id__exact=request_id)[0]
             if time.monotonic() > deadline:
                 raise AssertionError(f"{request_id} did not reach {project}.{table} in {timeout}s")
             time.sleep(0.05)
