@@ -66,6 +66,8 @@ class Followed:
     gzip_buffer_start: int = 0
     gzip_failed: tuple[int, int] | None = None
     """(size, mtime) of the .gz when reading it failed: retried only once it changes."""
+    gzip_done: tuple[int, int] | None = None
+    """(size, mtime) of the .gz this file was read to the end of."""
 
 
 def _fingerprint(head: bytes) -> str | None:
@@ -78,12 +80,30 @@ def _fingerprint(head: bytes) -> str | None:
     return hashlib.sha256(head[:FINGERPRINT_BYTES]).hexdigest()[:32]
 
 
-def _gzip_head(path: Path) -> bytes | None:
+def _gzip_head(path: Path) -> tuple[bytes, int] | None:
+    """The first bytes of a .gz, decompressed, and the size its trailer gives (ISIZE:
+    the uncompressed size modulo 2**32, of its last member); None if unreadable."""
     try:
-        with gzip.open(path, "rb") as f:
-            return f.read(FINGERPRINT_BYTES)
+        with open(path, "rb") as raw:
+            raw.seek(-4, os.SEEK_END)
+            size = int.from_bytes(raw.read(4), "little")
+            raw.seek(0)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                return f.read(FINGERPRINT_BYTES), size
     except (OSError, EOFError, zlib.error):
         return None
+
+
+def _last_line_end(fd: int, size: int) -> int:
+    """Just past the last newline in the first ``size`` bytes of ``fd`` (0 if none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - READ_SIZE)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
 
 
 def _signature(path: str) -> tuple[int, int] | None:
@@ -115,9 +135,9 @@ class Tailer:
         self.rotations_seen = 0
         self.vanished: list[Followed] = []
         """Files that disappeared before they were read to the end (deleted early)."""
-        self._gzip_heads: dict[tuple[int, int, int, int], bytes | None] = {}
+        self._gzip_heads: dict[tuple[int, int, int, int], tuple[bytes, int] | None] = {}
         """The first bytes of each .gz seen by the last scan, by (dev, ino, size, mtime)."""
-        self._gzip_heads_before: dict[tuple[int, int, int, int], bytes | None] = {}
+        self._gzip_heads_before: dict[tuple[int, int, int, int], tuple[bytes, int] | None] = {}
 
     def _add(self, followed: Followed) -> Followed:
         followed.seq = self._next_seq
@@ -181,8 +201,8 @@ class Tailer:
                 self.vanished.append(gone)
         self._gzip_heads_before = {}
 
-    def _gzip_head_cached(self, path: Path, st: os.stat_result) -> bytes | None:
-        """The first bytes of a .gz, decompressed once per version of the file."""
+    def _gzip_head_cached(self, path: Path, st: os.stat_result) -> tuple[bytes, int] | None:
+        """:func:`_gzip_head`, decompressed once per version of the file."""
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         head = self._gzip_heads_before[key] if key in self._gzip_heads_before else _gzip_head(path)
         self._gzip_heads[key] = head
@@ -190,8 +210,10 @@ class Tailer:
 
     def _discover(self, path: Path, st: os.stat_result) -> None:
         compressed = path.suffix == ".gz"
+        gzip_size = None
         if compressed:
-            head = self._gzip_head_cached(path, st)
+            head_and_size = self._gzip_head_cached(path, st)
+            head, gzip_size = head_and_size or (None, None)
             fd = None
         else:
             try:
@@ -210,7 +232,14 @@ class Tailer:
         followed.seen = True
         if followed.done:
             followed.path = str(path)
-            if fd is not None and st.st_size > followed.offset:
+            if fd is not None:
+                grown = st.st_size > followed.offset
+            else:
+                # Compressed since: its trailer tells whether it grew first (read again
+                # to make sure, unless this very .gz was read to its end).
+                signature = (st.st_size, st.st_mtime_ns)
+                grown = gzip_size != followed.offset % 2**32 and followed.gzip_done != signature
+            if grown:
                 # a rotated file closed as idle has grown after all: follow it again
                 followed.done = False
         if followed.fd is not None or followed.done:
@@ -220,6 +249,13 @@ class Tailer:
         if fd is not None:
             # The plain file is preferred to a compressed copy of it: it may still grow.
             self._close_gzip(followed)
+            size = os.fstat(fd).st_size
+            if (followed.dev, followed.ino) != (st.st_dev, st.st_ino) and size < followed.offset:
+                # Another file with this first line, shorter than what was read: the copy
+                # copytruncate made before the lines after its end were read from the
+                # original. Everything up to its last line end was handed out; it is not a
+                # file that lost its tail, to be read again from its start.
+                followed.offset, followed.scan_pos = _last_line_end(fd, size), 0
             followed.fd, followed.dev, followed.ino, followed.path = fd, st.st_dev, st.st_ino, str(path)
         elif followed.gzip_file is None:
             followed.path = str(path)
@@ -268,12 +304,20 @@ class Tailer:
         gzip file's position; a buffer of what was last read saves
         decompressing the whole file again from its start (a gzip file cannot
         seek backwards). An unreadable .gz (truncated, corrupt, gone) reads as
-        empty, is not marked done, and is tried again once it changes.
+        empty, is not marked done, and is tried again once it changes. So does
+        a .gz that is not this file (its first line differs): the path is only
+        as fresh as the last scan, and logrotate renames .gz files.
         """
         try:
             if f.gzip_file is None:
                 f.gzip_file = gzip.open(f.path, "rb")
-                f.gzip_buffer, f.gzip_buffer_start = b"", 0
+                f.gzip_buffer, f.gzip_buffer_start = f.gzip_file.read(FINGERPRINT_BYTES), 0
+                if _fingerprint(f.gzip_buffer) != f.fingerprint:
+                    # Renamed since the scan that found it, and another file has its
+                    # name now (logrotate shifting .N.gz): the next scan finds it again.
+                    self._close_gzip(f)
+                    f.gzip_failed = (-1, -1)
+                    return b""
             buffer_end = f.gzip_buffer_start + len(f.gzip_buffer)
             if f.gzip_buffer_start <= offset <= buffer_end:
                 f.gzip_buffer = f.gzip_buffer[offset - f.gzip_buffer_start :]
@@ -370,7 +414,12 @@ class Tailer:
 
     def _retire(self, f: Followed) -> None:
         """Close a file read to its end that can grow no more: deleted (compressed
-        by logrotate, say), or rotated and unchanged for ``close_rotated_after``."""
+        by logrotate, say), or rotated and unchanged for ``close_rotated_after``.
+
+        A deleted file that ends in a line nobody finishes (copytruncate cut it:
+        its head ends the copy) is closed too once idle, not done: the next scan
+        follows it on in its .gz if there is one, else reports it in ``vanished``.
+        """
         if f.fd is not None:
             st = os.fstat(f.fd)
             at_end = f.offset >= st.st_size
@@ -380,10 +429,24 @@ class Tailer:
                 os.close(f.fd)
                 f.fd = None
                 f.done = True
+            elif deleted and idle and not self._has_newline(f.fd, max(f.offset, f.scan_pos), st.st_size):
+                os.close(f.fd)
+                f.fd = None
         elif f.gzip_failed is None and not self._read_at(f, f.offset, 1) and f.gzip_failed is None:
             # Done only at a clean end of the stream, not when reading it failed.
             self._close_gzip(f)
-            f.done = True
+            f.done, f.gzip_done = True, _signature(f.path)
+
+    @staticmethod
+    def _has_newline(fd: int, start: int, end: int) -> bool:
+        while start < end:
+            chunk = os.pread(fd, min(READ_SIZE, end - start), start)
+            if b"\n" in chunk:
+                return True
+            if not chunk:
+                return False
+            start += len(chunk)
+        return False
 
     def pending_bytes(self) -> int:
         """Bytes written to the followed plain files and not yet handed out."""
