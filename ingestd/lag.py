@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import FilePosition
-from .tail import FINGERPRINT_BYTES
-from .tail import _fingerprint as fingerprint_of
+from .tail import FINGERPRINT_BYTES, fingerprint_of
 
 _TIMES = re.compile(rb'"t":([0-9.]+),"rt":([0-9.]+)')
 

@@ -70,7 +70,7 @@ class Followed:
     """(size, mtime) of the .gz this file was read to the end of."""
 
 
-def _fingerprint(head: bytes) -> str | None:
+def fingerprint_of(head: bytes) -> str | None:
     """The identity of a file whose first bytes are ``head``, once it has one."""
     newline = head.find(b"\n")
     if newline >= 0:
@@ -221,7 +221,7 @@ class Tailer:
             except FileNotFoundError:
                 return
             head = os.pread(fd, FINGERPRINT_BYTES, 0)
-        fingerprint = _fingerprint(head) if head is not None else None
+        fingerprint = fingerprint_of(head) if head is not None else None
         if fingerprint is None:
             if fd is not None:
                 os.close(fd)
@@ -274,7 +274,7 @@ class Tailer:
         """
         assert f.fd is not None
         size = os.fstat(f.fd).st_size
-        same = _fingerprint(os.pread(f.fd, FINGERPRINT_BYTES, 0)) == f.fingerprint
+        same = fingerprint_of(os.pread(f.fd, FINGERPRINT_BYTES, 0)) == f.fingerprint
         if same and (f.offset == 0 or (size >= f.offset and os.pread(f.fd, 1, f.offset - 1) == b"\n")):
             return
         self.truncations += 1
@@ -312,7 +312,7 @@ class Tailer:
             if f.gzip_file is None:
                 f.gzip_file = gzip.open(f.path, "rb")
                 f.gzip_buffer, f.gzip_buffer_start = f.gzip_file.read(FINGERPRINT_BYTES), 0
-                if _fingerprint(f.gzip_buffer) != f.fingerprint:
+                if fingerprint_of(f.gzip_buffer) != f.fingerprint:
                     # Renamed since the scan that found it, and another file has its
                     # name now (logrotate shifting .N.gz): the next scan finds it again.
                     self._close_gzip(f)
