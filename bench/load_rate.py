@@ -1,0 +1,574 @@
+"""Load rate: ``smalltable replay`` of an ingest log, against sqlite-utils and a minimal loop.
+
+An ingest log of N lines is generated exactly as nginx writes it (the lines come
+from ``tests/test_logline.py::make_line``, which mimics ``escape=json``): ~200-byte
+bodies, 20 projects of skewed popularity, a realistic mix (JSON objects of 5-8
+keys, some JSON sent as a form by ``curl -d``, text, form posts, JSON arrays,
+~1% malformed JSON, a few binary and empty bodies). It is cached under
+``bench/.data/``. Then, in the same run, each contender loads it into empty
+databases in a fresh temp dir, as a subprocess whose wall clock and peak RSS
+(``ru_maxrss`` from ``wait4``) are measured:
+
+- SmallTable: ``smalltable replay --config CFG --from LOG`` (the real CLI: parsing,
+  validation, classification, identity by request id, columns per key, one
+  database per project, ``synchronous=FULL``);
+- sqlite-utils: ``sqlite-utils insert db.db records NDJSON --nl --alter``, its
+  defaults plus ``--alter`` (without it, it stops at the first key its first
+  batch did not have). NDJSON, prepared before timing, holds one object per log
+  line: the system fields ``_request_id _received _method _uri _content_type
+  _size _remote_addr _user_agent _project`` and ``_body`` (the body as UTF-8 text,
+  undecodable bytes as U+FFFD), plus, when the body is a JSON object, its keys;
+- minimal: :func:`minimal_loop` below, a plain loop (orjson, ``executemany`` in
+  batches of 50,000, one table of fixed columns, WAL, ``synchronous=NORMAL``).
+
+Rates are log lines (= rows) per second and MiB of log per second, wall clock
+including interpreter start-up; CPU time (user + system) is shown too, as it
+depends less on the disk and on other work on the machine. Printed: a table with
+the ratios, the goals of issue 7, peak memory of replay at 1/10, 1/2 and all of
+the log (it must not grow with the log), and a pyinstrument profile of replay
+(top self time, and inclusive time of ingestd's functions). pyinstrument must be
+installed (``.venv/bin/pip install pyinstrument``) unless ``--no-profile``.
+
+    .venv/bin/python bench/load_rate.py            # 1,000,000 lines; memory also at 100k, 500k; profile 200k
+    .venv/bin/python bench/load_rate.py --short    # 100,000 lines; memory also at 10k, 50k; profile 50k
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "bench" / ".data"
+BIN = Path(sys.executable).parent
+GENERATOR_VERSION = 2  # bump when the generator changes: the cached logs are keyed by it
+MIB = 1 << 20
+
+GOAL_VS_SQLITE_UTILS = 2.5
+GOAL_VS_MINIMAL = 0.6
+
+# --- the log --------------------------------------------------------------------------
+
+PROJECTS = [
+    "shop-events", "iot-sensors", "signup", "webhooks", "analytics", "feedback", "crash-reports",
+    "orders", "contact-form", "game-scores", "weather-station", "uptime", "chat-logs", "newsletter",
+    "survey", "inventory", "github-hooks", "build-times", "notes", "payments",
+]  # fmt: skip
+WORDS = [
+    "the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "order", "item", "cart",
+    "user", "login", "page", "click", "view", "error", "retry", "timeout", "payment", "shipped",
+    "pending", "refund", "sensor", "reading", "battery", "low", "ok", "café", "naïve", "résumé",
+    "Zürich", "日本語", "Привет", "👍",
+]  # fmt: skip
+PATHS = ["/", "/events", "/api/v1/ingest", "/hooks/incoming", "/log", "/submit"]
+AGENTS = [
+    "curl/8.5.0",
+    "python-requests/2.32.3",
+    "Go-http-client/1.1",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_6) AppleWebKit/605.1.15 Version/17.6 Safari/605.1.15",
+    "ESP8266HTTPClient",
+    "GitHub-Hookshot/a1b2c3d",
+    "node-fetch/1.0",
+]
+MIX = [  # (kind, share %)
+    ("json", 78.0),
+    ("json via curl -d", 6.0),
+    ("text", 7.0),
+    ("form", 4.0),
+    ("json array", 2.0),
+    ("malformed json", 1.0),
+    ("binary", 0.5),
+    ("empty (DELETE)", 1.5),
+]
+
+
+def _words(rng: random.Random, low: int, high: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(low, high)))
+
+
+VALUES = {
+    "user_id": lambda r: f"user{r.randint(1, 5000)}",
+    "email": lambda r: f"{r.choice(WORDS[:20])}{r.randint(1, 999)}@example.com",
+    "event_type": lambda r: r.choice(["click", "view", "scroll", "submit", "error", "purchase"]),
+    "page_url": lambda r: r.choice(
+        ["/checkout/step-2", "/home", "/search?q=running+shoes&page=2", "/product/42-blue"]
+    ),
+    "duration_ms": lambda r: r.randint(1, 5000),
+    "count": lambda r: r.randint(0, 100),
+    "score": lambda r: round(r.random() * 100, 2),
+    "temperature": lambda r: round(r.uniform(-10, 35), 1),
+    "price": lambda r: round(r.uniform(1, 500), 2),
+    "ok": lambda r: r.random() < 0.9,
+    "timestamp": lambda r: (
+        f"2026-11-{r.randint(1, 28):02d}T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:00Z"
+    ),
+    "session_id": lambda r: f"{r.getrandbits(128):032x}",
+    "country": lambda r: r.choice(["DE", "FR", "US", "JP", "BR", "IN", "GB"]),
+    "app_version": lambda r: f"{r.randint(1, 3)}.{r.randint(0, 20)}.{r.randint(0, 9)}",
+    "message": lambda r: _words(r, 4, 14),
+    "tags": lambda r: r.sample(["a", "b", "new", "vip", "beta", "mobile"], r.randint(0, 3)),
+    "meta": lambda r: {"browser": r.choice(["firefox", "chrome", "safari"]), "v": r.randint(90, 130)},
+    "device_id": lambda r: f"dev-{r.randint(1, 64):03d}",
+    "note": lambda r: None if r.random() < 0.3 else _words(r, 2, 8),
+    "amount_cents": lambda r: r.randint(100, 99999),
+    "currency": lambda r: r.choice(["EUR", "USD", "JPY"]),
+    "status": lambda r: r.choice(["pending", "paid", "shipped", "refunded"]),
+}
+
+
+def _schemas() -> dict[str, tuple[list[str], list[str]]]:
+    """Per project, the keys its client sends, always in the same order (the client's
+    serializer): half the projects always send the same 5-8 keys; the other half send
+    3 keys always and 2-5 of 7 optional ones, leaving the others out."""
+    out = {}
+    for number, name in enumerate(PROJECTS):
+        rng = random.Random(name)
+        keys = rng.sample(sorted(VALUES), 10)
+        out[name] = (keys[: rng.randint(5, 8)], []) if number % 2 == 0 else (keys[:3], keys[3:])
+    return out
+
+
+def _json_object(rng: random.Random, project: str, schemas: dict) -> dict:
+    core, optional = schemas[project]
+    chosen = set(rng.sample(optional, rng.randint(2, 5))) if optional else set()
+    obj = {key: VALUES[key](rng) for key in core + [key for key in optional if key in chosen]}
+    if rng.random() < 0.002:  # a key seen rarely: columns keep being added through the log
+        obj[f"extra_{rng.randint(0, 29)}"] = rng.randint(0, 9)
+    return obj
+
+
+def _body(rng: random.Random, kind: str, project: str, schemas: dict) -> tuple[bytes, str]:
+    """(body, content type) of one request of ``kind``."""
+    if kind in ("json", "json via curl -d"):
+        body = json.dumps(_json_object(rng, project, schemas), ensure_ascii=rng.random() < 0.5)
+        ctype = "application/json" if kind == "json" else "application/x-www-form-urlencoded"
+        return body.encode(), ctype
+    if kind == "text":
+        lines = [_words(rng, 6, 16) for _ in range(rng.randint(1, 3))]
+        text = "\n".join(lines) + rng.choice(["", "\n", '\t"quoted"', " C:\\temp\\x"])
+        return text.encode(), rng.choice(["text/plain", "text/plain; charset=utf-8"])
+    if kind == "form":
+        fields = {
+            "name": _words(rng, 1, 2),
+            "email": VALUES["email"](rng),
+            "message": _words(rng, 6, 18),
+            "plan": rng.choice(["free", "pro"]),
+        }
+        if rng.random() < 0.5:
+            fields["agree"] = "on"
+        return urlencode(fields).encode(), "application/x-www-form-urlencoded"
+    if kind == "json array":
+        items = [_json_object(rng, project, schemas) for _ in range(rng.randint(1, 2))]
+        return json.dumps(items).encode(), "application/json"
+    if kind == "malformed json":
+        text = json.dumps(_json_object(rng, project, schemas))
+        cut = rng.choice([text[: rng.randint(5, len(text) - 2)], text[:-1] + ",}", "{'single': 'quotes'}"])
+        return cut.encode(), "application/json"
+    if kind == "binary":
+        return rng.randbytes(rng.randint(64, 320)), "application/octet-stream"
+    return b"", ""
+
+
+def log_lines(n: int, seed: int = 7):
+    """The first ``n`` lines of the benchmark's log (the same prefix for any ``n``)."""
+    sys.path.insert(0, str(REPO))
+    from tests.test_logline import make_line  # nginx's escape=json, checked against nginx
+
+    rng = random.Random(seed)
+    schemas = _schemas()
+    weights = [1 / (rank + 1) ** 1.1 for rank in range(len(PROJECTS))]
+    kinds, shares = zip(*MIX, strict=True)
+    addrs = [".".join(str(rng.randint(1, 254)) for _ in range(4)) for _ in range(2000)]
+    clock = 1795250000.0
+    for _ in range(n):
+        project = rng.choices(PROJECTS, weights)[0]
+        kind = rng.choices(kinds, shares)[0]
+        body, ctype = _body(rng, kind, project, schemas)
+        clock += rng.expovariate(20.0)
+        method = "DELETE" if kind.startswith("empty") else ("PUT" if rng.random() < 0.08 else "POST")
+        uri = f"/items/{rng.randint(1, 9999)}" if method == "DELETE" else rng.choice(PATHS)
+        if rng.random() < 0.2:
+            uri += f"?src={rng.choice(['app', 'web', 'cron'])}&n={rng.randint(1, 99)}"
+        yield make_line(
+            body,
+            t=f"{clock:.3f}",
+            rt=f"{rng.random() * 0.004:.3f}",
+            id=f"{rng.getrandbits(128):032x}",
+            project=project,
+            method=method,
+            uri=uri,
+            ctype=ctype,
+            clen=str(len(body)) if body else "",
+            addr=rng.choice(addrs),
+            ua=rng.choice(AGENTS),
+        )
+
+
+def ensure_log(n: int, whole: Path | None = None) -> Path:
+    """The cached log of ``n`` lines: the first ``n`` lines of ``whole`` (the same as
+    generating them, see :func:`log_lines`) when given, else generated."""
+    path = DATA / f"load-rate-v{GENERATOR_VERSION}-{n}.log"
+    if not path.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            if whole is None:
+                for line in log_lines(n):
+                    out.write(line + b"\n")
+            else:
+                with open(whole, "rb") as lines:
+                    out.writelines(itertools.islice(lines, n))
+        tmp.rename(path)
+        print(f"generated {path.name}: {n:,} lines in {time.monotonic() - started:.0f} s", flush=True)
+    return path
+
+
+def ensure_ndjson(log: Path) -> Path:
+    """What sqlite-utils receives for ``log``: one object per line (see the module docstring)."""
+    from ingestd.logline import parse_line  # the documented reading of a line, byte-exact
+
+    path = log.with_suffix(".sqlite-utils.ndjson")
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        with open(log, "rb") as lines, open(tmp, "wb") as out:
+            for line in lines:
+                request = parse_line(line.rstrip(b"\n"))
+                row: dict[str, object] = {}
+                if (request.content_type and "json" in request.content_type) or request.body[:1] == b"{":
+                    try:
+                        value = orjson.loads(request.body)
+                    except orjson.JSONDecodeError:
+                        value = None
+                    if isinstance(value, dict):
+                        row.update(value)
+                row.update(
+                    _request_id=request.request_id,
+                    _received=request.received,
+                    _method=request.method,
+                    _uri=request.uri,
+                    _content_type=request.content_type,
+                    _size=len(request.body),
+                    _remote_addr=request.remote_addr,
+                    _user_agent=request.user_agent,
+                    _project=request.project,
+                    _body=request.body.decode("utf-8", "replace"),
+                )
+                out.write(orjson.dumps(row) + b"\n")
+        tmp.rename(path)
+    return path
+
+
+def describe(log: Path) -> str:
+    """A line about the log: size, mean body, projects, content types."""
+    projects: Counter = Counter()
+    bodies = 0
+    lines = 0
+    with open(log, "rb") as f:
+        for line in f:
+            fields = orjson.loads(line.decode("latin-1"))
+            projects[fields["project"]] += 1
+            bodies += len(fields["body"])
+            lines += 1
+    top = projects.most_common()
+    return (
+        f"{lines:,} lines, {log.stat().st_size / MIB:.0f} MiB, mean line {log.stat().st_size / lines:.0f} B, "
+        f"mean body {bodies / lines:.0f} B; {len(projects)} projects, the biggest "
+        f"{top[0][1] / lines:.0%}, the smallest {top[-1][1] / lines:.1%}"
+    )
+
+
+# --- the minimal loop -----------------------------------------------------------------
+
+MINIMAL_COLUMNS = (
+    "request_id", "project", "received", "method", "uri", "content_type", "size",
+    "remote_addr", "user_agent", "kind", "body",
+)  # fmt: skip
+
+
+def minimal_loop(log: Path, db: Path, batch: int = 50_000) -> int:
+    """Load ``log`` into one table the plain way; the number of rows.
+
+    orjson reads a line as UTF-8 and only a line holding non-UTF-8 bytes (a binary
+    body) is read again as Latin-1, which is still byte-exact (docs/log-format.md).
+    A body declared JSON is parsed to tell JSON from malformed; nothing else is
+    checked, no columns per key, no identity, one table for every project.
+    """
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"CREATE TABLE records (id INTEGER PRIMARY KEY, {', '.join(MINIMAL_COLUMNS)})")
+    params = ", ".join("?" * len(MINIMAL_COLUMNS))
+    sql = f"INSERT INTO records ({', '.join(MINIMAL_COLUMNS)}) VALUES ({params})"
+    rows: list[tuple] = []
+    count = 0
+
+    def flush() -> None:
+        conn.execute("BEGIN")
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+        rows.clear()
+
+    with open(log, "rb") as f:
+        for line in f:
+            try:
+                fields = orjson.loads(line)
+                body = fields["body"]
+            except orjson.JSONDecodeError:
+                fields = orjson.loads(line.decode("latin-1"))
+                body = fields["body"].encode("latin-1")
+            ctype = fields["ctype"]
+            kind = "text"
+            if ctype.startswith("application/json"):
+                try:
+                    orjson.loads(body)
+                    kind = "json"
+                except orjson.JSONDecodeError:
+                    kind = "malformed"
+            rows.append(
+                (fields["id"], fields["project"], fields["t"] - fields["rt"], fields["method"], fields["uri"],
+                 ctype or None, len(body), fields["addr"], fields["ua"] or None, kind, body)
+            )  # fmt: skip
+            count += 1
+            if len(rows) >= batch:
+                flush()
+    if rows:
+        flush()
+    conn.close()
+    return count
+
+
+# --- running and measuring ------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One contender's run: wall clock, CPU time (user + system), peak RSS, a note."""
+
+    wall: float
+    cpu: float
+    rss_mib: float
+    note: str = ""
+
+
+def measure(argv: list[str], cwd: Path) -> tuple[Run, str]:
+    """Run ``argv`` as a child and measure it; (run, its stdout). Exits on failure."""
+    out, err = cwd / "stdout.txt", cwd / "stderr.txt"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, cwd=cwd, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage
+        wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        sys.exit(f"{argv[:3]} failed ({process.returncode}):\n{err.read_text()[-3000:]}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024), out.read_text()
+
+
+def count_rows(paths: list[Path], tables: tuple[str, ...]) -> int:
+    total = 0
+    for path in paths:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        total += sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables)
+        conn.close()
+    return total
+
+
+def run_smalltable(log: Path, work: Path) -> Run:
+    config = work / "smalltable.yaml"
+    config.write_text(json.dumps({"home": str(work / "home")}))  # JSON is YAML
+    run, out = measure([str(BIN / "smalltable"), "replay", "--config", str(config), "--from", str(log)], work)
+    rows = count_rows(sorted((work / "home" / "data").glob("*.db")), ("records", "rejects"))
+    run.note = out.splitlines()[0] + f" [{rows:,} rows in the databases]"
+    return run
+
+
+def run_sqlite_utils(ndjson: Path, work: Path) -> Run:
+    db = work / "db.db"
+    run, _ = measure(
+        [str(BIN / "sqlite-utils"), "insert", str(db), "records", str(ndjson), "--nl", "--alter"], work
+    )
+    run.note = f"{count_rows([db], ('records',)):,} rows"
+    return run
+
+
+def run_minimal(log: Path, work: Path) -> Run:
+    db = work / "db.db"
+    run, _ = measure([sys.executable, __file__, "--minimal-loop", str(log), str(db)], work)
+    run.note = f"{count_rows([db], ('records',)):,} rows"
+    return run
+
+
+def in_temp_dir(root: Path | None, fn, *args) -> Run:
+    work = Path(tempfile.mkdtemp(prefix="st-load-", dir=root))
+    try:
+        return fn(*args, work)
+    finally:
+        shutil.rmtree(work)
+
+
+def warm(*paths: Path) -> None:
+    """Read files once so that no contender pays for the first read from disk."""
+    for path in paths:
+        with open(path, "rb") as f:
+            while f.read(MIB * 8):
+                pass
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --- the profile ----------------------------------------------------------------------
+
+
+def profile(log: Path, root: Path | None, top: int = 10) -> None:
+    """pyinstrument over ``smalltable replay`` of ``log``: the top self time, then the
+    inclusive time of ingestd's functions."""
+    from pyinstrument.session import Session
+
+    work = Path(tempfile.mkdtemp(prefix="st-load-profile-", dir=root))
+    try:
+        config = work / "smalltable.yaml"
+        config.write_text(json.dumps({"home": str(work / "home")}))
+        session_file = DATA / f"{log.stem}.pyisession"
+        argv = [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(session_file),
+                "-m", "ingestd", "replay", "--config", str(config), "--from", str(log)]  # fmt: skip
+        run, _ = measure(argv, work)
+    finally:
+        shutil.rmtree(work)
+    session = Session.load(str(session_file))
+    root_frame = session.root_frame()
+    total = root_frame.time
+    selfs: Counter = Counter()
+    inclusive: Counter = Counter()
+
+    def name(frame) -> str:
+        path = frame.file_path or ""
+        where = path.split("/site-packages/")[-1].removeprefix(f"{REPO}/").rsplit("/", 2)[-2:]
+        return f"{frame.function} ({'/'.join(where)}:{frame.line_no})" if path else frame.function
+
+    def walk(frame, open_names: frozenset) -> None:
+        key = name(frame)
+        selfs[key] += frame.total_self_time  # includes the synthetic [self] children
+        if key not in open_names:  # recursion counts once
+            inclusive[key] += frame.time
+        for child in frame.children:
+            if not child.is_synthetic:
+                walk(child, open_names | {key})
+
+    walk(root_frame, frozenset())
+    print(f"\nprofile: smalltable replay of {log.name} under pyinstrument: {run.wall:.1f} s wall, "
+          f"{total:.1f} s sampled; session in bench/.data/{session_file.name}")  # fmt: skip
+    print(f"top {top} by self time (% of the run)")
+    for key, seconds in selfs.most_common(top):
+        print(f"  {seconds / total:6.1%}  {key}")
+    print("inclusive time of ingestd's functions, >= 1% (% of the run)")
+    ours = [(k, sec) for k, sec in inclusive.items() if "(ingestd/" in k and sec / total >= 0.01]
+    for key, seconds in sorted(ours, key=lambda item: -item[1]):
+        print(f"  {seconds / total:6.1%}  {key}")
+
+
+# --- main -----------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="100,000 lines, profile 50,000 (a quick look)")
+    parser.add_argument("--lines", type=int, help="lines in the log [1,000,000; --short 100,000]")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each contender; medians shown [3]")
+    parser.add_argument("--profile-lines", type=int, help="lines replayed under pyinstrument [200,000]")
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--dir", type=Path, help="where the temp dirs go (default: the system's)")
+    parser.add_argument("--minimal-loop", nargs=2, type=Path, metavar=("LOG", "DB"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.minimal_loop:
+        minimal_loop(*args.minimal_loop)
+        return
+    lines = args.lines or (100_000 if args.short else 1_000_000)
+    memory_sizes = (lines // 10, lines // 2)
+    profile_lines = args.profile_lines or (50_000 if args.short else 200_000)
+
+    log = ensure_log(lines)
+    ndjson = ensure_ndjson(log)
+    smaller = {n: ensure_log(n, log) for n in memory_sizes}
+    warm(log, ndjson, *smaller.values())
+    size = log.stat().st_size
+    print(f"log: {describe(log)}")
+    with open(ndjson, "rb") as f:
+        example = f.readline().decode().strip()
+    print(f"sqlite-utils reads {ndjson.name}, {ndjson.stat().st_size / MIB:.0f} MiB, e.g.\n  {example}")
+    print(f"load average at start: {load_average()} ({os.cpu_count()} CPUs)", flush=True)
+
+    contenders = {
+        "SmallTable replay": (run_smalltable, log),
+        "sqlite-utils insert --nl": (run_sqlite_utils, ndjson),
+        "minimal loop (orjson)": (run_minimal, log),
+    }
+    names = list(contenders)
+    results: dict[str, list[Run]] = {name: [] for name in names}
+    for round_ in range(args.rounds):
+        for name in names[round_ % 3 :] + names[: round_ % 3]:  # rotate: no one always goes first
+            fn, source = contenders[name]
+            run = in_temp_dir(args.dir, fn, source)
+            results[name].append(run)
+            print(f"  round {round_ + 1} {name}: {run.wall:.1f} s, CPU {run.cpu:.1f} s, "
+                  f"{run.rss_mib:.0f} MiB; {run.note}", flush=True)  # fmt: skip
+    memory_runs = {n: in_temp_dir(args.dir, run_smalltable, path) for n, path in smaller.items()}
+    print(f"load average after the runs: {load_average()}")
+
+    wall = {name: statistics.median(r.wall for r in runs) for name, runs in results.items()}
+    cpu = {name: statistics.median(r.cpu for r in runs) for name, runs in results.items()}
+    rss = {name: max(r.rss_mib for r in runs) for name, runs in results.items()}
+    ours = "SmallTable replay"
+    print(
+        f"\n{lines:,} lines, {size / MIB:.0f} MiB of log; medians of {args.rounds} run(s), peak RSS the max"
+    )
+    print(f"{'':26} {'rows/s':>9} {'MiB/s':>7} {'wall s':>7} {'CPU s':>7} {'peak RSS MiB':>13} "
+          f"{'SmallTable is':>14} {'by CPU':>7}")  # fmt: skip
+    for name in names:
+        print(
+            f"{name:26} {lines / wall[name]:9,.0f} {size / MIB / wall[name]:7.1f} {wall[name]:7.1f} "
+            f"{cpu[name]:7.1f} {rss[name]:13.0f} {wall[name] / wall[ours]:13.2f}x "
+            f"{cpu[name] / cpu[ours]:6.2f}x"
+        )
+    goals = [
+        ("sqlite-utils", wall["sqlite-utils insert --nl"] / wall[ours], GOAL_VS_SQLITE_UTILS),
+        ("the minimal loop", wall["minimal loop (orjson)"] / wall[ours], GOAL_VS_MINIMAL),
+    ]
+    print()
+    for other, ratio, goal in goals:
+        verdict = "PASS" if ratio >= goal else "FAIL"
+        print(f"goal: SmallTable >= {goal}x {other} (wall clock): {ratio:.2f}x  {verdict}")
+
+    print("\nmemory of SmallTable replay against the log's size (peak RSS)")
+    for n, run in memory_runs.items():
+        print(f"  {n:>9,} lines: {run.rss_mib:6.0f} MiB  ({n / run.wall:,.0f} rows/s, one run)")
+    print(f"  {lines:>9,} lines: {rss[ours]:6.0f} MiB  ({lines / wall[ours]:,.0f} rows/s, max of the rounds)")
+    first = memory_runs[memory_sizes[0]].rss_mib
+    print(f"  {lines // memory_sizes[0]}x the lines: {rss[ours] / first:.2f}x the memory")
+
+    if not args.no_profile:
+        profile(ensure_log(profile_lines, log if profile_lines <= lines else None), args.dir)
+        print(f"load average at the end: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
