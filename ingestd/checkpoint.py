@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import failpoints
+from .durable import write_all_and_sync
 
 CHECKPOINT_VERSION = 1
 
@@ -46,10 +47,7 @@ def save(path: Path, positions: list[FilePosition]) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         try:
-            view = memoryview(data)
-            while view:  # os.write may write less than asked (e.g. the disk filling up)
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all_and_sync(fd, data)
         finally:
             os.close(fd)
         failpoints.hit("checkpoint.after_temp_write")

@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from .durable import write_all_and_sync
 from .store import iso_time
 from .tail import Line
 
@@ -46,10 +47,7 @@ def append(path: Path, entries: list[tuple[Line, str]], prefix: bytes = b"") -> 
     data = prefix + data
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        view = memoryview(data)
-        while view:  # os.write may write less than asked (e.g. the disk filling up)
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        write_all_and_sync(fd, data)
     finally:
         os.close(fd)
 
