@@ -45,7 +45,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -57,6 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from benchlib import free_port, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 DS_VENV = REPO / "bench" / ".data" / "ds1"
@@ -130,23 +131,6 @@ def ensure_datasette_alpha() -> tuple[Path, str]:
         subprocess.run([pip, "install", "-q", f"datasette=={version}"], check=True)
     version = subprocess.run([str(datasette), "--version"], capture_output=True, text=True, check=True)
     return datasette, version.stdout.strip().rpartition(" ")[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"nothing listens on {port}")
-        time.sleep(0.1)
 
 
 # -- processes and their CPU -----------------------------------------------------

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -33,26 +32,10 @@ from pathlib import Path
 import httpx
 import yaml
 
+from benchlib import free_port, wait_port
 from make_projects import make
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"nothing listens on {port}")
-        time.sleep(0.1)
 
 
 def timings(client: httpx.Client, urls: list[tuple[str, dict]], rounds: int) -> list[float]:
