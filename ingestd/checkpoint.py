@@ -35,6 +35,9 @@ class FilePosition:
     path: str
     done: bool = False
     """Read to its end and unable to grow: seen again (e.g. as .gz), it is skipped."""
+    size: int = 0
+    """The file's size when the checkpoint was saved (0 when unknown): a file that
+    vanishes later had been read to its end if ``offset`` reached it."""
 
 
 def save(path: Path, positions: list[FilePosition]) -> None:
@@ -64,7 +67,15 @@ def save(path: Path, positions: list[FilePosition]) -> None:
         os.close(dir_fd)
 
 
-_FIELD_TYPES = {"fingerprint": str, "dev": int, "ino": int, "offset": int, "path": str, "done": bool}
+_FIELD_TYPES = {
+    "fingerprint": str,
+    "dev": int,
+    "ino": int,
+    "offset": int,
+    "path": str,
+    "done": bool,
+    "size": int,
+}
 
 
 def _position(item: object) -> FilePosition:

@@ -201,6 +201,14 @@ class Daemon:
         """Load everything written so far; return the number of lines loaded."""
         self.tailer.scan()
         for gone in self.tailer.vanished:
+            if gone.saved_size and gone.offset >= gone.saved_size:
+                log.warning(
+                    "%s was deleted while ingestd was down; all %d bytes it held at the last "
+                    "checkpoint had been loaded",
+                    gone.path,
+                    gone.offset,
+                )
+                continue
             log.error(
                 "%s disappeared after %d bytes were loaded, before it was read to its end: "
                 "lines after that point are lost (was it deleted or truncated by hand?)",

@@ -68,6 +68,8 @@ class Followed:
     """(size, mtime) of the .gz when reading it failed: retried only once it changes."""
     gzip_done: tuple[int, int] | None = None
     """(size, mtime) of the .gz this file was read to the end of."""
+    saved_size: int = 0
+    """Its size in the checkpoint it was restored from (0: not restored, or unknown)."""
 
 
 def fingerprint_of(head: bytes) -> str | None:
@@ -130,7 +132,7 @@ class Tailer:
         self.files: dict[str, Followed] = {}
         self._next_seq = 0
         for p in positions or []:
-            self._add(Followed(p.fingerprint, p.dev, p.ino, p.path, p.offset, done=p.done))
+            self._add(Followed(p.fingerprint, p.dev, p.ino, p.path, p.offset, done=p.done, saved_size=p.size))
         self.truncations = 0
         self.rotations_seen = 0
         self.vanished: list[Followed] = []
@@ -459,7 +461,16 @@ class Tailer:
     def positions(self) -> list[FilePosition]:
         """Where each followed file stands: what a checkpoint saves."""
         return [
-            FilePosition(f.fingerprint, f.dev, f.ino, f.offset, f.path, f.done) for f in self.files.values()
+            FilePosition(
+                f.fingerprint,
+                f.dev,
+                f.ino,
+                f.offset,
+                f.path,
+                f.done,
+                os.fstat(f.fd).st_size if f.fd is not None else f.offset,
+            )
+            for f in self.files.values()
         ]
 
     def close(self) -> None:

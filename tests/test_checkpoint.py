@@ -62,9 +62,17 @@ def test_the_file_is_versioned_json(path):
                 "offset": 0,
                 "path": "/var/lib/smalltable/logs/ingest.log.1",
                 "done": False,
+                "size": 0,
             }
         ],
     }
+
+
+def test_a_checkpoint_written_before_sizes_were_saved_still_loads(path):
+    """Checkpoints from before ``size`` existed load, with the size unknown (0)."""
+    entry = {"fingerprint": "a" * 32, "dev": 1, "ino": 2, "offset": 30, "path": "/l/ingest.log", "done": True}
+    path.write_text(json.dumps({"version": CHECKPOINT_VERSION, "files": [entry]}))
+    assert load(path) == [FilePosition("a" * 32, 1, 2, 30, "/l/ingest.log", True, 0)]
 
 
 def test_done_defaults_to_false_when_absent(path):

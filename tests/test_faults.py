@@ -926,3 +926,40 @@ def test_kill_9_at_a_failpoint_loses_nothing_and_stores_nothing_twice(runners, p
     feed.records("fp-a", 10)  # and it goes on
     feed.wait()
     feed.check()
+
+
+def test_a_fully_read_rotated_file_deleted_while_down_is_no_false_alarm(daemon):
+    """Deleting a rotated log ingestd had read to its end, while it was down, loses
+    nothing: the restart says so calmly, never 'lines are lost'."""
+    ids = daemon.write("calm", 20)
+    daemon.start()
+    daemon.wait_loaded("calm", ids)
+    rotated = daemon.log_path.with_name("ingest.log.1")
+    os.rename(daemon.log_path, rotated)
+    more = daemon.write("calm", 5)
+    daemon.wait_loaded("calm", ids + more)
+    assert daemon.stop() == 0
+    rotated.unlink()
+    daemon.start()
+    wait_log(daemon, "was deleted while ingestd was down; all ")
+    assert "lines after that point are lost" not in daemon.log_text()
+    daemon.assert_exactly("calm", ids + more)
+
+
+def test_a_rotated_file_deleted_before_it_was_read_is_reported_as_lost(daemon):
+    ids = daemon.write("lost", 20)
+    daemon.start()
+    daemon.wait_loaded("lost", ids)
+    rotated = daemon.log_path.with_name("ingest.log.1")
+    os.rename(daemon.log_path, rotated)
+    new = daemon.write("lost", 1)  # a new live log: once it is loaded, the rename was seen
+    daemon.wait_loaded("lost", ids + new)
+    assert daemon.stop() == 0
+    saved = json.loads(daemon.checkpoint_path.read_text())
+    for entry in saved["files"]:
+        if entry["path"].endswith("ingest.log.1"):
+            entry["offset"] = 0  # as if it had not been read at all
+    daemon.checkpoint_path.write_text(json.dumps(saved))
+    rotated.unlink()
+    daemon.start()
+    wait_log(daemon, "lines after that point are lost")
