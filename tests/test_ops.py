@@ -175,8 +175,8 @@ def test_check_config_catches_a_typo_before_anything_else(tmp_path):
 def test_metrics_count_per_project_and_bound_the_label(tmp_path):
     daemon = DaemonRunner(tmp_path / "home", metrics={"max_projects": 2})
     ids = {name: daemon.write(name, 3) for name in ("p1", "p2", "p3", "p4")}
-    daemon.start()
     try:
+        daemon.start()
         for name, project_ids in ids.items():
             daemon.wait_loaded(name, project_ids)
         text = daemon.metrics()
