@@ -130,10 +130,10 @@ def status(config_file, home, as_json) -> None:
 )
 def replay(config_file, home, project, from_files, data_dir) -> None:
     """Load the project databases from the logs again (idempotent; safe while ingestd runs)."""
-    from .lag import log_files
     from .projects import PROJECT_NAME_RULE, is_valid_project_name
     from .replay import replay as run_replay
     from .store import Store
+    from .tail import log_files
 
     config = _config(config_file, home=home)
     if project is not None and not is_valid_project_name(project):

@@ -34,7 +34,7 @@ from . import metrics as m
 from .config import Config
 from .logline import LineError, parse_line
 from .records import Record, build
-from .store import Store, WriteResult
+from .store import Store, WriteResult, database_bytes
 from .tail import Line, Tailer
 
 log = logging.getLogger("ingestd")
@@ -190,8 +190,7 @@ class Daemon:
         m.DUPLICATES.inc(result.duplicates)
         if label == m.OTHER_PROJECTS:
             return
-        path = self.store.data_dir / f"{project}.db"
-        size = sum(p.stat().st_size for p in (path, path.with_name(f"{project}.db-wal")) if p.exists())
+        size = database_bytes(self.store.data_dir / f"{project}.db")
         m.PROJECT_DATABASE_BYTES.labels(label).set(size)
         m.PROJECT_QUOTA_RATIO.labels(label).set(size / (self.config["projects.quota_mb"] * 1048576))
         if records:

@@ -11,16 +11,14 @@ can compute them from the checkpoint file with no daemon at all.
 from __future__ import annotations
 
 import gzip
-import os
 import re
-import struct
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import FilePosition
-from .tail import FINGERPRINT_BYTES, fingerprint_of
+from .tail import FINGERPRINT_BYTES, fingerprint_of, gzip_head, log_files
 
 _TIMES = re.compile(rb'"t":([0-9.]+),"rt":([0-9.]+)')
 
@@ -31,33 +29,6 @@ class Lag:
     seconds: float
     files: int
     """Log files with something left to load."""
-
-
-def log_files(live: Path) -> list[Path]:
-    """The live log and its rotated siblings (same name prefix), oldest first, live last."""
-    try:
-        names = [
-            n
-            for n in os.listdir(live.parent)
-            if n.startswith(live.name) and n != live.name and not n.endswith(".tmp")
-        ]
-    except FileNotFoundError:
-        return []
-    rotated = []
-    for name in names:
-        path = live.parent / name
-        try:
-            rotated.append((path.stat().st_mtime, path))
-        except FileNotFoundError:
-            continue
-    return [path for _, path in sorted(rotated)] + ([live] if live.exists() else [])
-
-
-def _gzip_size(path: Path) -> int:
-    """The uncompressed size a gzip file records in its trailer (mod 4 GiB)."""
-    with open(path, "rb") as f:
-        f.seek(-4, os.SEEK_END)
-        return struct.unpack("<I", f.read(4))[0]
 
 
 def _read(path: Path, offset: int, size: int) -> bytes:
@@ -86,9 +57,12 @@ def measure(live: Path, positions: list[FilePosition], now: float | None = None)
     total, oldest, files = 0, None, 0
     for path in log_files(live):
         try:
-            head = _read(path, 0, FINGERPRINT_BYTES)
-            size = _gzip_size(path) if path.suffix == ".gz" else path.stat().st_size
-        except (OSError, EOFError, zlib.error, struct.error):
+            st = path.stat()
+            if path.suffix == ".gz":
+                head, size = gzip_head(path, st) or (b"", 0)
+            else:
+                head, size = _read(path, 0, FINGERPRINT_BYTES), st.st_size
+        except OSError:
             continue
         fingerprint = fingerprint_of(head)
         if fingerprint is None:

@@ -7,7 +7,6 @@ whether ingestd is up from its metrics port.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from . import checkpoint
 from .config import Config
 from .lag import measure
 from .projects import is_valid_project_name
+from .stack import port_in_use
+from .store import database_bytes
 
 
 @dataclass
@@ -31,7 +32,7 @@ class ProjectStatus:
 
 def project_status(path: Path, quota_bytes: int) -> ProjectStatus:
     """One project's figures, from its database opened read-only."""
-    size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    size = database_bytes(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         records, last = conn.execute("select count(*), max(_received) from records").fetchone()
@@ -45,12 +46,7 @@ def project_status(path: Path, quota_bytes: int) -> ProjectStatus:
 
 def daemon_up(config: Config) -> bool:
     """True when something answers on ingestd's metrics port."""
-    port = config["metrics.port"]
-    if not port:
-        return False
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    return bool(config["metrics.port"]) and port_in_use(config["metrics.port"])
 
 
 def collect(config: Config) -> dict:

@@ -77,6 +77,15 @@ def iso_time(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
+def database_bytes(path: Path) -> int:
+    """A project's size on disk: its database file and its write-ahead log."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        with suppress(FileNotFoundError):
+            total += part.stat().st_size
+    return total
+
+
 def column_for_key(key: str) -> str | None:
     """The column a top-level key is stored in, or None when it gets no column.
 

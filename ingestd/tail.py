@@ -14,6 +14,7 @@ A line is handed out only once its newline has been written.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -82,16 +83,47 @@ def fingerprint_of(head: bytes) -> str | None:
     return hashlib.sha256(head[:FINGERPRINT_BYTES]).hexdigest()[:32]
 
 
-def _gzip_head(path: Path) -> tuple[bytes, int] | None:
+def log_files(live: Path) -> list[Path]:
+    """The live log and its rotated siblings (same name prefix), oldest first, live last."""
+    try:
+        names = [
+            n
+            for n in os.listdir(live.parent)
+            if n.startswith(live.name) and n != live.name and not n.endswith(".tmp")
+        ]
+    except FileNotFoundError:
+        return []
+    rotated = []
+    for name in names:
+        path = live.parent / name
+        try:
+            rotated.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue
+    rotated.sort(key=lambda item: item[0])  # by mtime alone: ties keep directory order
+    return [path for _, path in rotated] + ([live] if live.exists() else [])
+
+
+def gzip_head(path: Path, st: os.stat_result) -> tuple[bytes, int] | None:
     """The first bytes of a .gz, decompressed, and the size its trailer gives (ISIZE:
-    the uncompressed size modulo 2**32, of its last member); None if unreadable."""
+    the uncompressed size modulo 2**32, of its last member); None if unreadable.
+
+    Decompressed once per version of the file (device, inode, size, mtime): every
+    scan of the tailer and every scrape of the lag looks at each rotated .gz.
+    """
+    return _gzip_head(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8192)
+def _gzip_head(path: str, dev: int, ino: int, size: int, mtime_ns: int) -> tuple[bytes, int] | None:
+    """:func:`gzip_head` of ``path``; the other arguments are the cache key."""
     try:
         with open(path, "rb") as raw:
             raw.seek(-4, os.SEEK_END)
-            size = int.from_bytes(raw.read(4), "little")
+            isize = int.from_bytes(raw.read(4), "little")
             raw.seek(0)
             with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                return f.read(FINGERPRINT_BYTES), size
+                return f.read(FINGERPRINT_BYTES), isize
     except (OSError, EOFError, zlib.error):
         return None
 
@@ -137,9 +169,6 @@ class Tailer:
         self.rotations_seen = 0
         self.vanished: list[Followed] = []
         """Files that disappeared before they were read to the end (deleted early)."""
-        self._gzip_heads: dict[tuple[int, int, int, int], tuple[bytes, int] | None] = {}
-        """The first bytes of each .gz seen by the last scan, by (dev, ino, size, mtime)."""
-        self._gzip_heads_before: dict[tuple[int, int, int, int], tuple[bytes, int] | None] = {}
 
     def _add(self, followed: Followed) -> Followed:
         followed.seq = self._next_seq
@@ -149,38 +178,15 @@ class Tailer:
 
     # -- discovery ---------------------------------------------------------
 
-    def _candidates(self) -> list[Path]:
-        """The live log and its rotated siblings, oldest first, live last."""
-        prefix = self.live.name
-        try:
-            names = [
-                n
-                for n in os.listdir(self.live.parent)
-                if n.startswith(prefix) and n != prefix and not n.endswith(".tmp")
-            ]
-        except FileNotFoundError:
-            return []
-        paths = [self.live.parent / n for n in names]
-
-        def age(path: Path) -> float:
-            try:
-                return path.stat().st_mtime
-            except FileNotFoundError:
-                return 0.0
-
-        paths.sort(key=age)
-        return [*paths, self.live]
-
     def scan(self) -> None:
         """Match the files on disk to the files followed; start following new ones."""
-        self._gzip_heads_before, self._gzip_heads = self._gzip_heads, {}
         for f in list(self.files.values()):
             if f.fd is not None:
                 self._check_truncated(f)
         by_inode = {(f.dev, f.ino): f for f in self.files.values() if f.fd is not None}
         for f in self.files.values():
             f.seen = f.fd is not None
-        for path in self._candidates():
+        for path in log_files(self.live):
             try:
                 st = os.stat(path)
             except FileNotFoundError:
@@ -201,20 +207,12 @@ class Tailer:
                 gone.gzip_file = None
             if not gone.done:
                 self.vanished.append(gone)
-        self._gzip_heads_before = {}
-
-    def _gzip_head_cached(self, path: Path, st: os.stat_result) -> tuple[bytes, int] | None:
-        """:func:`_gzip_head`, decompressed once per version of the file."""
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        head = self._gzip_heads_before[key] if key in self._gzip_heads_before else _gzip_head(path)
-        self._gzip_heads[key] = head
-        return head
 
     def _discover(self, path: Path, st: os.stat_result) -> None:
         compressed = path.suffix == ".gz"
         gzip_size = None
         if compressed:
-            head_and_size = self._gzip_head_cached(path, st)
+            head_and_size = gzip_head(path, st)
             head, gzip_size = head_and_size or (None, None)
             fd = None
         else:

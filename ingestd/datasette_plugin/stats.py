@@ -8,15 +8,16 @@ inline SVG drawn here, on the server: no JavaScript library, and they print.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datasette.utils import format_bytes
 from markupsafe import Markup, escape
+
+from ..store import database_bytes
 
 if TYPE_CHECKING:
     from datasette.database import Database
@@ -81,15 +82,6 @@ async def _scalar(db: Database, sql: str) -> object:
     return rows[0][0] if rows else None
 
 
-def database_bytes(db: Database) -> int:
-    """The project's size on disk: its database file and its write-ahead log."""
-    total = 0
-    for path in (db.path, f"{db.path}-wal"):
-        with suppress(OSError):
-            total += os.path.getsize(path)
-    return total
-
-
 async def project_stats(db: Database, now: datetime | None = None) -> dict:
     """Everything ``/_stats.json`` answers and the project page shows.
 
@@ -107,7 +99,7 @@ async def project_stats(db: Database, now: datetime | None = None) -> dict:
         "project": db.name,
         "records": await _scalar(db, "select count(*) from records"),
         "rejects": await _scalar(db, "select count(*) from rejects"),
-        "database_bytes": database_bytes(db),
+        "database_bytes": database_bytes(Path(db.path)),
         "last_post": max((t for t in last_times if t), default=None),
         "hourly": await _buckets(db, hour_starts(now), _HOUR_KEY),
         "daily": await _buckets(db, day_starts(now), _DAY_KEY),
