@@ -17,6 +17,7 @@ setup(
         "click>=8.1",
         "datasette>=0.65.5,<0.66",
         "Jinja2>=3.1",
+        "jsonschema-rs>=0.60,<0.61",
         "orjson>=3.10",
         "prometheus-client>=0.20",
         "python-multipart>=0.0.18",

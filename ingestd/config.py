@@ -54,6 +54,21 @@ def _positive_number(value: Any) -> float:
     return float(value)
 
 
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError
+    return float(value)
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise ValueError
+        return value
+
+    return check
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError
@@ -152,11 +167,42 @@ SETTINGS: dict[str, Setting] = {
         "a positive integer",
         'Most distinct values of the metrics\' project label; further projects count as project="_other".',
     ),
+    "projects.auto_create": Setting(
+        True,
+        _bool,
+        "true or false",
+        "A post to a project that does not exist creates it (owner `unclaimed`, the defaults below); "
+        "when false, such posts wait in the holding area until the project is created.",
+    ),
+    "projects.type": Setting(
+        "any",
+        _one_of("json", "text", "any"),
+        "one of json, text, any",
+        "A new project's type: json (bodies must be JSON), text (valid UTF-8) or any.",
+    ),
+    "projects.retention_days": Setting(
+        180,
+        _int_range(1, 36500),
+        "an integer from 1 to 36500",
+        "A new project keeps its records this many days; older ones are deleted.",
+    ),
     "projects.quota_mb": Setting(
         100,
         _int_range(1, 1_000_000),
         "a positive number of MiB",
-        "A project's quota: its database size that counts as 100 % used.",
+        "A new project's quota: its database size that counts as 100 % used.",
+    ),
+    "projects.quota_warning": Setting(
+        0.8,
+        _fraction,
+        "a number above 0 and at most 1",
+        "From this share of its quota on, a project's page warns and its write answers say how full it is.",
+    ),
+    "projects.retention_interval": Setting(
+        3600.0,
+        _positive_number,
+        "a positive number of seconds",
+        "How often ingestd deletes expired records (and once at start).",
     ),
     "paths.log_dir": Setting("logs", _path, "a directory path", "nginx's logs, the ingest log among them."),
     "paths.ingest_log": Setting(

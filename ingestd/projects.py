@@ -1,9 +1,41 @@
-"""Project names: the one rule that decides what may become a database file name."""
+"""Projects: the name rule, and each project's settings — read, changed, checked.
 
+A project's settings are changed by a write like any other, ``POST /_project`` on
+the project's host (or on the apex, naming the project in the body), so they
+travel through the ingest log and a replay applies them in order. Each accepted
+change is one row of the project's ``settings`` table: who (address, user
+agent), when, every setting as it stood after the change, and which ones
+changed. The last row is the project's current settings; a project with no row
+was created by its first post and is ``unclaimed``, with the defaults.
+
+Everything here is a pure function of its arguments, apart from reading the
+``settings`` table in :func:`current`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
 import re
+import sqlite3
+from dataclasses import dataclass, fields, replace
+from urllib.parse import parse_qsl
+
+import jsonschema_rs
+import orjson
 
 PROJECT_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 PROJECT_NAME_RULE = "1 to 63 lowercase letters, digits or dashes, not starting or ending with a dash"
+SETTINGS_PATH = "/_project"
+"""Where settings are written (and read back with GET), on the project's host or the apex."""
+UNCLAIMED = "unclaimed"
+"""The owner of a project created by its first post, until someone claims it."""
+TYPES = ("json", "text", "any")
+MAX_OWNER = 200
+MAX_DESCRIPTION = 2000
+MAX_RETENTION_DAYS = 36500
+MAX_QUOTA_MB = 1_000_000
 
 
 def is_valid_project_name(name: str) -> bool:
@@ -13,3 +45,254 @@ def is_valid_project_name(name: str) -> bool:
     because a project name becomes a file name (``data/NAME.db``).
     """
     return PROJECT_NAME_RE.fullmatch(name) is not None
+
+
+class SettingsError(ValueError):
+    """A settings change that cannot be applied; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A project's settings. ``schema`` is a JSON Schema (draft 2020-12) or None."""
+
+    owner: str
+    description: str
+    type: str
+    schema: object
+    retention_days: int
+    quota_mb: float
+
+    @property
+    def claimed(self) -> bool:
+        return self.owner != UNCLAIMED
+
+    @property
+    def quota_bytes(self) -> int:
+        return int(self.quota_mb * 1048576)
+
+    def as_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+KEYS = tuple(f.name for f in fields(Settings))
+
+
+def default_settings(type_: str = "any", retention_days: int = 180, quota_mb: float = 100) -> Settings:
+    """The settings of a project nobody has claimed (the ``projects.*`` config defaults)."""
+    return Settings(UNCLAIMED, "", type_, None, retention_days, quota_mb)
+
+
+def is_settings_write(method: str, path: str) -> bool:
+    """True for the write that changes a project's settings."""
+    return method in ("POST", "PUT") and path == SETTINGS_PATH
+
+
+def read_change(body: bytes, content_type: str | None) -> dict[str, object]:
+    """A settings write's body → ``{key: value}``: a JSON object, or a form (the apex page's).
+
+    Form values are text: numbers and the schema are converted by :func:`apply_change`.
+    """
+    text = body.decode("utf-8", "replace")
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded" and not text.lstrip().startswith("{"):
+        change: dict[str, object] = {}
+        for name, value in parse_qsl(text, keep_blank_values=True):
+            if value.strip() or name not in ("description", "schema"):
+                change[name] = value
+            elif name == "schema":
+                change[name] = None
+        return change
+    if not text.strip():
+        raise SettingsError('empty body: send a JSON object such as {"owner": "ann@example.com"}')
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise SettingsError(f"the body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"the body must be a JSON object of settings, not {_json_type(value)}")
+    return value
+
+
+def apply_change(current: Settings, change: dict[str, object]) -> tuple[Settings, list[str]]:
+    """The settings after ``change``, and the keys whose value it changed.
+
+    Keys not in ``change`` keep their value. The owner is required while the
+    project is unclaimed. Raises :class:`SettingsError` naming every bad key.
+    """
+    problems: list[str] = []
+    values: dict[str, object] = {}
+    for key, raw in change.items():
+        if key == "name":
+            continue  # checked by the caller: it names the project, it is not a setting
+        if key not in KEYS:
+            hint = difflib.get_close_matches(key, KEYS, n=1)
+            problems.append(f"unknown setting {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+            continue
+        try:
+            values[key] = _CHECKS[key](raw)
+        except SettingsError as exc:
+            problems.append(f"{key!r}: {exc}")
+    if not current.claimed and "owner" not in values and "owner" not in change:
+        problems.append(
+            "'owner' is required to create or claim a project: who can be asked about it "
+            '(for example {"owner": "ann@example.com"})'
+        )
+    if problems:
+        raise SettingsError("; ".join(problems))
+    updated = replace(current, **values)
+    changed = [key for key in KEYS if getattr(updated, key) != getattr(current, key)]
+    return updated, changed
+
+
+def _owner(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SettingsError("expected a non-empty string (an email address or a name)")
+    value = value.strip()
+    if len(value) > MAX_OWNER or not value.isprintable():
+        raise SettingsError(f"expected at most {MAX_OWNER} printable characters")
+    if value == UNCLAIMED:
+        raise SettingsError(f"{UNCLAIMED!r} means nobody owns the project: give a real owner")
+    return value
+
+
+def _description(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_DESCRIPTION:
+        raise SettingsError(f"expected a string of at most {MAX_DESCRIPTION} characters")
+    return value.strip()
+
+
+def _type(value: object) -> str:
+    if value not in TYPES:
+        raise SettingsError(f"expected one of {', '.join(TYPES)}, got {_shown(value)}")
+    return value
+
+
+def _integer(value: object, low: int, high: int, what: str) -> int:
+    if isinstance(value, str):
+        with_digits = value.strip()
+        value = int(with_digits) if re.fullmatch(r"-?[0-9]{1,12}", with_digits) else value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SettingsError(f"expected {what} from {low} to {high}, got {_shown(value)}")
+    return value
+
+
+def _retention(value: object) -> int:
+    return _integer(value, 1, MAX_RETENTION_DAYS, "a whole number of days")
+
+
+def _quota(value: object) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            pass
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_QUOTA_MB
+    ):
+        raise SettingsError(f"expected a number of MiB above 0 and at most {MAX_QUOTA_MB}, got {_shown(value)}")
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _schema(value: object) -> object:
+    if isinstance(value, str):  # from the form: the schema as JSON text
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise SettingsError(f"not JSON: {exc}") from None
+    if value is None:
+        return None
+    compile_schema(value)
+    return value
+
+
+_CHECKS = {
+    "owner": _owner,
+    "description": _description,
+    "type": _type,
+    "schema": _schema,
+    "retention_days": _retention,
+    "quota_mb": _quota,
+}
+
+
+def _refuse_remote(uri: str) -> object:
+    raise SettingsError(f"references to other documents are not allowed ({uri}): put definitions in $defs")
+
+
+def compile_schema(schema: object) -> jsonschema_rs.Validator:
+    """A validator for ``schema``, a JSON Schema draft 2020-12; SettingsError when it is not one.
+
+    jsonschema-rs (Rust) checks a record in microseconds and words its errors
+    well; references are resolved inside the schema only, never fetched.
+    """
+    if not isinstance(schema, (dict, bool)):
+        raise SettingsError(f"a JSON Schema is an object (or true/false), not {_json_type(schema)}")
+    if isinstance(schema, dict) and "$schema" in schema:
+        if schema["$schema"] != "https://json-schema.org/draft/2020-12/schema":
+            raise SettingsError(
+                "only JSON Schema draft 2020-12 is supported: leave out $schema, or give "
+                '"https://json-schema.org/draft/2020-12/schema"'
+            )
+    try:
+        jsonschema_rs.meta.validate(schema)
+        return jsonschema_rs.Draft202012Validator(schema, retriever=_refuse_remote)
+    except jsonschema_rs.ValidationError as exc:
+        where = _path(exc.instance_path)
+        raise SettingsError(
+            f"not a valid JSON Schema: {exc.message}" + (f" (at {where})" if where != "the value" else "")
+        ) from None
+    except (jsonschema_rs.ReferencingError, ValueError) as exc:
+        raise SettingsError(f"not a valid JSON Schema: {str(exc).splitlines()[0]}") from None
+
+
+def _path(parts: list) -> str:
+    """An error's location as people write it: ``items[2].name``; ``the value`` for the root."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "the value"
+
+
+def error_location(parts: list) -> str:
+    """Where in a record a schema error is, for a reject's reason."""
+    return "the record" if not parts else _path(parts)
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return {dict: "an object", list: "an array", str: "a string"}.get(type(value), "a number")
+
+
+def _shown(value: object) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def current(conn: sqlite3.Connection) -> Settings | None:
+    """The project's settings from its last ``settings`` row; None when it has none (unclaimed)."""
+    try:
+        row = conn.execute(
+            "SELECT owner, description, type, schema, retention_days, quota_mb "
+            "FROM settings ORDER BY _id DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    if row is None:
+        return None
+    owner, description, type_, schema, retention_days, quota_mb = row
+    return Settings(
+        owner, description or "", type_, None if schema is None else json.loads(schema), retention_days, quota_mb
+    )
