@@ -130,7 +130,9 @@ def status(config_file, home, as_json) -> None:
 )
 def replay(config_file, home, project, from_files, data_dir) -> None:
     """Load the project databases from the logs again (idempotent; safe while ingestd runs)."""
+    from .holding import Holding
     from .projects import PROJECT_NAME_RULE, is_valid_project_name
+    from .registry import for_config
     from .replay import replay as run_replay
     from .store import Store
     from .tail import log_files
@@ -141,15 +143,17 @@ def replay(config_file, home, project, from_files, data_dir) -> None:
     files = list(from_files) or log_files(config.path("ingest_log"))
     if not files:
         raise click.ClickException(f"no log files at {config.path('ingest_log')}*")
-    store = Store(
-        data_dir or config.path("data_dir"), config["ingest.max_columns"], config["ingest.open_databases"]
-    )
+    data_dir = data_dir or config.path("data_dir")
+    store = Store(data_dir, config["ingest.max_columns"], config["ingest.open_databases"])
+    holding = Holding(data_dir)
+    registry = for_config(config, store, holding)
     total = sum(path.stat().st_size for path in files)
     try:
         with click.progressbar(length=total, label=f"replaying {len(files)} file(s)", file=sys.stderr) as bar:
-            summary = run_replay(store, files, config["ingest.batch_lines"], project, bar.update)
+            summary = run_replay(registry, files, config["ingest.batch_lines"], project, bar.update)
     finally:
         store.close()
+        holding.close()
     rate = summary.lines / summary.seconds if summary.seconds else 0
     parts = [
         f"{summary.stored:,} stored",
@@ -157,6 +161,10 @@ def replay(config_file, home, project, from_files, data_dir) -> None:
         f"{summary.already_loaded:,} already loaded",
         f"{summary.unparsable:,} unparsable",
     ]
+    if summary.settings_changed or summary.settings_refused:
+        parts.append(f"{summary.settings_changed:,} settings changes ({summary.settings_refused:,} refused)")
+    if summary.held or summary.released:
+        parts.append(f"{summary.held:,} held, {summary.released:,} released from the holding area")
     if project:
         parts.append(f"{summary.skipped_other_projects:,} of other projects")
     if summary.partial_lines:

@@ -210,14 +210,18 @@ SETTINGS: dict[str, Setting] = {
     ),
     "paths.data_dir": Setting("data", _path, "a directory path", "Project databases: DATA_DIR/PROJECT.db."),
     "paths.state_dir": Setting(
-        "state", _path, "a directory path", "ingestd's checkpoint and dead-letter file."
+        "state",
+        _path,
+        "a directory path",
+        "ingestd's checkpoint, dead-letter file and the quota map nginx reads.",
     ),
     "paths.run_dir": Setting("run", _path, "a directory path", "Sockets, pid files and nginx's temp files."),
     "paths.nginx_pid": Setting(
         "run/nginx.pid",
         _path,
         "a file path",
-        "nginx's pid file: logrotate signals nginx (USR1) to reopen its logs.",
+        "nginx's pid file: logrotate signals nginx (USR1) to reopen its logs, ingestd (HUP) to reload "
+        "quota levels (where it may; else smalltable-quota.path does).",
     ),
     "ingest.batch_lines": Setting(
         20000,

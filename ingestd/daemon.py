@@ -22,19 +22,21 @@ import signal
 import sqlite3
 import threading
 import time
-from collections import defaultdict
 from contextlib import suppress
 
 from watchdog import events as fs_events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import checkpoint, deadletter, failpoints, sdnotify
+from . import checkpoint, deadletter, failpoints, retention, sdnotify
 from . import metrics as m
 from .config import Config
-from .logline import LineError, parse_line
-from .records import Record, build
-from .store import Store, WriteResult, database_bytes
+from .holding import CODES, Holding
+from .logline import LineError, Request, parse_line
+from .projects import current, is_valid_project_name
+from .quota import QuotaMap, level
+from .registry import Outcome, for_config
+from .store import Store
 from .tail import Line, Tailer
 
 log = logging.getLogger("ingestd")
@@ -94,6 +96,10 @@ class Daemon:
         self.store = Store(
             config.path("data_dir"), config["ingest.max_columns"], config["ingest.open_databases"]
         )
+        self.holding = Holding(config.path("data_dir"))
+        self.registry = for_config(config, self.store, self.holding)
+        self.quota_map = QuotaMap(self.state_dir / "quota.map", config.path("nginx_pid"))
+        self._expired_at: float | None = None
         self.tailer = self._new_tailer()
         self.wake = threading.Event()
         self.stopping = threading.Event()
@@ -144,27 +150,18 @@ class Daemon:
         dead-letter file take anything twice.
         """
         started = time.monotonic()
-        by_project: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        requests: list[Request] = []
         dead: list[tuple[Line, str, str]] = []
         for line in lines:
             if line.overlong:
                 dead.append((line, f"line longer than {self.tailer.max_line} bytes", "overlong"))
                 continue
             try:
-                request = parse_line(line.data)
+                requests.append(parse_line(line.data))
             except LineError as exc:
                 dead.append((line, str(exc), "unparsable"))
-                continue
-            item = build(request)
-            records, rejects = by_project[request.project]
-            (records if isinstance(item, Record) else rejects).append(item)
-        for number, (project, (records, rejects)) in enumerate(by_project.items()):
-            if number == 1:
-                failpoints.hit("load.after_first_project")
-            result = self.store.write(project, records, rejects)
-            self._count(project, result, records)
-            if result.columns_added:
-                log.info("%s: new columns %s", project, ", ".join(result.columns_added))
+        outcomes = self.registry.load(requests)
+        self._count(outcomes)
         if dead:
             added = self.deadletters.append([(line, error) for line, error, _ in dead])
             for line, error, reason in dead:
@@ -181,20 +178,65 @@ class Daemon:
         m.BATCH_SECONDS.observe(time.monotonic() - started)
         self.loaded_lines += len(lines)
 
-    def _count(self, project: str, result: WriteResult, records: list[Record]) -> None:
-        """Update the project's metrics after a write (label bounded: metrics.max_projects)."""
-        label = m.project_label(project, self.config["metrics.max_projects"])
-        m.RECORDS_STORED.labels(label).inc(result.stored)
-        for code, count in result.rejected_by_code.items():
-            m.RECORDS_REJECTED.labels(label, code).inc(count)
-        m.DUPLICATES.inc(result.duplicates)
-        if label == m.OTHER_PROJECTS:
-            return
-        size = database_bytes(self.store.data_dir / f"{project}.db")
-        m.PROJECT_DATABASE_BYTES.labels(label).set(size)
-        m.PROJECT_QUOTA_RATIO.labels(label).set(size / (self.config["projects.quota_mb"] * 1048576))
-        if records:
-            m.PROJECT_LAST_POST.labels(label).set(max(r.request.received for r in records))
+    def _count(self, outcomes: dict[str, Outcome]) -> None:
+        """Update the metrics and nginx's quota levels after a batch (labels bounded by
+        metrics.max_projects)."""
+        levels: dict[str, str | None] = {}
+        for project, outcome in outcomes.items():
+            result = outcome.write
+            label = m.project_label(project, self.config["metrics.max_projects"])
+            m.RECORDS_STORED.labels(label).inc(result.stored)
+            for code, count in result.rejected_by_code.items():
+                m.RECORDS_REJECTED.labels(label, code).inc(count)
+            m.DUPLICATES.inc(result.duplicates)
+            m.SETTINGS_CHANGES.labels("applied").inc(outcome.settings_changed)
+            m.SETTINGS_CHANGES.labels("refused").inc(outcome.settings_refused)
+            m.RELEASED.inc(outcome.released)
+            if result.columns_added:
+                log.info("%s: new columns %s", project, ", ".join(result.columns_added))
+            if outcome.quota_mb:
+                used = outcome.database_bytes / (outcome.quota_mb * 1048576)
+                levels[project] = level(used, outcome.quota_mb, self.config["projects.quota_warning"])
+                if label != m.OTHER_PROJECTS:
+                    m.PROJECT_DATABASE_BYTES.labels(label).set(outcome.database_bytes)
+                    m.PROJECT_QUOTA_RATIO.labels(label).set(used)
+            if outcome.last_post is not None and label != m.OTHER_PROJECTS:
+                m.PROJECT_LAST_POST.labels(label).set(outcome.last_post)
+        self.quota_map.update(levels)
+        if any(o.held or o.released for o in outcomes.values()):
+            self._count_held()
+
+    def _count_held(self) -> None:
+        waiting = self.holding.waiting()
+        for code in CODES:
+            m.HELD.labels(code).set(sum(n for (_, c), n in waiting.items() if c == code))
+
+    def expire(self) -> None:
+        """One retention pass over every project; then load what waits where room was made."""
+        outcomes: dict[str, Outcome] = {}
+        for path in sorted(self.store.data_dir.glob("*.db")):
+            project = path.stem
+            if not is_valid_project_name(project):
+                continue
+            db = self.store.project(project)
+            settings = current(db.conn) or self.registry.defaults
+            expired = retention.expire(db.conn, path, settings.retention_days, retention.now())
+            if expired.records or expired.rejects:
+                m.EXPIRED.labels("records").inc(expired.records)
+                m.EXPIRED.labels("rejects").inc(expired.rejects)
+                log.info(
+                    "%s: deleted %d records and %d rejects older than %d days (%d → %d bytes)",
+                    project,
+                    expired.records,
+                    expired.rejects,
+                    settings.retention_days,
+                    expired.bytes_before,
+                    expired.bytes_after,
+                )
+            outcomes[project] = self.registry.release(project)
+            self.watchdog.ping()
+        self._count(outcomes)
+        self._count_held()
 
     def step(self) -> int:
         """Load everything written so far; return the number of lines loaded."""
@@ -255,6 +297,7 @@ class Daemon:
                 f"; {self._failures} attempts so far" if self._failures > 1 else "",
             )
         self.store.close()
+        self.holding.close()
         if not self._unloaded:
             self.tailer.close()
             self.tailer = self._new_tailer()
@@ -309,6 +352,11 @@ class Daemon:
                 self.watchdog.ping()
                 self.wake.clear()
                 try:
+                    if self._expired_at is None or (
+                        time.monotonic() - self._expired_at >= self.config["projects.retention_interval"]
+                    ):
+                        self.expire()
+                        self._expired_at = time.monotonic()
                     self.step()
                     if failing:
                         log.info("loading again after %d failed attempts", self._failures)
@@ -327,6 +375,7 @@ class Daemon:
                 observer.join()
             self.tailer.close()
             self.store.close()
+            self.holding.close()
             log.info("stopped after loading %d lines", self.loaded_lines)
 
 

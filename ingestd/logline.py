@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from .projects import is_valid_project_name
+from .projects import is_settings_write, is_valid_project_name
 
 FORMAT_VERSION = 1
 WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
@@ -61,6 +61,11 @@ def _text(value: str) -> str:
     return value.encode("latin-1").decode("utf-8", "replace")
 
 
+def _is_apex_settings(method: str, uri: object) -> bool:
+    """A settings write to the apex (the project is named in the body, not the host)."""
+    return isinstance(uri, str) and is_settings_write(method, uri.partition("?")[0])
+
+
 def parse_line(line: bytes) -> Request:
     """Parse one line (without its newline) into a :class:`Request`.
 
@@ -81,13 +86,15 @@ def parse_line(line: bytes) -> Request:
         if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
             raise LineError(f"bad request id {request_id!r}")
         project = fields["project"]
-        if not isinstance(project, str) or not is_valid_project_name(project):
-            raise LineError(f"bad project name {project!r}")
         method = fields["method"]
         if method not in WRITE_METHODS:
             raise LineError(f"not a write method: {method!r}")
+        if not isinstance(project, str) or not (
+            is_valid_project_name(project) or (project == "" and _is_apex_settings(method, fields["uri"]))
+        ):
+            raise LineError(f"bad project name {project!r}")
         status = fields["status"]
-        if not (isinstance(status, str) and status.startswith("2")):
+        if not (isinstance(status, str) and (status.startswith("2") or status == "303")):
             raise LineError(f"not an accepted request: status {status!r}")
         clen = fields["clen"]
         received = float(fields["t"]) - float(fields["rt"])

@@ -72,6 +72,25 @@ BATCH_SECONDS = Histogram(
     "smalltable_ingest_batch_duration_seconds", "Time to parse, load and checkpoint one batch."
 )
 
+HELD = Gauge(
+    "smalltable_held_requests",
+    "Accepted posts waiting in the holding area, by why they wait (no_project, over_quota).",
+    ["code"],
+)
+RELEASED = Counter(
+    "smalltable_released_requests_total", "Posts loaded from the holding area into their project."
+)
+SETTINGS_CHANGES = Counter(
+    "smalltable_settings_changes_total",
+    "POST /_project requests, by result (applied, refused).",
+    ["result"],
+)
+EXPIRED = Counter(
+    "smalltable_expired_rows_total",
+    "Records and rejects deleted by retention, by table.",
+    ["table"],
+)
+
 OTHER_PROJECTS = "_other"
 _labelled: set[str] = set()
 

@@ -19,6 +19,7 @@ import json
 import math
 import re
 import sqlite3
+from contextlib import suppress
 from dataclasses import dataclass, fields, replace
 from urllib.parse import parse_qsl
 
@@ -32,6 +33,7 @@ SETTINGS_PATH = "/_project"
 UNCLAIMED = "unclaimed"
 """The owner of a project created by its first post, until someone claims it."""
 TYPES = ("json", "text", "any")
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 MAX_OWNER = 200
 MAX_DESCRIPTION = 2000
 MAX_RETENTION_DAYS = 36500
@@ -97,11 +99,11 @@ def read_change(body: bytes, content_type: str | None) -> dict[str, object]:
     if media_type == "application/x-www-form-urlencoded" and not text.lstrip().startswith("{"):
         change: dict[str, object] = {}
         for name, value in parse_qsl(text, keep_blank_values=True):
-            if value.strip() or name not in ("description", "schema"):
+            if value.strip() or name == "description":
                 change[name] = value
             elif name == "schema":
-                change[name] = None
-        return change
+                change[name] = None  # an empty box: no schema
+        return change  # other empty boxes: keep the current value (or the default)
     if not text.strip():
         raise SettingsError('empty body: send a JSON object such as {"owner": "ann@example.com"}')
     try:
@@ -186,17 +188,17 @@ def _retention(value: object) -> int:
 
 def _quota(value: object) -> float:
     if isinstance(value, str):
-        try:
+        with suppress(ValueError):
             value = float(value.strip())
-        except ValueError:
-            pass
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
         or not math.isfinite(value)
         or not 0 < value <= MAX_QUOTA_MB
     ):
-        raise SettingsError(f"expected a number of MiB above 0 and at most {MAX_QUOTA_MB}, got {_shown(value)}")
+        raise SettingsError(
+            f"expected a number of MiB above 0 and at most {MAX_QUOTA_MB}, got {_shown(value)}"
+        )
     return int(value) if float(value).is_integer() else float(value)
 
 
@@ -234,16 +236,16 @@ def compile_schema(schema: object) -> jsonschema_rs.Validator:
     """
     if not isinstance(schema, (dict, bool)):
         raise SettingsError(f"a JSON Schema is an object (or true/false), not {_json_type(schema)}")
-    if isinstance(schema, dict) and "$schema" in schema:
-        if schema["$schema"] != "https://json-schema.org/draft/2020-12/schema":
-            raise SettingsError(
-                "only JSON Schema draft 2020-12 is supported: leave out $schema, or give "
-                '"https://json-schema.org/draft/2020-12/schema"'
-            )
+    if isinstance(schema, dict) and schema.get("$schema", DRAFT_2020_12) != DRAFT_2020_12:
+        raise SettingsError(
+            f"only JSON Schema draft 2020-12 is supported: leave out $schema, or give {DRAFT_2020_12!r}"
+        )
     try:
         jsonschema_rs.meta.validate(schema)
         return jsonschema_rs.Draft202012Validator(schema, retriever=_refuse_remote)
     except jsonschema_rs.ValidationError as exc:
+        if "retrieving it failed" in exc.message:  # our refusal to fetch, wrapped
+            raise SettingsError(exc.message.partition("SettingsError: ")[2] or exc.message) from None
         where = _path(exc.instance_path)
         raise SettingsError(
             f"not a valid JSON Schema: {exc.message}" + (f" (at {where})" if where != "the value" else "")
@@ -293,6 +295,5 @@ def current(conn: sqlite3.Connection) -> Settings | None:
     if row is None:
         return None
     owner, description, type_, schema, retention_days, quota_mb = row
-    return Settings(
-        owner, description or "", type_, None if schema is None else json.loads(schema), retention_days, quota_mb
-    )
+    schema = None if schema is None else json.loads(schema)
+    return Settings(owner, description or "", type_, schema, retention_days, quota_mb)

@@ -44,6 +44,9 @@ class Record:
     kind: str
     fields: dict[str, object]
     files: list[FilePart]
+    value: object = None
+    """What a project's JSON Schema checks: the parsed JSON, or a form's fields as an
+    object (a repeated name's values as an array); None for other kinds."""
 
 
 @dataclass(slots=True)
@@ -66,6 +69,10 @@ REJECT_CODES = (
     "empty_json",
     "malformed_json",
     "malformed_multipart",
+    "not_json",
+    "not_text",
+    "schema",
+    "invalid_settings",
     "other",
 )
 
@@ -135,7 +142,7 @@ def _undeclared(request: Request, body: str | bytes, form: bool) -> Record:
             return _json_record(request, body)
     if form and _is_form(body):
         pairs = parse_qsl(body, keep_blank_values=True)
-        return Record(request, body, "form", _group(pairs), [])
+        return Record(request, body, "form", *_group(pairs))
     return Record(request, body, "text", {}, [])
 
 
@@ -148,9 +155,9 @@ def _json_record(request: Request, body: str | bytes) -> Record:
     """A kind "json" record, one field per key of an object; ValueError if not JSON."""
     value = _load_json(request.body)
     if not isinstance(value, dict):
-        return Record(request, body, "json", {}, [])
+        return Record(request, body, "json", {}, [], value)
     fields = {key: _sqlite_value(item) for key, item in value.items()}
-    return Record(request, body, "json", fields, [])
+    return Record(request, body, "json", fields, [], value)
 
 
 def _load_json(data: bytes) -> object:
@@ -197,8 +204,11 @@ def _compact(value: object) -> str:
         raise ValueError("nested too deeply") from None
 
 
-def _group(pairs: list[tuple[str, str | bytes]]) -> dict[str, object]:
-    """Fields from name/value pairs; a repeated name gets a JSON array of its values.
+def _group(
+    pairs: list[tuple[str, str | bytes]], files: list[FilePart] | None = None
+) -> tuple[dict[str, object], list[FilePart], dict[str, object]]:
+    """Fields from name/value pairs (a repeated name gets a JSON array of its values),
+    the files, and the fields as one JSON-like object for a schema to check.
 
     JSON has no bytes, so a value that is not UTF-8 shows with U+FFFD in an
     array; the exact bytes remain in the stored body.
@@ -206,10 +216,16 @@ def _group(pairs: list[tuple[str, str | bytes]]) -> dict[str, object]:
     grouped: dict[str, list[str | bytes]] = {}
     for name, value in pairs:
         grouped.setdefault(name, []).append(value)
-    return {
-        name: values[0] if len(values) == 1 else _compact([_as_text(value) for value in values])
-        for name, values in grouped.items()
-    }
+    fields: dict[str, object] = {}
+    value: dict[str, object] = {}
+    for name, values in grouped.items():
+        if len(values) == 1:
+            fields[name] = values[0]
+            value[name] = _as_text(values[0])
+        else:
+            value[name] = [_as_text(v) for v in values]
+            fields[name] = _compact(value[name])
+    return fields, files or [], value
 
 
 def _as_text(value: str | bytes) -> str:
@@ -243,7 +259,7 @@ def _multipart(request: Request, body: str | bytes, boundary: bytes | None) -> R
             pairs.append((name, filename))
         else:
             pairs.append((name, _text_or_bytes(content)))
-    return Record(request, body, "multipart", _group(pairs), files)
+    return Record(request, body, "multipart", *_group(pairs, files))
 
 
 def _split_multipart(data: bytes, boundary: bytes) -> list[tuple[dict[bytes, bytes], bytes]]:

@@ -9,8 +9,9 @@ The files that come out:
     a complete config for the unprivileged nginx of ``smalltable up``.
 ``logrotate.conf``
     the rotation of the ingest log, run hourly by ``smalltable-logrotate.timer``.
-``smalltable-*.service``, ``smalltable-logrotate.timer``
-    systemd units for ingestd, Datasette and the rotation (docs/ops.md).
+``smalltable-*.service``, ``smalltable-logrotate.timer``, ``smalltable-quota.path``
+    systemd units for ingestd, Datasette, the rotation, and the nginx reload
+    when a project's quota level changes (docs/ops.md).
 ``smalltable.yaml``, ``datasette.json``
     the effective config every unit reads, and Datasette's metadata.
 """
@@ -38,6 +39,8 @@ TEMPLATES = {
     "smalltable-datasette.service": REPO / "systemd" / "smalltable-datasette.service.j2",
     "smalltable-logrotate.service": REPO / "systemd" / "smalltable-logrotate.service.j2",
     "smalltable-logrotate.timer": REPO / "systemd" / "smalltable-logrotate.timer.j2",
+    "smalltable-quota.path": REPO / "systemd" / "smalltable-quota.path.j2",
+    "smalltable-quota.service": REPO / "systemd" / "smalltable-quota.service.j2",
 }
 
 
@@ -52,6 +55,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "domain_regex": re.escape(config["domain"]),
         "listen": [_listen(a) for a in config["nginx.listen"]],
         "port": config["nginx.port"],
+        "port_suffix": "" if config["nginx.port"] in (80, 443) else f":{config['nginx.port']}",
         "datasette_port": config["datasette.port"],
         "max_body_bytes": config["nginx.max_body_bytes"],
         "home": config.home,
@@ -113,7 +117,20 @@ def datasette_metadata(config: Config) -> str:
         {
             "title": "SmallTable",
             "description": f"POST anything to {where}/",
-            "plugins": {"smalltable": {"data_dir": str(config.path("data_dir"))}},
+            "plugins": {
+                "smalltable": {
+                    "data_dir": str(config.path("data_dir")),
+                    "domain": config["domain"],
+                    "port": port,
+                    "auto_create": config["projects.auto_create"],
+                    "quota_warning": config["projects.quota_warning"],
+                    "defaults": {
+                        "type": config["projects.type"],
+                        "retention_days": config["projects.retention_days"],
+                        "quota_mb": config["projects.quota_mb"],
+                    },
+                }
+            },
         },
         indent=2,
     )

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .logline import LineError, parse_line
-from .records import Record, build
-from .store import Store
+from .logline import LineError, Request, parse_line
+from .projects import SettingsError
+from .registry import Registry, named_project
 
 CHUNK = 1 << 20
 
@@ -36,6 +36,10 @@ class Summary:
     stored: int = 0
     rejected: int = 0
     already_loaded: int = 0
+    held: int = 0
+    released: int = 0
+    settings_changed: int = 0
+    settings_refused: int = 0
     unparsable: int = 0
     skipped_other_projects: int = 0
     partial_lines: int = 0
@@ -66,37 +70,39 @@ def _lines(path: Path, advance: Callable[[int], None], summary: Summary) -> Iter
 
 
 def replay(
-    store: Store,
+    registry: Registry,
     files: list[Path],
     batch_lines: int,
     project: str | None = None,
     advance: Callable[[int], None] = lambda n: None,
 ) -> Summary:
-    """Load ``files`` into ``store`` (only ``project``'s lines, if given)."""
+    """Load ``files`` through ``registry`` (only ``project``'s lines, if given)."""
     started = time.monotonic()
     summary = Summary(files=len(files))
-    marker = f'"project":"{project}"'.encode() if project else None
+    markers = (f'"project":"{project}"'.encode(), b'"project":""') if project else None
     batch: list[bytes] = []
 
     def flush() -> None:
-        by_project: dict[str, tuple[list, list]] = {}
+        requests: list[Request] = []
         for line in batch:
             try:
                 request = parse_line(line)
             except LineError:
                 summary.unparsable += 1
                 continue
-            if project and request.project != project:
+            if project and not _for_project(request, project):
                 summary.skipped_other_projects += 1
                 continue
-            item = build(request)
-            records, rejects = by_project.setdefault(request.project, ([], []))
-            (records if isinstance(item, Record) else rejects).append(item)
-        for name, (records, rejects) in by_project.items():
-            result = store.write(name, records, rejects)
+            requests.append(request)
+        for name, outcome in registry.load(requests).items():
+            result = outcome.write
             summary.stored += result.stored
             summary.rejected += result.rejected
             summary.already_loaded += result.duplicates
+            summary.held += outcome.held
+            summary.released += outcome.released
+            summary.settings_changed += outcome.settings_changed
+            summary.settings_refused += outcome.settings_refused
             summary.per_project[name] += result.stored + result.rejected
             summary.per_project_seen[name] += result.duplicates
         batch.clear()
@@ -104,7 +110,7 @@ def replay(
     for path in files:
         for line in _lines(path, advance, summary):
             summary.lines += 1
-            if marker is not None and marker not in line:
+            if markers is not None and not any(marker in line for marker in markers):
                 summary.skipped_other_projects += 1
                 continue
             batch.append(line)
@@ -113,3 +119,13 @@ def replay(
     flush()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _for_project(request: Request, project: str) -> bool:
+    """True when ``request`` is ``project``'s (an apex settings write names it in its body)."""
+    if request.project:
+        return request.project == project
+    try:
+        return named_project(request) == project
+    except SettingsError:
+        return False

@@ -13,6 +13,11 @@ it. Tables:
     The file parts of multipart posts, linked to their record.
 ``rejects``
     Every request that was accepted but not stored, with the reason.
+``settings``
+    The project's settings, one row per accepted change (``POST /_project``):
+    the last row is the current settings (:mod:`ingestd.projects`).
+``expiry``
+    One row per retention pass that deleted something (:mod:`ingestd.retention`).
 
 Loading is keyed by ``_request_id`` (unique in both tables): replaying lines that
 were already loaded inserts nothing, and ``_id`` stays gapless because an
@@ -21,6 +26,7 @@ ignored insert takes no rowid.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections import OrderedDict
@@ -61,6 +67,30 @@ FILE_COLUMNS: dict[str, str] = {
     "content_type": "TEXT",
     "size": "INTEGER",
     "content": "BLOB",
+}
+SETTINGS_COLUMNS: dict[str, str] = {
+    "_id": "INTEGER",
+    "_request_id": "TEXT",
+    "_received": "TEXT",
+    "_remote_addr": "TEXT",
+    "_user_agent": "TEXT",
+    "owner": "TEXT",
+    "description": "TEXT",
+    "type": "TEXT",
+    "schema": "TEXT",
+    "retention_days": "INTEGER",
+    "quota_mb": "REAL",
+    "changed": "TEXT",
+}
+EXPIRY_COLUMNS: dict[str, str] = {
+    "_id": "INTEGER",
+    "at": "TEXT",
+    "cutoff": "TEXT",
+    "records": "INTEGER",
+    "rejects": "INTEGER",
+    "through_id": "INTEGER",
+    "bytes_before": "INTEGER",
+    "bytes_after": "INTEGER",
 }
 _SYSTEM_LOWER = {name.lower() for name in SYSTEM_COLUMNS}
 MAX_KEY_LENGTH = 128
@@ -131,6 +161,8 @@ def open_database(path: Path) -> sqlite3.Connection:
     """Open (creating if need be) a project database with its tables, in WAL mode."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
+    # Only takes effect in a new, empty file: lets retention give freed pages back.
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     db = sqlite_utils.Database(conn)
     if db.journal_mode != "wal":
         db.enable_wal()
@@ -153,6 +185,14 @@ def open_database(path: Path) -> sqlite3.Connection:
             foreign_keys=[("record_id", "records", "_id")],
             if_not_exists=True,
         )
+        db["settings"].create(
+            SETTINGS_COLUMNS,
+            pk="_id",
+            not_null=set(SETTINGS_COLUMNS) - {"_id", "_remote_addr", "_user_agent", "schema"},
+            if_not_exists=True,
+        )
+        db["expiry"].create(EXPIRY_COLUMNS, pk="_id", not_null={"at", "cutoff"}, if_not_exists=True)
+        conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_settings_request_id" ON settings (_request_id)')
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_records_request_id" ON records (_request_id)')
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_rejects_request_id" ON rejects (_request_id)')
         conn.execute('CREATE INDEX IF NOT EXISTS "idx_files_record_id" ON files (record_id)')
@@ -217,6 +257,7 @@ class ProjectDatabase:
             conn.execute("BEGIN IMMEDIATE")
             self._sync_columns()
             known_columns = dict(self.user_columns), self.schema_version
+            floor = self._hold_id_floor() if records else None
             run: list[tuple] = []
             run_columns: tuple[str, ...] = ()
             for record in records:
@@ -233,6 +274,8 @@ class ProjectDatabase:
                     run.append(values)
             if run:
                 result.stored += self._insert_rows(run_columns, run)
+            if floor is not None:
+                conn.execute("DELETE FROM records WHERE _id = ?", (floor,))
             by_code: dict[str, list[tuple]] = {}
             for r in rejects:
                 by_code.setdefault(r.code, []).append((*_request_values(r.request), r.reason, r.body))
@@ -257,6 +300,54 @@ class ProjectDatabase:
             raise
         result.duplicates = len(records) + len(rejects) - result.stored - result.rejected
         return result
+
+    def _hold_id_floor(self) -> int | None:
+        """When retention has emptied ``records``, a placeholder row at the last ``_id``.
+
+        SQLite numbers a row one past the largest ``_id`` in the table, so in an
+        empty table numbering would start again at 1, and ``_id`` would no longer
+        name one record for good. The placeholder (deleted before the commit: no
+        reader ever sees it) keeps numbering going from where it was.
+        """
+        if self.conn.execute("SELECT 1 FROM records LIMIT 1").fetchone():
+            return None
+        floor = self.conn.execute("SELECT max(through_id) FROM expiry").fetchone()[0]
+        if floor is None:
+            return None
+        self.conn.execute(
+            "INSERT INTO records (_id, _request_id, _received, _method, _path, _size, _kind) "
+            "VALUES (?, '', '', '', '', 0, '')",
+            (floor,),
+        )
+        return floor
+
+    def change_settings(self, request: Request, settings: dict[str, object], changed: list[str]) -> bool:
+        """Record a settings change (idempotent, by request id); True when it was new."""
+        row = (
+            request.request_id,
+            iso_time(request.received),
+            request.remote_addr,
+            request.user_agent,
+            settings["owner"],
+            settings["description"],
+            settings["type"],
+            None if settings["schema"] is None else json.dumps(settings["schema"], ensure_ascii=False),
+            settings["retention_days"],
+            settings["quota_mb"],
+            json.dumps(changed),
+        )
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            before = self.conn.total_changes
+            self.conn.execute(
+                "INSERT INTO settings (_request_id, _received, _remote_addr, _user_agent, owner, "
+                "description, type, schema, retention_days, quota_mb, changed) "
+                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 "
+                "WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE _request_id = ?1) "
+                "ON CONFLICT (_request_id) DO NOTHING",
+                row,
+            )
+            return self.conn.total_changes > before
 
     def _insert_rows(self, columns: tuple[str, ...], rows: list[tuple]) -> int:
         """Insert records without files that share their user columns; the number stored."""
@@ -325,7 +416,7 @@ class Store:
             raise ValueError(f"not a valid project name: {name!r}")
         db = self._open.get(name)
         if db is None:
-            db = ProjectDatabase(self.data_dir / f"{name}.db", self.max_columns)
+            db = ProjectDatabase(self.path(name), self.max_columns)
             self._open[name] = db
             while len(self._open) > self.open_databases:
                 self._open.popitem(last=False)[1].close()
@@ -343,11 +434,34 @@ class Store:
         try:
             return db.write(records, rejects)
         except BaseException:
-            if self._open.get(project) is db:
-                del self._open[project]
-            with suppress(sqlite3.Error):
-                db.close()
+            self._forget(project, db)
             raise
+
+    def path(self, project: str) -> Path:
+        """Where project ``project``'s database is (or would be)."""
+        return self.data_dir / f"{project}.db"
+
+    def exists(self, project: str) -> bool:
+        """True when the project has a database."""
+        return project in self._open or self.path(project).exists()
+
+    def change_settings(
+        self, project: str, request: Request, settings: dict[str, object], changed: list[str]
+    ) -> bool:
+        """Record a project's settings change (creating the project); True when it was new."""
+        db = self.project(project)
+        try:
+            return db.change_settings(request, settings, changed)
+        except BaseException:
+            self._forget(project, db)
+            raise
+
+    def _forget(self, project: str, db: ProjectDatabase) -> None:
+        """Close a database whose last operation failed, so the next one starts afresh."""
+        if self._open.get(project) is db:
+            del self._open[project]
+        with suppress(sqlite3.Error):
+            db.close()
 
     def close(self) -> None:
         while self._open:

@@ -1,0 +1,89 @@
+"""Retention: old records go, from the front, the file shrinks, and numbering goes on."""
+
+from __future__ import annotations
+
+import time
+
+from ingestd.records import Record
+from ingestd.retention import expire
+from ingestd.store import Store, database_bytes
+
+from .test_registry import req
+
+DAY = 86400
+
+
+def post(store: Store, project: str, count: int, age_days: float, size: int = 2000) -> list[str]:
+    records = []
+    for _ in range(count):
+        request = req(project, b'{"pad":"' + b"x" * size + b'"}')
+        request = request.__class__(**{**_fields(request), "received": time.time() - age_days * DAY})
+        records.append(Record(request, request.body.decode(), "json", {"pad": "x" * size}, []))
+    store.write(project, records, [])
+    return [r.request.request_id for r in records]
+
+
+def _fields(request) -> dict:
+    return {name: getattr(request, name) for name in request.__dataclass_fields__}
+
+
+def test_old_records_go_the_rest_stay_and_the_file_shrinks(tmp_path):
+    store = Store(tmp_path, 200, 4)
+    post(store, "p", 500, age_days=40)
+    kept = post(store, "p", 20, age_days=1)
+    db = store.project("p")
+    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = database_bytes(store.path("p"))
+    expired = expire(db.conn, store.path("p"), 30, time.time())
+    assert (expired.records, expired.rejects) == (500, 0)
+    assert [r[0] for r in db.conn.execute("select _request_id from records order by _id")] == kept
+    assert expired.bytes_before == before
+    assert expired.bytes_after < before / 4, (before, expired.bytes_after)
+    assert database_bytes(store.path("p")) < before / 4  # (the expiry row itself adds a WAL page)
+    row = db.conn.execute("select records, rejects, through_id, bytes_after from expiry").fetchone()
+    assert row == (500, 0, 500, expired.bytes_after)
+    # nothing more to do: a second pass deletes nothing and writes no row
+    assert expire(db.conn, store.path("p"), 30, time.time()).records == 0
+    assert db.conn.execute("select count(*) from expiry").fetchone()[0] == 1
+    store.close()
+
+
+def test_numbering_continues_after_everything_expired(tmp_path):
+    store = Store(tmp_path, 200, 4)
+    post(store, "p", 12, age_days=10)
+    db = store.project("p")
+    assert expire(db.conn, store.path("p"), 5, time.time()).records == 12
+    assert db.conn.execute("select count(*) from records").fetchone()[0] == 0
+    post(store, "p", 2, age_days=0)
+    assert [r[0] for r in db.conn.execute("select _id from records")] == [13, 14]
+    store.close()
+
+
+def test_a_record_received_late_in_the_log_keeps_everything_after_it(tmp_path):
+    """Deletion stops at the first record to keep: the ``_id`` s left are one unbroken run."""
+    store = Store(tmp_path, 200, 4)
+    post(store, "p", 3, age_days=40)
+    post(store, "p", 1, age_days=1)
+    post(store, "p", 2, age_days=40)
+    db = store.project("p")
+    assert expire(db.conn, store.path("p"), 30, time.time()).records == 3
+    assert [r[0] for r in db.conn.execute("select _id from records")] == [4, 5, 6]
+    store.close()
+
+
+def test_a_database_made_before_incremental_vacuum_is_converted(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA auto_vacuum = NONE")
+    conn.execute("create table t (x)")
+    conn.close()
+    store = Store(tmp_path, 200, 4)
+    db = store.project("old")
+    assert db.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    post(store, "old", 200, age_days=40)
+    expired = expire(db.conn, store.path("old"), 30, time.time())
+    assert expired.records == 200 and expired.bytes_after < expired.bytes_before
+    assert db.conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    store.close()
