@@ -59,14 +59,16 @@ class QuotaMap:
                 levels.pop(project, None)
             else:
                 levels[project] = value
-        if levels == self.levels and self.path.exists():
+        changed = levels != self.levels
+        if not changed and self.path.exists():
             return False
         # Derived from the databases, so no fsync: only never half a file for nginx.
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(render(levels))
         os.replace(tmp, self.path)
         self.levels = levels
-        self._reload_nginx()
+        if changed:  # (a first, empty file is what nginx started with: no reload)
+            self._reload_nginx()
         return True
 
     def _reload_nginx(self) -> None:
