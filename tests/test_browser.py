@@ -276,3 +276,37 @@ def test_live_view_adds_a_record_posted_while_the_page_is_open(stack, demo, page
     image = accepted(stack.post(PROJECT, png(48, 32), headers={"Content-Type": "image/png"}))
     page.wait_for(f"document.querySelector('tr[data-request-id=\"{image}\"] img')?.naturalWidth === 48")
     page.screenshot("browser-live.png")
+
+
+def test_create_a_project_with_the_form_on_the_apex_page(stack, page):
+    """No JavaScript on our side: the browser fills and submits a plain form."""
+    name = f"form-made-{os.getpid()}"
+    page.goto(f"http://localhost:{stack.port}/")
+    assert page.evaluate("document.querySelector('form.st-create').getAttribute('action')") == "/_project"
+    page.screenshot("browser-apex-page.png", docs_name="apex-page.png")
+    page.evaluate(
+        "(() => { const f = document.querySelector('form.st-create');"
+        f" f.name.value = {json.dumps(name)}; f.owner.value = 'ann@example.com';"
+        " f.description.value = 'made in a browser'; f.type.value = 'json';"
+        " f.retention_days.value = '30'; f.quota_mb.value = '5';"
+        ' f.schema.value = \'{"type": "object", "required": ["user"]}\';'
+        " f.querySelector('button[type=submit]').click(); })()"
+    )
+    # nginx answers 303 → the status page, which reloads itself until ingestd has applied it
+    page.wait_for("location.pathname.startsWith('/_status/')")
+    page.wait_for("document.querySelector('h1.st-status-applied') !== null", timeout=15)
+    link = page.evaluate("document.querySelector('.st-button').href")
+    assert link == f"http://{name}.localhost:{stack.port}/"
+    page.screenshot("browser-form-created.png", docs_name="form-created.png")
+    settings = stack.request("GET", name, "/_project").json()["settings"]
+    assert settings == {
+        "owner": "ann@example.com",
+        "description": "made in a browser",
+        "type": "json",
+        "schema": {"type": "object", "required": ["user"]},
+        "retention_days": 30,
+        "quota_mb": 5,
+    }
+    # and the new project is listed on the apex page
+    page.goto(f"http://localhost:{stack.port}/")
+    assert name in page.evaluate("document.body.textContent")
