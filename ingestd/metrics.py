@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .checkpoint import FilePosition
+from .holding import CODES as HOLDING_CODES
 from .lag import measure
 
 BUILD_INFO = Info("smalltable_ingestd_build", "ingestd's version.")
@@ -90,6 +91,13 @@ EXPIRED = Counter(
     "Records and rejects deleted by retention, by table.",
     ["table"],
 )
+
+for _code in HOLDING_CODES:
+    HELD.labels(_code)
+for _result in ("applied", "refused"):
+    SETTINGS_CHANGES.labels(_result)
+for _table in ("records", "rejects"):
+    EXPIRED.labels(_table)
 
 OTHER_PROJECTS = "_other"
 _labelled: set[str] = set()
