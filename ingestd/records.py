@@ -7,6 +7,7 @@ here is a pure function of the request: no I/O and no SQLite.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from contextlib import suppress
@@ -91,15 +92,21 @@ def build(request: Request) -> Record | Reject:
         held = len(request.body)
         reason = f"body not captured whole: the log holds {held} of {expected} bytes"
         return Reject(request, reason, body, "body_not_captured")
-    raw_type, params = parse_options_header((request.content_type or "").encode())
-    media_type = raw_type.decode("utf-8", "replace")
+    media_type, boundary = _media_type(request.content_type)
     if media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
     ):
         return _declared_json(request, body, media_type)
     if media_type == "multipart/form-data":
-        return _multipart(request, body, params.get(b"boundary"))
+        return _multipart(request, body, boundary)
     return _undeclared(request, body, media_type == "application/x-www-form-urlencoded")
+
+
+@functools.lru_cache(maxsize=1024)
+def _media_type(content_type: str | None) -> tuple[str, bytes | None]:
+    """A Content-Type's media type (lowercase) and multipart boundary; most posts share a few."""
+    raw_type, params = parse_options_header((content_type or "").encode())
+    return raw_type.decode("utf-8", "replace"), params.get(b"boundary")
 
 
 def _text_or_bytes(data: bytes) -> str | bytes:

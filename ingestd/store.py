@@ -26,6 +26,7 @@ ignored insert takes no rowid.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -104,7 +105,13 @@ def quote(name: str) -> str:
 def iso_time(unix: float) -> str:
     """Unix time → ``2026-11-21T08:39:28.589Z`` (UTC, milliseconds), sortable as text."""
     seconds, millis = divmod(round(unix * 1000), 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return f"{_iso_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    """The date and time of a second (a batch's records share a few: formatted once each)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def database_bytes(path: Path) -> int:
@@ -212,6 +219,8 @@ class ProjectDatabase:
         """Read the user columns from the table, and the schema version they belong to."""
         names = [row[1] for row in self.conn.execute("PRAGMA table_info(records)")]
         self.user_columns = {name.lower(): name for name in names if name not in SYSTEM_COLUMNS}
+        self._key_columns: dict[str, str] = {}
+        """Keys already mapped to an existing column (bounded), so a row skips the checks."""
         self.schema_version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
 
     def _sync_columns(self) -> None:
@@ -226,7 +235,13 @@ class ProjectDatabase:
     def _row_columns(self, fields: dict[str, object], result: WriteResult) -> dict[str, object]:
         """A record's fields → {column: value}, adding columns as new keys appear."""
         row: dict[str, object] = {}
+        known = self._key_columns
         for key, value in fields.items():
+            existing = known.get(key)
+            if existing is not None:  # the common case: a key seen before, its column exists
+                if existing not in row:
+                    row[existing] = value
+                continue
             column = column_for_key(key)
             if column is None:
                 result.keys_without_column += 1
@@ -240,6 +255,8 @@ class ProjectDatabase:
                 self.user_columns[column.lower()] = column
                 result.columns_added.append(column)
                 existing = column
+            if len(known) < 10000:
+                known[key] = existing
             if existing not in row:
                 row[existing] = value
         return row
@@ -292,6 +309,7 @@ class ProjectDatabase:
         except BaseException:
             if "known_columns" in locals():
                 self.user_columns, self.schema_version = known_columns
+                self._key_columns = {}  # may name columns the rollback took away
             # The connection may be gone (closed, or the error already rolled the
             # transaction back): the original error is the one worth raising.
             with suppress(sqlite3.Error):
@@ -387,6 +405,7 @@ _RECORD_INSERT_COLUMNS = (
 _REJECT_INSERT_COLUMNS = (*_RECORD_INSERT_COLUMNS[:9], "_reason", "_body")
 
 
+@functools.lru_cache(maxsize=1024)
 def _insert_sql(table: str, columns: tuple[str, ...], other_table: str) -> str:
     """An idempotent insert of one row into ``table`` unless its request id is in either table.
 
