@@ -1,28 +1,34 @@
 """SmallTable's Datasette plugin: every project database, and the project's own pages.
 
-Datasette serves the tables, filters, facets and SQL of every ``PROJECT.db``.
-The plugin adds databases as projects appear (:mod:`.discovery`), and routes
-under ``/-/smalltable/`` that nginx maps onto each project's host:
+Datasette serves the tables, filters, facets and SQL of every ``PROJECT.db``
+(and of the holding area, ``_smalltable.db``). The plugin adds databases as
+they appear (:mod:`.discovery`), and routes under ``/-/smalltable/`` that
+nginx maps onto the apex and each project's host:
 
 ==============================  ==========================================
+``DOMAIN/``                     every project, the holding area, the create form (:mod:`.apex`)
+``DOMAIN/_projects.json``       every project with its size, count and settings
+``DOMAIN/_status/ID``           what became of a write to the apex (:mod:`.request_status`)
 ``PROJECT.DOMAIN/``             the project page (:mod:`.pages`)
 ``PROJECT.DOMAIN/42``           record 42 (``.json``, ``/raw``)
+``PROJECT.DOMAIN/_project``     the project's settings as JSON (:mod:`.settings_api`)
+``PROJECT.DOMAIN/_status/ID``   what became of a write to the project
 ``PROJECT.DOMAIN/_stream/…``    ranges of the stream (:mod:`.streams`)
 ``PROJECT.DOMAIN/_export.csv``  the whole project, streamed
 ``PROJECT.DOMAIN/_tail``        new records as server-sent events
-``DOMAIN/_projects.json``       every project with its size and count
 ==============================  ==========================================
 
-Configure it with Datasette metadata (``smalltable up`` writes it)::
+Configure it with Datasette metadata (``smalltable up`` writes it; :mod:`.site`
+lists every key and its default)::
 
-    {"plugins": {"smalltable": {"data_dir": "/var/lib/smalltable/data"}}}
+    {"plugins": {"smalltable": {"data_dir": "/var/lib/smalltable/data", "domain": "localhost", "port": 8080}}}
 """
 
 from __future__ import annotations
 
 from datasette import hookimpl
 
-from . import pages, streams
+from . import apex, pages, request_status, settings_api, streams
 from .discovery import sync_databases
 
 
@@ -46,4 +52,4 @@ def asgi_wrapper(datasette):
 
 @hookimpl
 def register_routes(datasette):
-    return [*pages.ROUTES, *streams.ROUTES]
+    return [*apex.ROUTES, *pages.ROUTES, *streams.ROUTES, *settings_api.ROUTES, *request_status.ROUTES]

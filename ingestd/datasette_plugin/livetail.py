@@ -39,9 +39,8 @@ from typing import TYPE_CHECKING
 
 from datasette.utils.asgi import NotFound, Request, Response
 
-from .catalog import file_signature
 from .common import project_database
-from .discovery import data_dir
+from .dbfiles import file_signature
 from .rowstream import (
     CHUNK_ROWS,
     MAX_ID,
@@ -53,6 +52,7 @@ from .rowstream import (
     start_response,
     watch_disconnect,
 )
+from .site import site
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
@@ -168,7 +168,7 @@ async def tail_view(datasette: Datasette, request: Request, send: Send) -> Respo
         after = resume_after(request)
     except ValueError as exc:
         return json_error(400, str(exc), expected=RESUME_EXPECTED)
-    directory = data_dir(datasette)
+    directory = site(datasette).data_dir
     if directory is None:
         return json_error(404, "this Datasette has no SmallTable data directory configured")
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}

@@ -9,7 +9,7 @@ nginx maps ``PROJECT.DOMAIN/…`` onto these routes (``nginx/smalltable.conf.j2`
 ``/42/raw``                        record 42's body, the exact bytes posted
 ``/42/files/7``                    file 7 of multipart record 42, exact bytes
 ``/<request id>`` (and the above)  the same record, found by the id the POST answered
-``/_stats.json``                   the project's numbers, as on the project page
+``/_stats.json``                   the project's numbers and settings, as on the project page
 =================================  ===========================================
 
 Links in these pages are paths on the project's own host: ``/42`` and
@@ -18,6 +18,7 @@ Links in these pages are paths on the project's own host: ``/42`` and
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import mimetypes
@@ -29,8 +30,11 @@ from datasette.utils.asgi import NotFound, Response
 from datasette.version import __version__ as datasette_version
 
 from ..store import SYSTEM_COLUMNS, quote
-from . import stats
+from . import commands, stats
 from .common import ROUTE_PREFIX, project_database, record_json
+from .holding_area import held_for
+from .projectinfo import project_info
+from .site import scheme, site
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
@@ -107,7 +111,7 @@ async def render(
 ) -> Response:
     """A page from one of our templates, with what every SmallTable page shows."""
     context = {
-        "project": request.url_vars["project"],
+        "project": request.url_vars.get("project"),
         "apex_url": apex_url(request),
         "datasette_version": datasette_version,
         **context,
@@ -136,37 +140,51 @@ def bytes_response(body: bytes, content_type: str | None, filename: str) -> Resp
 
 def project_url(request: Request) -> str:
     """The project's address as the user typed it (``http://demo.localhost:8080/``)."""
-    scheme = request.headers.get("x-forwarded-proto") or request.scheme
-    return f"{scheme}://{request.headers.get('host', request.host)}/"
+    return f"{scheme(request)}://{request.headers.get('host', request.host)}/"
 
 
 def apex_url(request: Request) -> str | None:
     """The address of the page that lists every project, when the host says it."""
-    host, project = request.headers.get("host", ""), request.url_vars["project"]
+    host, project = request.headers.get("host", ""), request.url_vars.get("project")
+    if project is None:
+        return "/"
     if not host.startswith(project + "."):
         return None
-    scheme = request.headers.get("x-forwarded-proto") or request.scheme
-    return f"{scheme}://{host[len(project) + 1 :]}/"
+    return f"{scheme(request)}://{host[len(project) + 1 :]}/"
 
 
 # -- reading ------------------------------------------------------------------
 
 
 def create_command(request: Request) -> str:
-    """The one curl line that creates this project (or adds a record to it)."""
-    return f"curl -d '{{\"hello\": \"world\"}}' -H 'Content-Type: application/json' {project_url(request)}"
+    """The one curl line that adds a record to this project (and creates it, with auto-create on)."""
+    return commands.post_command(project_url(request))
 
 
-def open_project(request: Request, datasette: Datasette) -> Database:
-    """The database of the project in the URL, or a 404 that says how to create it."""
+async def open_project(request: Request, datasette: Datasette) -> Database:
+    """The database of the project in the URL, or a 404 that says how to create it.
+
+    The 404 says how many posts wait for the name in the holding area, and
+    gives the line that creates the project with an owner; with auto-create
+    on, a plain post creates it too (``create``).
+    """
     project = request.url_vars["project"]
     try:
         return project_database(datasette, project)
     except NotFound:
+        config = site(datasette)
+        held = 0
+        if config.data_dir is not None:
+            held = await asyncio.to_thread(held_for, config.data_dir, project)
+        with_owner = commands.create_command(project_url(request))
+        how = "POST something to it to create it" if config.auto_create else "create it with an owner"
         raise Problem(
             404,
-            f"There is no project “{project}” yet: POST something to it to create it.",
-            create=create_command(request),
+            f"There is no project “{project}” yet: {how}.",
+            create=create_command(request) if config.auto_create else with_owner,
+            create_with_owner=with_owner,
+            auto_create=config.auto_create,
+            held=held,
         ) from None
 
 
@@ -332,7 +350,7 @@ async def newer_page(db: Database, top: int) -> str:
 @answers_problems(json_errors=False)
 async def project_page(request: Request, datasette: Datasette) -> Response:
     """The project's records, newest first, with its numbers and a live view."""
-    db = open_project(request, datasette)
+    db = await open_project(request, datasette)
     before = before_arg(request)
     columns = await user_columns(db)
     shown = columns[:SHOWN_COLUMNS]
@@ -344,12 +362,22 @@ async def project_page(request: Request, datasette: Datasette) -> Response:
         db, [row["record"]["_id"] for row in rows if row["record"]["_kind"] == "multipart"]
     )
     numbers = await stats.project_stats(db)
+    config = site(datasette)
+    info = await project_info(db, config.defaults)
+    schema = info.settings.schema
     newer = None
     if before is not None:
         newer = await newer_page(db, ids[0]) if rows else "/"
     context = {
         "project_url": project_url(request),
         "create_command": create_command(request),
+        "info": info,
+        "quota_level": info.level(config.quota_warning),
+        "claim_command": commands.create_command(project_url(request)),
+        "raise_quota_command": commands.raise_quota_command(
+            project_url(request), info.settings, info.database_bytes
+        ),
+        "schema_text": None if schema is None else json.dumps(schema, indent=2, ensure_ascii=False),
         "rows": [list_row(**row, files=files.get(row["record"]["_id"], [])) for row in rows],
         "shown_columns": shown,
         "hidden_columns": len(columns) - len(shown),
@@ -380,7 +408,7 @@ async def record_document(db: Database, record: dict) -> dict:
 @answers_problems(json_errors=False)
 async def record_page(request: Request, datasette: Datasette) -> Response:
     """Record ``/42`` as a page (or JSON, if asked); ``/<request id>`` redirects to it."""
-    db = open_project(request, datasette)
+    db = await open_project(request, datasette)
     record = await find_record(db, request.url_vars["ref"])
     if wants_json(request):
         return Response.json(await record_document(db, record), headers={"Vary": "Accept"})
@@ -406,7 +434,7 @@ async def record_page(request: Request, datasette: Datasette) -> Response:
 @answers_problems(json_errors=True)
 async def record_json_view(request: Request, datasette: Datasette) -> Response:
     """``/42.json``: the record as JSON."""
-    db = open_project(request, datasette)
+    db = await open_project(request, datasette)
     record = await find_record(db, request.url_vars["ref"])
     return Response.json(await record_document(db, record))
 
@@ -414,7 +442,7 @@ async def record_json_view(request: Request, datasette: Datasette) -> Response:
 @answers_problems(json_errors=True)
 async def record_raw(request: Request, datasette: Datasette) -> Response:
     """``/42/raw``: the body exactly as posted, under its own content type."""
-    db = open_project(request, datasette)
+    db = await open_project(request, datasette)
     select = "_id, _kind, _content_type, cast(_body as blob) as _body"
     record = await find_record(db, request.url_vars["ref"], select)
     return bytes_response(record["_body"] or b"", record["_content_type"], body_filename(db.name, record))
@@ -423,7 +451,7 @@ async def record_raw(request: Request, datasette: Datasette) -> Response:
 @answers_problems(json_errors=True)
 async def record_file(request: Request, datasette: Datasette) -> Response:
     """``/42/files/7``: one file of a multipart record, exactly as posted."""
-    db = open_project(request, datasette)
+    db = await open_project(request, datasette)
     record = await find_record(db, request.url_vars["ref"], "_id")
     file_id = int(request.url_vars["file_id"])
     sql = "select filename, content_type, content from files where _id = ? and record_id = ?"
@@ -436,8 +464,10 @@ async def record_file(request: Request, datasette: Datasette) -> Response:
 
 @answers_problems(json_errors=True)
 async def stats_json(request: Request, datasette: Datasette) -> Response:
-    """``/_stats.json``: the project page's numbers."""
-    return Response.json(await stats.project_stats(open_project(request, datasette)))
+    """``/_stats.json``: the project page's numbers, then its settings and how full it is."""
+    db = await open_project(request, datasette)
+    info = await project_info(db, site(datasette).defaults)
+    return Response.json({**await stats.project_stats(db), **info.as_json()})
 
 
 ROUTES = [

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING
 
 from datasette.utils.asgi import NotFound, Request, Response
 
-from .catalog import scheme, summaries, summary
+from .catalog import summaries, summary
 from .common import ROUTE_PREFIX, project_database
-from .discovery import data_dir
+from .holding_area import held_for
 from .livetail import tail_view
 from .rowstream import FORMATS, MAX_ID, Send, json_error, json_response, stream_rows, take_snapshot
+from .site import scheme, site
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
@@ -92,7 +93,9 @@ async def stream_summary_view(datasette: Datasette, request: Request) -> Respons
     if isinstance(db, Response):
         return db
     url = f"{scheme(request)}://{request.host}/"
-    return json_response(await asyncio.to_thread(summary, Path(db.path), url))
+    path = Path(db.path)
+    held = await asyncio.to_thread(held_for, path.parent, db.name)
+    return json_response(await asyncio.to_thread(summary, path, url, site(datasette).defaults, held))
 
 
 async def export_view(datasette: Datasette, request: Request, send: Send) -> Response | None:
@@ -116,10 +119,7 @@ async def export_view(datasette: Datasette, request: Request, send: Send) -> Res
 
 async def projects_view(datasette: Datasette, request: Request) -> Response:
     """``DOMAIN/_projects.json``: every project's summary, by name."""
-    directory = data_dir(datasette)
-    if directory is None:
-        return json_response([])
-    return json_response(await asyncio.to_thread(summaries, directory, request))
+    return json_response(await asyncio.to_thread(summaries, site(datasette), request))
 
 
 ROUTES = [
