@@ -296,4 +296,5 @@ def current(conn: sqlite3.Connection) -> Settings | None:
         return None
     owner, description, type_, schema, retention_days, quota_mb = row
     schema = None if schema is None else json.loads(schema)
+    quota_mb = int(quota_mb) if float(quota_mb).is_integer() else quota_mb  # a REAL column: 100.0
     return Settings(owner, description or "", type_, schema, retention_days, quota_mb)

@@ -134,7 +134,8 @@ def test_invalid_settings_are_refused_with_every_reason_and_the_old_ones_stay(st
 
 
 def test_create_on_the_apex_naming_the_project_and_a_bad_name_is_explained(stack, project):
-    answer = stack.post(None, json.dumps({"name": project, "owner": "ann"}), path="/_project", headers=JSON)
+    # curl -d labels the JSON as a form: still a JSON answer, since curl does not ask for HTML
+    answer = stack.post(None, json.dumps({"name": project, "owner": "ann"}), path="/_project")
     assert answer.status_code == 202
     assert answer.json()["status_url"].startswith(f"http://localhost:{stack.port}/_status/")
     assert status(stack, None, answer)["status"] == "applied"
@@ -151,7 +152,10 @@ def test_create_on_the_apex_naming_the_project_and_a_bad_name_is_explained(stack
 def test_the_apex_form_post_is_redirected_to_its_status_page(stack, project):
     form = f"name={project}&owner=ann%40example.com&type=json&retention_days=30&quota_mb=5&schema="
     answer = stack.post(
-        None, form, path="/_project", headers={"Content-Type": "application/x-www-form-urlencoded"}
+        None,
+        form,
+        path="/_project",
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html,*/*;q=0.8"},
     )
     assert answer.status_code == 303
     location = answer.headers["Location"]
