@@ -18,6 +18,8 @@ UNITS = [
     "smalltable-datasette.service",
     "smalltable-logrotate.service",
     "smalltable-logrotate.timer",
+    "smalltable-quota.path",
+    "smalltable-quota.service",
 ]
 
 
@@ -81,3 +83,11 @@ def test_logrotate_runs_hourly(rendered):
     assert unit(rendered / "smalltable-logrotate.timer")["Timer"]["OnCalendar"] == "hourly"
     exec_start = unit(rendered / "smalltable-logrotate.service")["Service"]["ExecStart"]
     assert exec_start.endswith(str(rendered / "logrotate.conf"))
+
+
+def test_the_quota_path_unit_reloads_nginx_when_ingestd_rewrites_the_map(rendered, tmp_path):
+    path_unit = unit(rendered / "smalltable-quota.path")
+    assert path_unit["Path"]["PathChanged"] == str(tmp_path / "home" / "state" / "quota.map")
+    assert path_unit["Path"]["Unit"] == "smalltable-quota.service"
+    service = unit(rendered / "smalltable-quota.service")
+    assert service["Service"]["ExecStart"] == "/bin/systemctl reload nginx.service"
