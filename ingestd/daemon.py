@@ -178,9 +178,9 @@ class Daemon:
         m.BATCH_SECONDS.observe(time.monotonic() - started)
         self.loaded_lines += len(lines)
 
-    def _count(self, outcomes: dict[str, Outcome]) -> None:
+    def _count(self, outcomes: dict[str, Outcome], recount_held: bool = False) -> None:
         """Update the metrics and nginx's quota levels after a batch (labels bounded by
-        metrics.max_projects)."""
+        metrics.max_projects); the held posts too when any were held or released."""
         levels: dict[str, str | None] = {}
         for project, outcome in outcomes.items():
             result = outcome.write
@@ -194,22 +194,20 @@ class Daemon:
             m.RELEASED.inc(outcome.released)
             if result.columns_added:
                 log.info("%s: new columns %s", project, ", ".join(result.columns_added))
-            if outcome.quota_mb:
-                used = outcome.database_bytes / (outcome.quota_mb * 1048576)
-                levels[project] = level(used, outcome.quota_mb, self.config["projects.quota_warning"])
+            if outcome.settings is not None:
+                used = outcome.settings.used(outcome.database_bytes)
+                quota_mb = outcome.settings.quota_mb
+                levels[project] = level(used, quota_mb, self.config["projects.quota_warning"])
                 if label != m.OTHER_PROJECTS:
                     m.PROJECT_DATABASE_BYTES.labels(label).set(outcome.database_bytes)
                     m.PROJECT_QUOTA_RATIO.labels(label).set(used)
             if outcome.last_post is not None and label != m.OTHER_PROJECTS:
                 m.PROJECT_LAST_POST.labels(label).set(outcome.last_post)
         self.quota_map.update(levels)
-        if any(o.held or o.released for o in outcomes.values()):
-            self._count_held()
-
-    def _count_held(self) -> None:
-        waiting = self.holding.waiting()
-        for code in CODES:
-            m.HELD.labels(code).set(sum(n for (_, c), n in waiting.items() if c == code))
+        if recount_held or any(o.held or o.released for o in outcomes.values()):
+            waiting = self.holding.waiting()
+            for code in CODES:
+                m.HELD.labels(code).set(sum(n for (_, c), n in waiting.items() if c == code))
 
     def expire(self) -> None:
         """One retention pass over every project; then load what waits where room was made."""
@@ -235,8 +233,7 @@ class Daemon:
                 )
             outcomes[project] = self.registry.release(project)
             self.watchdog.ping()
-        self._count(outcomes)
-        self._count_held()
+        self._count(outcomes, recount_held=True)
 
     def step(self) -> int:
         """Load everything written so far; return the number of lines loaded."""

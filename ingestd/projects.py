@@ -72,6 +72,10 @@ class Settings:
     def quota_bytes(self) -> int:
         return int(self.quota_mb * 1048576)
 
+    def used(self, database_bytes: int) -> float:
+        """A database of this size as a share of the quota: 1.0 is full, and over it posts wait."""
+        return database_bytes / self.quota_bytes
+
     def as_dict(self) -> dict[str, object]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 

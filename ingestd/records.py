@@ -149,7 +149,8 @@ def _undeclared(request: Request, body: str | bytes, form: bool) -> Record:
             return _json_record(request, body)
     if form and _is_form(body):
         pairs = parse_qsl(body, keep_blank_values=True)
-        return Record(request, body, "form", *_group(pairs))
+        fields, value = _group(pairs)
+        return Record(request, body, "form", fields, [], value)
     return Record(request, body, "text", {}, [])
 
 
@@ -211,11 +212,9 @@ def _compact(value: object) -> str:
         raise ValueError("nested too deeply") from None
 
 
-def _group(
-    pairs: list[tuple[str, str | bytes]], files: list[FilePart] | None = None
-) -> tuple[dict[str, object], list[FilePart], dict[str, object]]:
+def _group(pairs: list[tuple[str, str | bytes]]) -> tuple[dict[str, object], dict[str, object]]:
     """Fields from name/value pairs (a repeated name gets a JSON array of its values),
-    the files, and the fields as one JSON-like object for a schema to check.
+    and the fields as one JSON-like object for a schema to check.
 
     JSON has no bytes, so a value that is not UTF-8 shows with U+FFFD in an
     array; the exact bytes remain in the stored body.
@@ -232,7 +231,7 @@ def _group(
         else:
             value[name] = [_as_text(v) for v in values]
             fields[name] = _compact(value[name])
-    return fields, files or [], value
+    return fields, value
 
 
 def _as_text(value: str | bytes) -> str:
@@ -266,7 +265,8 @@ def _multipart(request: Request, body: str | bytes, boundary: bytes | None) -> R
             pairs.append((name, filename))
         else:
             pairs.append((name, _text_or_bytes(content)))
-    return Record(request, body, "multipart", *_group(pairs, files))
+    fields, value = _group(pairs)
+    return Record(request, body, "multipart", fields, files, value)
 
 
 def _split_multipart(data: bytes, boundary: bytes) -> list[tuple[dict[bytes, bytes], bytes]]:

@@ -54,18 +54,8 @@ class Outcome:
     settings_refused: int = 0
     last_post: float | None = None
     database_bytes: int = 0
-    quota_mb: float = 0
-    """The project's size and quota after the batch (0: the project does not exist)."""
-
-    def add(self, result: WriteResult) -> None:
-        w = self.write
-        w.stored += result.stored
-        w.rejected += result.rejected
-        w.duplicates += result.duplicates
-        w.columns_added += result.columns_added
-        w.keys_without_column += result.keys_without_column
-        for code, n in result.rejected_by_code.items():
-            w.rejected_by_code[code] = w.rejected_by_code.get(code, 0) + n
+    settings: Settings | None = None
+    """The project's size and settings after the batch (None: the project does not exist)."""
 
 
 @dataclass
@@ -77,7 +67,12 @@ class _State:
     rules: Rules
     held: bool
     """Posts wait for the project in the holding area."""
-    over_quota: bool
+    size: int = 0
+    """Its database and WAL on disk, in bytes."""
+
+    @property
+    def over_quota(self) -> bool:
+        return self.exists and self.settings.used(self.size) >= 1
 
 
 class Registry:
@@ -137,7 +132,7 @@ class Registry:
                 state.held = True
                 holds.clear()
             if records or rejects:
-                out.add(self.store.write(project, records, rejects))
+                out.write.add(self.store.write(project, records, rejects))
                 state.exists = True
                 records.clear()
                 rejects.clear()
@@ -157,11 +152,9 @@ class Registry:
             if state.over_quota or state.held or holds:
                 holds.append(Held(request, "over_quota", _OVER_QUOTA.format(project=project)))
                 continue
-            item = build(request)
+            item = _classify(request, state.rules)
             if isinstance(item, Record):
                 out.last_post = request.received
-                if not state.rules.trivial:
-                    item = check(item, state.rules)
             (records if isinstance(item, Record) else rejects).append(item)
         flush()
         if state.held and not state.over_quota:
@@ -171,8 +164,8 @@ class Registry:
 
     def _report(self, project: str, state: _State, out: Outcome) -> None:
         if state.exists:
-            out.database_bytes = database_bytes(self.store.path(project))
-            out.quota_mb = state.settings.quota_mb
+            out.database_bytes = state.size
+            out.settings = state.settings
 
     # -- settings ----------------------------------------------------------
 
@@ -187,7 +180,7 @@ class Registry:
         except SettingsError as exc:
             reject = Reject(request, f"settings not changed: {exc}", _body(request), "invalid_settings")
             if state.exists:
-                out.add(self.store.write(project, [], [reject]))
+                out.write.add(self.store.write(project, [], [reject]))
             else:  # a refused first call creates nothing
                 self.holding.reject(project, [reject])
             out.settings_refused += 1
@@ -207,7 +200,7 @@ class Registry:
         """The project as it is now: read from its database and the holding area."""
         exists = self.store.exists(project)
         settings = (current(self.store.project(project).conn) if exists else None) or self.defaults
-        state = _State(exists, settings, self._rules(settings), self.holding.has_waiting(project), False)
+        state = _State(exists, settings, self._rules(settings), self.holding.has_waiting(project))
         self._measure(project, state)
         return state
 
@@ -224,10 +217,9 @@ class Registry:
         return rules
 
     def _measure(self, project: str, state: _State) -> None:
-        """Is the project over its quota? (Its database and WAL on disk.)"""
+        """The project's size now (its database and WAL on disk), after a write."""
         if state.exists:
-            size = database_bytes(self.store.path(project))
-            state.over_quota = size >= state.settings.quota_bytes
+            state.size = database_bytes(self.store.path(project))
 
     # -- the holding area --------------------------------------------------
 
@@ -249,11 +241,9 @@ class Registry:
             records: list[Record] = []
             rejects: list[Reject] = []
             for _, request in waiting:
-                item = build(request)
-                if isinstance(item, Record) and not state.rules.trivial:
-                    item = check(item, state.rules)
+                item = _classify(request, state.rules)
                 (records if isinstance(item, Record) else rejects).append(item)
-            out.add(self.store.write(project, records, rejects))
+            out.write.add(self.store.write(project, records, rejects))
             state.exists = True
             self.holding.release([row_id for row_id, _ in waiting])
             out.released += len(waiting)
@@ -277,6 +267,14 @@ _OVER_QUOTA = (
     "project {project} is over its quota: this post waits and is loaded once the quota is raised "
     "(POST /_project with a larger quota_mb) or retention frees room"
 )
+
+
+def _classify(request: Request, rules: Rules) -> Record | Reject:
+    """A post as a record that follows the project's rules, or a reject saying why."""
+    item = build(request)
+    if isinstance(item, Record) and not rules.trivial:
+        return check(item, rules)
+    return item
 
 
 def _body(request: Request) -> str | bytes:

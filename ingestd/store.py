@@ -148,6 +148,16 @@ class WriteResult:
     columns_added: list[str] = field(default_factory=list)
     keys_without_column: int = 0
 
+    def add(self, other: WriteResult) -> None:
+        """Count ``other`` in too (several writes of one batch to one project)."""
+        self.stored += other.stored
+        self.rejected += other.rejected
+        self.duplicates += other.duplicates
+        self.columns_added += other.columns_added
+        self.keys_without_column += other.keys_without_column
+        for code, n in other.rejected_by_code.items():
+            self.rejected_by_code[code] = self.rejected_by_code.get(code, 0) + n
+
 
 def _request_values(request: Request) -> tuple:
     """The system-column values every stored or rejected request has."""

@@ -83,7 +83,7 @@ def summary(db_path: Path, url: str, defaults: Settings, held: int = 0) -> dict[
         "type": settings.type,
         "retention_days": settings.retention_days,
         "quota_mb": settings.quota_mb,
-        "quota_used": round(size / settings.quota_bytes, 4),
+        "quota_used": round(settings.used(size), 4),
         "held": held,
     }
 

@@ -14,11 +14,12 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..holding import DATABASE
 from .dbfiles import FileCache, fetch_one, is_missing_table, open_existing
 
-DATABASE_NAME = "_smalltable"
+FILE_NAME = DATABASE
+DATABASE_NAME = Path(DATABASE).stem
 """The name Datasette serves the file under: ``/_smalltable/held`` is its table of held posts."""
-FILE_NAME = DATABASE_NAME + ".db"
 WHY = {
     "no_project": "the project does not exist yet (auto-create is off): create it to load them",
     "over_quota": "over quota: raise the quota or let retention free space",

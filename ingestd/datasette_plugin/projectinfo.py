@@ -55,7 +55,7 @@ class ProjectInfo:
     @property
     def quota_used(self) -> float:
         """The database's size as a fraction of the quota (1.0 is full)."""
-        return self.database_bytes / self.settings.quota_bytes
+        return self.settings.used(self.database_bytes)
 
     def level(self, warning: float) -> str:
         """How full the project is: ``ok``, ``warning`` or ``over`` (see :func:`quota_level`)."""
