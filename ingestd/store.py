@@ -28,13 +28,17 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+import orjson
 import sqlite_utils
 
 from . import failpoints
@@ -159,6 +163,31 @@ class WriteResult:
             self.rejected_by_code[code] = self.rejected_by_code.get(code, 0) + n
 
 
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """Where the values of records with one key tuple go."""
+
+    columns: tuple[str, ...]
+    """The columns they fill, in key order."""
+    pick: Callable[[dict], Iterable]
+    """A record's fields → the value of each of those columns."""
+    dropped: int
+    """Keys that get no column (see :func:`column_for_key` and ``max_columns``)."""
+
+
+def _picker(keep: list[int], keys: int) -> Callable[[dict], Iterable]:
+    """A function that picks the values at positions ``keep`` of a dict of ``keys`` keys."""
+    if keep == list(range(keys)):  # the common case: every key has a column of its own
+        return dict.values
+    if not keep:
+        return lambda fields: ()
+    pick = operator.itemgetter(*keep, 0)  # the extra position keeps the result a tuple
+    return lambda fields: pick(tuple(fields.values()))[:-1]
+
+
+_Item = TypeVar("_Item", Record, Reject)
+
+
 def _request_values(request: Request) -> tuple:
     """The system-column values every stored or rejected request has."""
     return (
@@ -229,8 +258,9 @@ class ProjectDatabase:
         """Read the user columns from the table, and the schema version they belong to."""
         names = [row[1] for row in self.conn.execute("PRAGMA table_info(records)")]
         self.user_columns = {name.lower(): name for name in names if name not in SYSTEM_COLUMNS}
-        self._key_columns: dict[str, str] = {}
-        """Keys already mapped to an existing column (bounded), so a row skips the checks."""
+        """Lowercase name → column, in the table's order (SQLite's names ignore case)."""
+        self._layouts: dict[tuple[str, ...], _Layout] = {}
+        """Key tuples already mapped to existing columns (bounded), so a row skips the checks."""
         self.schema_version = self.conn.execute("PRAGMA schema_version").fetchone()[0]
 
     def _sync_columns(self) -> None:
@@ -242,34 +272,35 @@ class ProjectDatabase:
     def close(self) -> None:
         self.conn.close()
 
-    def _row_columns(self, fields: dict[str, object], result: WriteResult) -> dict[str, object]:
-        """A record's fields → {column: value}, adding columns as new keys appear."""
-        row: dict[str, object] = {}
-        known = self._key_columns
-        for key, value in fields.items():
-            existing = known.get(key)
-            if existing is not None:  # the common case: a key seen before, its column exists
-                if existing not in row:
-                    row[existing] = value
-                continue
+    def _layout(self, keys: tuple[str, ...], result: WriteResult) -> _Layout:
+        """Where a record with these keys (in this order) puts its values, adding columns
+        for keys never seen before. Records of one source share a few key tuples, so the
+        answer is cached."""
+        layout = self._layouts.get(keys)
+        if layout is not None:
+            return layout
+        columns: list[str] = []
+        keep: list[int] = []
+        for position, key in enumerate(keys):
             column = column_for_key(key)
             if column is None:
-                result.keys_without_column += 1
                 continue
             existing = self.user_columns.get(column.lower())
             if existing is None:
                 if len(self.user_columns) >= self.max_columns:
-                    result.keys_without_column += 1
                     continue
                 self.conn.execute(f"ALTER TABLE records ADD COLUMN {quote(column)}")
                 self.user_columns[column.lower()] = column
                 result.columns_added.append(column)
                 existing = column
-            if len(known) < 10000:
-                known[key] = existing
-            if existing not in row:
-                row[existing] = value
-        return row
+            if existing not in columns:  # two keys for one column ("a" and "A"): the first wins
+                columns.append(existing)
+                keep.append(position)
+        layout = _Layout(tuple(columns), _picker(keep, len(keys)), len(keys) - len(keep))
+        if len(self._layouts) >= 10000:
+            self._layouts.clear()
+        self._layouts[keys] = layout
+        return layout
 
     def write(self, records: list[Record], rejects: list[Reject]) -> WriteResult:
         """Load one batch in one transaction; already-loaded request ids are skipped.
@@ -279,25 +310,31 @@ class ProjectDatabase:
         and vice versa: a request ends up in one table, never both.
         """
         result = WriteResult()
+        given = len(records) + len(rejects)
         conn = self.conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             self._sync_columns()
             known_columns = dict(self.user_columns), self.schema_version
             floor = self._hold_id_floor() if records else None
+            if records:
+                records = self._not_in("rejects", records)
+            if rejects:
+                rejects = self._not_in("records", rejects)
             run: list[tuple] = []
             run_columns: tuple[str, ...] = ()
             for record in records:
-                row = self._row_columns(record.fields, result)
-                columns = tuple(row)
-                values = (*_request_values(record.request), record.kind, record.body, *row.values())
-                if run and (record.files or columns != run_columns):
+                fields = record.fields
+                layout = self._layout(tuple(fields), result)
+                result.keys_without_column += layout.dropped
+                values = (*_request_values(record.request), record.kind, record.body, *layout.pick(fields))
+                if run and (record.files or layout.columns != run_columns):
                     result.stored += self._insert_rows(run_columns, run)
                     run = []
                 if record.files:
-                    result.stored += self._insert_with_files(record, columns, values)
+                    result.stored += self._insert_with_files(layout.columns, record, values)
                 else:
-                    run_columns = columns
+                    run_columns = layout.columns
                     run.append(values)
             if run:
                 result.stored += self._insert_rows(run_columns, run)
@@ -306,9 +343,9 @@ class ProjectDatabase:
             by_code: dict[str, list[tuple]] = {}
             for r in rejects:
                 by_code.setdefault(r.code, []).append((*_request_values(r.request), r.reason, r.body))
-            for code, rows in by_code.items():
+            for code, reject_rows in by_code.items():
                 before = conn.total_changes
-                conn.executemany(_insert_sql("rejects", _REJECT_INSERT_COLUMNS, "records"), rows)
+                conn.executemany(_insert_sql("rejects", _REJECT_INSERT_COLUMNS), reject_rows)
                 if conn.total_changes > before:
                     result.rejected_by_code[code] = conn.total_changes - before
             result.rejected = sum(result.rejected_by_code.values())
@@ -319,15 +356,24 @@ class ProjectDatabase:
         except BaseException:
             if "known_columns" in locals():
                 self.user_columns, self.schema_version = known_columns
-                self._key_columns = {}  # may name columns the rollback took away
+                self._layouts = {}  # may name columns the rollback took away
             # The connection may be gone (closed, or the error already rolled the
             # transaction back): the original error is the one worth raising.
             with suppress(sqlite3.Error):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
             raise
-        result.duplicates = len(records) + len(rejects) - result.stored - result.rejected
+        result.duplicates = given - result.stored - result.rejected
         return result
+
+    def _not_in(self, table: str, items: list[_Item]) -> list[_Item]:
+        """The records or rejects whose request id is not in ``table`` (one query for all):
+        a request ends up in one table, never both, even when a replay classifies it
+        differently from the first load."""
+        ids = orjson.dumps([item.request.request_id for item in items])
+        sql = f"SELECT _request_id FROM {table} WHERE _request_id IN (SELECT value FROM json_each(?))"
+        taken = {row[0] for row in self.conn.execute(sql, (ids,))}
+        return [item for item in items if item.request.request_id not in taken] if taken else items
 
     def _hold_id_floor(self) -> int | None:
         """When retention has emptied ``records``, a placeholder row at the last ``_id``.
@@ -380,11 +426,11 @@ class ProjectDatabase:
     def _insert_rows(self, columns: tuple[str, ...], rows: list[tuple]) -> int:
         """Insert records without files that share their user columns; the number stored."""
         before = self.conn.total_changes
-        self.conn.executemany(_insert_sql("records", _RECORD_INSERT_COLUMNS + columns, "rejects"), rows)
+        self.conn.executemany(_insert_sql("records", _RECORD_INSERT_COLUMNS + columns), rows)
         return self.conn.total_changes - before
 
-    def _insert_with_files(self, record: Record, columns: tuple[str, ...], values: tuple) -> int:
-        sql = _insert_sql("records", _RECORD_INSERT_COLUMNS + columns, "rejects") + " RETURNING _id"
+    def _insert_with_files(self, columns: tuple[str, ...], record: Record, values: tuple) -> int:
+        sql = _insert_sql("records", _RECORD_INSERT_COLUMNS + columns) + " RETURNING _id"
         inserted = self.conn.execute(sql, values).fetchall()
         if not inserted:
             return 0
@@ -416,15 +462,11 @@ _REJECT_INSERT_COLUMNS = (*_RECORD_INSERT_COLUMNS[:9], "_reason", "_body")
 
 
 @functools.lru_cache(maxsize=1024)
-def _insert_sql(table: str, columns: tuple[str, ...], other_table: str) -> str:
-    """An idempotent insert of one row into ``table`` unless its request id is in either table.
-
-    The first parameter is the request id; it is also looked up in ``other_table``.
-    """
-    params = ", ".join(f"?{n}" for n in range(1, len(columns) + 1))
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """An insert of one row into ``table`` that does nothing if its request id is there."""
+    params = ", ".join("?" * len(columns))
     return (
-        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) SELECT {params} "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {other_table} WHERE _request_id = ?1) "
+        f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) VALUES ({params}) "
         "ON CONFLICT (_request_id) DO NOTHING"
     )
 
