@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -128,13 +130,18 @@ def status(config_file, home, as_json) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Load into this directory instead of the configured one (to rebuild and swap in).",
 )
-def replay(config_file, home, project, from_files, data_dir) -> None:
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=lambda: len(os.sched_getaffinity(0)),
+    show_default="the number of CPUs",
+    help="Load in this many processes, each a share of the projects (1: gentlest beside a busy nginx).",
+)
+def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
     """Load the project databases from the logs again (idempotent; safe while ingestd runs)."""
-    from .holding import Holding
     from .projects import PROJECT_NAME_RULE, is_valid_project_name
-    from .registry import for_config
+    from .replay import Share, open_registry, plan, replay_in_parallel
     from .replay import replay as run_replay
-    from .store import Store
     from .tail import log_files
 
     config = _config(config_file, home=home)
@@ -144,16 +151,21 @@ def replay(config_file, home, project, from_files, data_dir) -> None:
     if not files:
         raise click.ClickException(f"no log files at {config.path('ingest_log')}*")
     data_dir = data_dir or config.path("data_dir")
-    store = Store(data_dir, config["ingest.max_columns"], config["ingest.open_databases"])
-    holding = Holding(data_dir)
-    registry = for_config(config, store, holding)
     total = sum(path.stat().st_size for path in files)
-    try:
-        with click.progressbar(length=total, label=f"replaying {len(files)} file(s)", file=sys.stderr) as bar:
-            summary = run_replay(registry, files, config["ingest.batch_lines"], project, bar.update)
-    finally:
-        store.close()
-        holding.close()
+    started = time.monotonic()
+    shares = [Share(frozenset({project}), nameless=False) if project else Share()]
+    if jobs > 1 and not project:
+        label = f"sharing the projects among {jobs} jobs"
+        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+            shares = plan(files, jobs, bar.update)
+    label = f"replaying {len(files)} file(s)" + (f" in {len(shares)} jobs" if len(shares) > 1 else "")
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        if len(shares) > 1:
+            summary = replay_in_parallel(config, data_dir, files, shares, bar.update)
+        else:
+            with open_registry(config, data_dir) as registry:
+                summary = run_replay(registry, files, config["ingest.batch_lines"], shares[0], bar.update)
+    summary.seconds = time.monotonic() - started  # sharing the projects out included
     rate = summary.lines / summary.seconds if summary.seconds else 0
     parts = [
         f"{summary.stored:,} stored",

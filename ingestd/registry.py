@@ -107,7 +107,7 @@ class Registry:
                 except SettingsError as exc:
                     reason = f"settings not changed: {exc}"
                     reject = Reject(request, reason, _body(request), "invalid_settings")
-                    unnamed.append((_given_name(request), reject))
+                    unnamed.append((given_name(request), reject))
                     continue
             by_project.setdefault(project, []).append(request)
         for name, reject in unnamed:
@@ -294,7 +294,7 @@ def named_project(request: Request) -> str:
     return name
 
 
-def _given_name(request: Request) -> str:
+def given_name(request: Request) -> str:
     """The name an apex settings write gave, whatever it is, to file its reject under."""
     try:
         name = read_change(request.body, request.content_type).get("name")

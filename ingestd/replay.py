@@ -7,6 +7,11 @@ already loaded changes nothing: replay is idempotent, and safe while the daemon
 runs (both take SQLite's write lock per batch). It ignores and never moves the
 daemon's checkpoint, and does not write the dead-letter file (it counts instead).
 
+Projects are independent, so replay runs in several processes (``--jobs``), each
+loading a share of the projects: every line of a project goes to the same process,
+in log order. A first pass counts each project's lines so the shares are of about
+equal size.
+
 To rebuild a project from scratch (after a validator change, or into a fresh
 host), replay into another data directory and swap it in: docs/ops.md.
 """
@@ -14,17 +19,23 @@ host), replay into another data directory and swap it in: docs/ops.md.
 from __future__ import annotations
 
 import gzip
+import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import Config
+from .holding import Holding
 from .logline import LineError, Request, parse_line
-from .projects import SettingsError
-from .registry import Registry, named_project
+from .registry import Registry, for_config, given_name
+from .store import Store
 
 CHUNK = 1 << 20
+_PROJECT_FIELD = b'"project":"'
 
 
 @dataclass
@@ -50,6 +61,41 @@ class Summary:
     """Lines per project that were already loaded."""
 
 
+@dataclass(frozen=True)
+class Share:
+    """The lines one replay loads: those of ``projects`` (None: every line)."""
+
+    projects: frozenset[str] | None = None
+    nameless: bool = True
+    """Also the lines that name no project (they are counted as unparsable)."""
+
+    def wants(self, line: bytes) -> bool:
+        if self.projects is None:
+            return True
+        name = route(line)
+        return self.nameless if name is None else name in self.projects
+
+
+def route(line: bytes) -> str | None:
+    """The project a log line is for, found without parsing the line; None if it names none.
+
+    A settings write to the apex logs the project as ``""`` and names it in its
+    body: that (rare) line is parsed. nginx escapes every quote inside a value, so
+    the first ``"project":"`` of a line is the field.
+    """
+    start = line.find(_PROJECT_FIELD)
+    if start < 0:
+        return None
+    start += len(_PROJECT_FIELD)
+    name = line[start : line.find(b'"', start)].decode("latin-1")
+    if name:
+        return name
+    try:
+        return given_name(parse_line(line))
+    except LineError:
+        return None
+
+
 def _lines(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[bytes]:
     """Whole lines of a plain or gzip file; ``advance(n)`` reports bytes of the file read.
 
@@ -73,27 +119,21 @@ def replay(
     registry: Registry,
     files: list[Path],
     batch_lines: int,
-    project: str | None = None,
+    share: Share = Share(),
     advance: Callable[[int], None] = lambda n: None,
 ) -> Summary:
-    """Load ``files`` through ``registry`` (only ``project``'s lines, if given)."""
+    """Load the lines of ``files`` that ``share`` wants through ``registry``, in one process."""
     started = time.monotonic()
     summary = Summary(files=len(files))
-    markers = (f'"project":"{project}"'.encode(), b'"project":""') if project else None
     batch: list[bytes] = []
 
     def flush() -> None:
         requests: list[Request] = []
         for line in batch:
             try:
-                request = parse_line(line)
+                requests.append(parse_line(line))
             except LineError:
                 summary.unparsable += 1
-                continue
-            if project and not _for_project(request, project):
-                summary.skipped_other_projects += 1
-                continue
-            requests.append(request)
         for name, outcome in registry.load(requests).items():
             result = outcome.write
             summary.stored += result.stored
@@ -110,7 +150,7 @@ def replay(
     for path in files:
         for line in _lines(path, advance, summary):
             summary.lines += 1
-            if markers is not None and not any(marker in line for marker in markers):
+            if not share.wants(line):
                 summary.skipped_other_projects += 1
                 continue
             batch.append(line)
@@ -121,11 +161,105 @@ def replay(
     return summary
 
 
-def _for_project(request: Request, project: str) -> bool:
-    """True when ``request`` is ``project``'s (an apex settings write names it in its body)."""
-    if request.project:
-        return request.project == project
+@contextmanager
+def open_registry(config: Config, data_dir: Path) -> Iterator[Registry]:
+    """The registry of ``config``'s projects, loading into ``data_dir``; closed on exit."""
+    store = Store(data_dir, config["ingest.max_columns"], config["ingest.open_databases"])
+    holding = Holding(data_dir)
     try:
-        return named_project(request) == project
-    except SettingsError:
-        return False
+        yield for_config(config, store, holding)
+    finally:
+        store.close()
+        holding.close()
+
+
+def plan(files: list[Path], jobs: int, advance: Callable[[int], None] = lambda n: None) -> list[Share]:
+    """Split the projects of ``files`` into at most ``jobs`` shares of about equal lines.
+
+    One pass counts the lines per project; then each project, biggest first, goes
+    to the share with the fewest lines so far. Lines that name no project go with
+    the first share, so they are counted once.
+    """
+    counts: Counter = Counter()
+    for path in files:
+        for line in _lines(path, advance, Summary()):
+            counts[route(line)] += 1
+    nameless = counts.pop(None, 0)
+    loads = [0] * max(1, min(jobs, len(counts)))
+    loads[0] = nameless
+    names: list[set[str]] = [set() for _ in loads]
+    for name, lines in counts.most_common():
+        lightest = loads.index(min(loads))
+        loads[lightest] += lines
+        names[lightest].add(name)
+    return [Share(frozenset(share), nameless=(number == 0)) for number, share in enumerate(names)]
+
+
+_progress: list[int] = []
+"""Bytes read by each process of a parallel replay (shared memory, set in each worker)."""
+
+
+def _set_progress(progress: list[int]) -> None:
+    global _progress
+    _progress = progress
+
+
+def _replay_share(config: Config, data_dir: Path, files: list[Path], share: Share, slot: int) -> Summary:
+    def advance(n: int) -> None:
+        _progress[slot] += n
+
+    with open_registry(config, data_dir) as registry:
+        return replay(registry, files, config["ingest.batch_lines"], share, advance)
+
+
+def replay_in_parallel(
+    config: Config,
+    data_dir: Path,
+    files: list[Path],
+    shares: list[Share],
+    advance: Callable[[int], None] = lambda n: None,
+) -> Summary:
+    """Replay each share of the projects in a process of its own; what they did, summed.
+
+    ``advance`` hears of the bytes read by the processes on average.
+    """
+    started = time.monotonic()
+    # The data directory and the holding area's database exist before the processes
+    # start, so that none of them races another to create them.
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    Holding(data_dir).conn.close()
+    context = multiprocessing.get_context("fork")
+    progress = context.Array("q", len(shares), lock=False)
+    with ProcessPoolExecutor(
+        len(shares), mp_context=context, initializer=_set_progress, initargs=(progress,)
+    ) as pool:
+        futures = [
+            pool.submit(_replay_share, config, data_dir, files, share, slot)
+            for slot, share in enumerate(shares)
+        ]
+        shown = 0
+        while True:
+            _, running = wait(futures, timeout=0.2)
+            average = sum(progress) // len(shares)
+            advance(average - shown)
+            shown = average
+            if not running:
+                break
+        parts = [future.result() for future in futures]
+    total = _sum(parts)
+    total.seconds = time.monotonic() - started
+    return total
+
+
+def _sum(parts: list[Summary]) -> Summary:
+    """The summaries of processes that each read every line but loaded a share of them."""
+    first = parts[0]
+    total = Summary(files=first.files, lines=first.lines, partial_lines=first.partial_lines)
+    counted = ("stored", "rejected", "already_loaded", "held", "released")
+    counted += ("settings_changed", "settings_refused", "unparsable")
+    for part in parts:
+        for name in counted:
+            setattr(total, name, getattr(total, name) + getattr(part, name))
+        total.per_project.update(part.per_project)
+        total.per_project_seen.update(part.per_project_seen)
+    return total

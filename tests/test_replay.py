@@ -1,0 +1,176 @@
+"""``smalltable replay --jobs N``: projects shared among processes, the same databases as one.
+
+The parallel replay must load exactly what a single process loads, settings and
+holding area included, because every line of a project goes to one process in log
+order. These tests run the real command on a log that has a bit of everything.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ingestd.replay import Share, plan, route
+
+from .test_logline import make_line
+
+
+def line(n: int, project: str, body: bytes, **fields: str) -> bytes:
+    fields.setdefault("ctype", "application/json")
+    return make_line(body, id=f"{n:032x}", project=project, t=f"{1795250368 + n / 1000:.3f}", **fields)
+
+
+def settings_line(n: int, project: str, change: dict) -> bytes:
+    return line(n, project, json.dumps(change).encode(), uri="/_project")
+
+
+def mixed_log() -> list[bytes]:
+    """Lines of 7 projects of very different sizes, with everything replay must keep in order."""
+    lines = [settings_line(0, "", {"name": "strict", "owner": "ann", "type": "json"})]
+    lines.append(
+        settings_line(1, "", {"name": "Bad Name", "owner": "bob"})
+    )  # refused, kept in the holding area
+    lines.append(settings_line(2, "", {"owner": "carl"}))  # names no project
+    for n in range(3, 1200):
+        project = ("big", "big", "big", "mid", "mid", "small", "strict", "tiny")[n % 8]
+        body = json.dumps({"n": n, f"k{n % 5}": "v" * (n % 7)}).encode()
+        if project == "strict" and n % 3 == 0:
+            lines.append(line(n, project, b"plain text", ctype="text/plain"))  # rejected: type json
+        elif n % 97 == 0:
+            lines.append(line(n, project, b"{oops"))  # malformed JSON: a reject
+        else:
+            lines.append(line(n, project, body))
+        if n == 600:
+            schema = {"type": "object", "required": ["k0"]}  # the posts after it need a k0
+            lines.append(settings_line(10_000, "mid", {"owner": "dee", "schema": schema}))
+            lines.append(b"this is not a log line")
+        if n == 900:
+            lines.append(settings_line(10_001, "", {"name": "late", "owner": "eve"}))
+            lines.append(line(10_002, "late", b'{"first": true}'))
+    return lines
+
+
+def digest(data_dir: Path) -> dict[str, str]:
+    """Every table of every database, as a digest that ignores nothing but row storage order."""
+    out = {}
+    for path in sorted(data_dir.glob("*.db")):
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        h = hashlib.sha256()
+        for (table,) in conn.execute("select name from sqlite_master where type = 'table' order by name"):
+            columns = [row[1] for row in conn.execute(f"pragma table_info({table})")]
+            h.update(repr((table, sorted(columns))).encode())
+            for row in conn.execute(f"select * from {table} order by 1"):
+                h.update(repr(sorted(zip(columns, row, strict=True))).encode())
+        conn.close()
+        out[path.name] = h.hexdigest()
+    return out
+
+
+def smalltable(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ingestd", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def logs(tmp_path) -> tuple[Path, list[Path]]:
+    """A config, and the mixed log split into a rotated .gz, a rotated plain file and a live
+    file whose last line is still being written."""
+    lines = mixed_log()
+    config = tmp_path / "smalltable.yaml"
+    config.write_text(json.dumps({"home": str(tmp_path / "home")}))
+    old, rotated, live = tmp_path / "a.log.gz", tmp_path / "b.log", tmp_path / "c.log"
+    with gzip.open(old, "wb") as out:
+        out.write(b"\n".join(lines[:400]) + b"\n")
+    rotated.write_bytes(b"\n".join(lines[400:800]) + b"\n")
+    live.write_bytes(b"\n".join(lines[800:]) + b"\n" + lines[0][:30])
+    return config, [old, rotated, live]
+
+
+def replay(config: Path, files: list[Path], data_dir: Path, *args: str) -> str:
+    froms = [arg for path in files for arg in ("--from", str(path))]
+    result = smalltable("replay", "--config", str(config), *froms, "--data-dir", str(data_dir), *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def counts(stdout: str) -> dict[str, int]:
+    """The numbers of replay's summary line, by what they count."""
+    found = re.findall(r"([\d,]+) (lines from|stored|rejected|unparsable|settings changes|partial)", stdout)
+    return {what: int(number.replace(",", "")) for number, what in found}
+
+
+def table(path: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_parallel_replay_loads_exactly_what_one_process_loads(logs, tmp_path):
+    config, files = logs
+    one = replay(config, files, tmp_path / "one", "--jobs", "1")
+    three = replay(config, files, tmp_path / "three", "--jobs", "3")
+    assert one.split(": ", 1)[1] == three.split(": ", 1)[1]  # the same counts, per project too
+    assert digest(tmp_path / "three") == digest(tmp_path / "one")
+    # and nothing is lost: every whole line is a record, a reject, a settings change or
+    # an unparsable line, or (a settings write naming no valid project) in the holding area
+    n = counts(three)
+    unnamed = table(tmp_path / "three" / "_smalltable.db", "select count(*) from rejects")[0][0]
+    assert unnamed == 2
+    accounted = n["stored"] + n["rejected"] + n["unparsable"] + n["settings changes"] + unnamed
+    assert accounted == n["lines from"] == len(mixed_log())
+    assert n["partial"] == 1
+    # the settings were applied in log order: strict's text posts are refused, and mid's
+    # posts need a k0 after its settings change (after post 600), not before
+    assert table(tmp_path / "three" / "strict.db", "select count(*) from rejects") == [(50,)]
+    refused = "select _request_id from rejects where _reason like '%schema%' order by _id"
+    without_k0 = [n for n in range(601, 1200) if n % 8 in (3, 4) and n % 5 != 0 and n % 97 != 0]
+    assert table(tmp_path / "three" / "mid.db", refused) == [(f"{n:032x}",) for n in without_k0]
+
+
+def test_parallel_replay_is_idempotent_and_finishes_a_partial_load(logs, tmp_path):
+    config, files = logs
+    replay(config, files[:1], tmp_path / "data", "--jobs", "2")  # the first file only
+    again = replay(config, files, tmp_path / "data", "--jobs", "2")
+    assert ", 397 already loaded," in again  # the first file's 400 lines, but its 3 settings writes
+    replay(config, files, tmp_path / "reference", "--jobs", "1")
+    assert digest(tmp_path / "data") == digest(tmp_path / "reference")
+
+
+def test_the_progress_bar_says_how_many_jobs(logs, tmp_path):
+    config, files = logs
+    froms = [arg for path in files for arg in ("--from", str(path))]
+    result = smalltable("replay", "--config", str(config), *froms, "--jobs", "2")
+    assert "sharing the projects among 2 jobs" in result.stderr
+    assert "replaying 3 file(s) in 2 jobs" in result.stderr
+
+
+def test_route_finds_the_project_without_parsing_and_apex_settings_by_their_name():
+    assert route(line(1, "shop", b'{"project":"other"}')) == "shop"
+    assert route(settings_line(2, "", {"name": "named", "owner": "ann"})) == "named"
+    assert route(settings_line(3, "", {"name": "Not A Name"})) == "Not A Name"
+    assert route(settings_line(4, "", {"owner": "ann"})) == ""
+    assert route(b"garbage") is None
+
+
+def test_plan_balances_the_shares_and_keeps_each_project_in_one(tmp_path):
+    sizes = {"a": 50, "b": 30, "c": 20, "d": 10, "e": 10}
+    log = tmp_path / "x.log"
+    log.write_bytes(
+        b"".join(line(n, p, b"{}") + b"\n" for p, k in sizes.items() for n in range(k)) + b"junk\n"
+    )
+    shares = plan([log], 2)
+    assert sorted(sorted(share.projects) for share in shares) == [["a", "d"], ["b", "c", "e"]]
+    assert [share.nameless for share in shares] == [True, False]  # junk is counted by one process
+    assert plan([log], 9)[5:] == []  # never more shares than projects (and the junk)
+    assert plan([log], 1) == [Share(frozenset(sizes), nameless=True)]
