@@ -15,11 +15,17 @@ B. **with the daemon**: the same load while ingestd follows the log. Every 100 m
    answered 2xx must be a row: the rows added to the project's database are
    compared with wrk's count (up to one request per connection more: requests
    nginx answered as wrk stopped, which wrk does not count).
+D. **lag at a steady load**: B is a flood, where lag only says how far behind the
+   daemon is. Real posts come at some rate, so wrk then paces each connection
+   (its ``delay()`` hook) at fractions of A's rate (``--paced``, 10 %, 25 % and
+   50 % by default), and the lag p50/p99/max is sampled the same way: the answer
+   to "how soon can I see my post" at that rate.
 C. **Datasette's own JSON write API** (1.0 alpha, installed in its own venv under
    bench/.data/), one row per request (``POST /db/records/-/insert`` with a
    Bearer token), the same body and load: what a user would build instead.
 
 Goals: B accepts at least 0.85x of A's requests/s, and lag p99 under 250 ms.
+D shows up to which rate the lag goal holds.
 
 wrk, nginx's workers, ingestd (and in C Datasette) share the machine's cores:
 the figures are for this machine. So the cores each used during each run are
@@ -84,6 +90,7 @@ wrk.method = "POST"
 wrk.body = %(body)s
 wrk.headers["Content-Type"] = "application/json"
 %(extra)s
+%(pace)s
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -248,9 +255,11 @@ class WrkResult:
         return self.ok / self.seconds
 
 
-def write_lua(path: Path, body: str, extra_headers: dict[str, str]) -> Path:
+def write_lua(path: Path, body: str, extra_headers: dict[str, str], delay_ms: int | None = None) -> Path:
+    """wrk's script; with ``delay_ms``, each connection waits that long before each request."""
     extra = "\n".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in extra_headers.items())
-    path.write_text(WRK_LUA % {"body": json.dumps(body), "extra": extra})
+    pace = f"delay = function() return {delay_ms} end" if delay_ms else ""
+    path.write_text(WRK_LUA % {"body": json.dumps(body), "extra": extra, "pace": pace})
     return path
 
 
@@ -379,6 +388,8 @@ class Figures:
     cpu: dict[str, dict[str, float]] = field(default_factory=dict)
     others: dict[str, str] = field(default_factory=dict)
     rotations: dict[str, int] = field(default_factory=dict)
+    paced: list[tuple[float, WrkResult, list[float], float]] = field(default_factory=list)
+    """Run D: (offered requests/s, wrk's result, lag samples, ingestd's cores)."""
 
 
 def find_ingestd(home: Path) -> int:
@@ -482,6 +493,22 @@ def smalltable_runs(wrk: str, args: argparse.Namespace, seconds: float, home: Pa
         figures.loaded = count_rows(db) - rows_before_b
         figures.rotations["B"] = rotations() - rotations_before
         print(f"B  with the daemon:     {figures.daemon.rate:,.0f} req/s", flush=True)
+
+        # D: steady loads below saturation
+        for fraction in args.paced:
+            offered = fraction * figures.alone.rate
+            delay_ms = max(1, round(args.connections / offered * 1000))
+            paced_lua = write_lua(home.parent / "paced.lua", BODY, {}, delay_ms)
+            time.sleep(2)
+            ingestd_cpu = cpu_seconds(ingestd)
+            sampler = LagSampler(metrics).start()
+            result = run_wrk(wrk, args, url, f"{PROJECT}.localhost", paced_lua, seconds)
+            sampler.stop()
+            used = (cpu_seconds(ingestd) - ingestd_cpu) / result.seconds
+            figures.paced.append((offered, result, [lag for _, lag, _ in sampler.samples], used))
+            print(f"D  paced at {offered:,.0f} req/s offered: {result.rate:,.0f} accepted", flush=True)
+            if wait_caught_up(client, metrics, 900) is None:
+                raise SystemExit("ingestd did not catch up after a paced run within 900 s")
         client.close()
     finally:
         if ingestd is not None:
@@ -587,6 +614,15 @@ def report(figures: Figures, args: argparse.Namespace, seconds: float) -> None:
             + (f" (+{extra} answered as wrk stopped)" if extra > 0 else ""),
         ),
     ]
+    for offered, result, samples, used in figures.paced:
+        lags = samples or [float("nan")]
+        d99 = percentile(lags, 0.99)
+        rows.append((
+            f"D  {result.rate:,.0f} req/s ({offered / a.rate:.0%} of A): lag p50 / p99 / max",
+            f"{percentile(lags, 0.5) * 1000:.0f} / {d99 * 1000:.0f} / {max(lags) * 1000:.0f} ms",
+            f"p99 < {GOAL_LAG_P99 * 1000:.0f} ms: {'yes' if d99 < GOAL_LAG_P99 else 'no'}; "
+            f"ingestd {used:.2f} cores",
+        ))  # fmt: skip
     if c is not None:
         rows += [
             (f"C  Datasette {figures.datasette_version} write API", f"{c.rate:,.0f} req/s",
@@ -635,6 +671,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads [2]")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections [64]")
     parser.add_argument("--skip-datasette", action="store_true", help="no run C")
+    parser.add_argument(
+        "--paced",
+        type=lambda text: [float(x) for x in text.split(",") if x],
+        default=[0.1, 0.25, 0.5],
+        help="run D's steady loads, as fractions of A's rate [0.1,0.25,0.5; '' for none]",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs, databases)")
     args = parser.parse_args()
     seconds = args.seconds or (10.0 if args.short else 30.0)

@@ -247,6 +247,15 @@ SETTINGS: dict[str, Setting] = {
         "a positive integer",
         "Most project databases kept open at once.",
     ),
+    "ingest.cache_mb": Setting(
+        32,
+        _int_range(1, 4096),
+        "a whole number of MiB from 1 to 4096",
+        "Most memory each open project database keeps pages in (SQLite's cache_size). A "
+        "database only uses what it reads, so small projects use little; at most "
+        "open_databases times this. Big projects load faster with more: their request id "
+        "index is touched all over by every batch.",
+    ),
     "ingest.close_rotated_after": Setting(
         300.0,
         _positive_number,

@@ -36,7 +36,7 @@ from .logline import LineError, Request, parse_line
 from .projects import current, is_valid_project_name
 from .quota import QuotaMap, level
 from .registry import Outcome, for_config
-from .store import Store
+from .store import for_config as store_for_config
 from .tail import Line, Tailer
 
 log = logging.getLogger("ingestd")
@@ -93,9 +93,7 @@ class Daemon:
         self.checkpoint_path = self.state_dir / "checkpoint.json"
         self.deadletter_path = self.state_dir / "deadletter.ndjson"
         self.deadletters = deadletter.DeadLetters(self.deadletter_path)
-        self.store = Store(
-            config.path("data_dir"), config["ingest.max_columns"], config["ingest.open_databases"]
-        )
+        self.store = store_for_config(config)
         self.holding = Holding(config.path("data_dir"))
         self.registry = for_config(config, self.store, self.holding)
         self.quota_map = QuotaMap(self.state_dir / "quota.map", config.path("nginx_pid"))

@@ -32,7 +32,7 @@ from .config import Config
 from .holding import Holding
 from .logline import LineError, Request, parse_line
 from .registry import Registry, for_config, given_name
-from .store import Store
+from .store import for_config as store_for_config
 
 CHUNK = 1 << 20
 _PROJECT_FIELD = b'"project":"'
@@ -164,7 +164,7 @@ def replay(
 @contextmanager
 def open_registry(config: Config, data_dir: Path) -> Iterator[Registry]:
     """The registry of ``config``'s projects, loading into ``data_dir``; closed on exit."""
-    store = Store(data_dir, config["ingest.max_columns"], config["ingest.open_databases"])
+    store = store_for_config(config, data_dir)
     holding = Holding(data_dir)
     try:
         yield for_config(config, store, holding)

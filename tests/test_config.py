@@ -36,6 +36,7 @@ DEFAULTS = {
     "ingest.rescan_interval": 1.0,
     "ingest.max_columns": 200,
     "ingest.open_databases": 64,
+    "ingest.cache_mb": 32,
     "ingest.close_rotated_after": 300.0,
     "logrotate.max_size": "100M",
     "logrotate.keep_days": 200,
@@ -202,6 +203,7 @@ BAD_VALUES = [
     ("ingest.rescan_interval", float("inf"), "a positive number of seconds", "inf"),
     ("ingest.rescan_interval", float("nan"), "a positive number of seconds", "nan"),
     ("ingest.max_columns", 1901, "an integer from 0 to 1900", "1901"),
+    ("ingest.cache_mb", 0, "a whole number of MiB from 1 to 4096", "0"),
     ("ingest.open_databases", 0, "a positive integer", "0"),
 ]
 

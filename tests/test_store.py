@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from ingestd.config import load_config
 from ingestd.logline import Request
 from ingestd.records import FilePart, Record, Reject, build
-from ingestd.store import SYSTEM_COLUMNS, Store, WriteResult, iso_time, quote
+from ingestd.store import SYSTEM_COLUMNS, Store, WriteResult, for_config, iso_time, quote
 
 ALL_BYTES = bytes(range(256))
 _ids = itertools.count(1)
@@ -600,3 +601,11 @@ def test_a_second_writer_adding_columns_does_not_break_the_first(tmp_path):
     assert rows == [(1, None, None), (None, 2, None), (None, 3, 4)]
     first.close()
     second.close()
+
+
+def test_each_database_gets_the_page_cache_the_config_gives(tmp_path):
+    config = load_config(overrides={"home": str(tmp_path), "ingest.cache_mb": 7})
+    s = for_config(config)
+    assert s.data_dir == tmp_path / "data"
+    assert s.project("demo").conn.execute("PRAGMA cache_size").fetchone() == (-7 * 1024,)
+    s.close()
