@@ -248,13 +248,12 @@ SETTINGS: dict[str, Setting] = {
         "Most project databases kept open at once.",
     ),
     "ingest.cache_mb": Setting(
-        32,
+        2,
         _int_range(1, 4096),
         "a whole number of MiB from 1 to 4096",
-        "Most memory each open project database keeps pages in (SQLite's cache_size). A "
-        "database only uses what it reads, so small projects use little; at most "
-        "open_databases times this. Big projects load faster with more: their request id "
-        "index is touched all over by every batch.",
+        "Most memory each open project database keeps pages in (SQLite's cache_size; at most "
+        "open_databases times this in all). Projects of a million records load about 20 % "
+        "faster with 32: every batch touches their request id index all over.",
     ),
     "ingest.close_rotated_after": Setting(
         300.0,

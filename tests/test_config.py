@@ -36,7 +36,7 @@ DEFAULTS = {
     "ingest.rescan_interval": 1.0,
     "ingest.max_columns": 200,
     "ingest.open_databases": 64,
-    "ingest.cache_mb": 32,
+    "ingest.cache_mb": 2,
     "ingest.close_rotated_after": 300.0,
     "logrotate.max_size": "100M",
     "logrotate.keep_days": 200,
