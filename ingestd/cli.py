@@ -165,8 +165,8 @@ def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
         else:
             with open_registry(config, data_dir) as registry:
                 summary = run_replay(registry, files, config["ingest.batch_lines"], shares[0], bar.update)
-    summary.seconds = time.monotonic() - started  # sharing the projects out included
-    rate = summary.lines / summary.seconds if summary.seconds else 0
+    seconds = time.monotonic() - started  # sharing the projects out included
+    rate = summary.lines / seconds if seconds else 0
     parts = [
         f"{summary.stored:,} stored",
         f"{summary.rejected:,} rejected",
@@ -182,7 +182,7 @@ def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
     if summary.partial_lines:
         parts.append(f"{summary.partial_lines} partial last line(s) left for later")
     click.echo(
-        f"{summary.lines:,} lines from {summary.files} file(s) in {summary.seconds:.1f} s "
+        f"{summary.lines:,} lines from {summary.files} file(s) in {seconds:.1f} s "
         f"({rate:,.0f} lines/s): " + ", ".join(parts)
     )
     for name in sorted(summary.per_project | summary.per_project_seen):

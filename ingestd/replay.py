@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import multiprocessing
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -54,7 +53,6 @@ class Summary:
     unparsable: int = 0
     skipped_other_projects: int = 0
     partial_lines: int = 0
-    seconds: float = 0.0
     per_project: Counter = field(default_factory=Counter)
     """New rows (records and rejects) per project."""
     per_project_seen: Counter = field(default_factory=Counter)
@@ -123,7 +121,6 @@ def replay(
     advance: Callable[[int], None] = lambda n: None,
 ) -> Summary:
     """Load the lines of ``files`` that ``share`` wants through ``registry``, in one process."""
-    started = time.monotonic()
     summary = Summary(files=len(files))
     batch: list[bytes] = []
 
@@ -157,7 +154,6 @@ def replay(
             if len(batch) >= batch_lines:
                 flush()
     flush()
-    summary.seconds = time.monotonic() - started
     return summary
 
 
@@ -223,7 +219,6 @@ def replay_in_parallel(
 
     ``advance`` hears of the bytes read by the processes on average.
     """
-    started = time.monotonic()
     # The data directory and the holding area's database exist before the processes
     # start, so that none of them races another to create them.
     Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -246,9 +241,7 @@ def replay_in_parallel(
             if not running:
                 break
         parts = [future.result() for future in futures]
-    total = _sum(parts)
-    total.seconds = time.monotonic() - started
-    return total
+    return _sum(parts)
 
 
 def _sum(parts: list[Summary]) -> Summary:
