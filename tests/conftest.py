@@ -53,8 +53,15 @@ class Stack:
         return f"{project}.localhost:{self.port}" if project else f"localhost:{self.port}"
 
     def request(self, method: str, project: str | None, path: str = "/", **kwargs) -> httpx.Response:
+        """A request to nginx; a GET is sent again on a fresh connection if nginx closed the
+        kept-alive one under it (a reload, e.g. after a quota change, closes idle ones)."""
         headers = {"Host": self.host(project), **kwargs.pop("headers", {})}
-        return self.client.request(method, self.url(path), headers=headers, **kwargs)
+        try:
+            return self.client.request(method, self.url(path), headers=headers, **kwargs)
+        except httpx.RemoteProtocolError:
+            if method != "GET":
+                raise
+            return self.client.request(method, self.url(path), headers=headers, **kwargs)
 
     def post(self, project: str, body: bytes | str = b"", path: str = "/", **kwargs) -> httpx.Response:
         return self.request("POST", project, path, content=body, **kwargs)
