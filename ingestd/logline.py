@@ -10,7 +10,7 @@ included. The format is documented in docs/log-format.md.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -25,9 +25,12 @@ class LineError(ValueError):
     """A line that is not a valid ingest-log line; the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """A write request as nginx accepted and logged it."""
+class Request(NamedTuple):
+    """A write request as nginx accepted and logged it.
+
+    A named tuple: immutable like a frozen dataclass, and made in a third of the
+    time, which counts at one per line.
+    """
 
     request_id: str
     project: str

@@ -24,6 +24,8 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _JSON_START = re.compile(r"[ \t\r\n]*[\[{]")
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER = b"0" * 19
+_STORED_AS_IS = frozenset({str, float, type(None)})
+"""Types of parsed JSON values SQLite stores as they are (most values): no call needed."""
 
 
 @dataclass(slots=True)
@@ -164,7 +166,9 @@ def _json_record(request: Request, body: str | bytes) -> Record:
     value = _load_json(request.body)
     if not isinstance(value, dict):
         return Record(request, body, "json", {}, [], value)
-    fields = {key: _sqlite_value(item) for key, item in value.items()}
+    fields = {
+        key: item if type(item) in _STORED_AS_IS else _sqlite_value(item) for key, item in value.items()
+    }
     return Record(request, body, "json", fields, [], value)
 
 

@@ -191,12 +191,13 @@ _Item = TypeVar("_Item", Record, Reject)
 
 def _request_values(request: Request) -> tuple:
     """The system-column values every stored or rejected request has."""
+    path, sep, query = request.uri.partition("?")
     return (
         request.request_id,
         iso_time(request.received),
         request.method,
-        request.path,
-        request.query,
+        path,
+        query if sep else None,
         request.content_type,
         len(request.body),
         request.remote_addr,

@@ -17,14 +17,10 @@ def post(store: Store, project: str, count: int, age_days: float, size: int = 20
     records = []
     for _ in range(count):
         request = req(project, b'{"pad":"' + b"x" * size + b'"}')
-        request = request.__class__(**{**_fields(request), "received": time.time() - age_days * DAY})
+        request = request._replace(received=time.time() - age_days * DAY)
         records.append(Record(request, request.body.decode(), "json", {"pad": "x" * size}, []))
     store.write(project, records, [])
     return [r.request.request_id for r in records]
-
-
-def _fields(request) -> dict:
-    return {name: getattr(request, name) for name in request.__dataclass_fields__}
 
 
 def test_old_records_go_the_rest_stay_and_the_file_shrinks(tmp_path):

@@ -6,7 +6,6 @@ Datasette would see, with plain SQL.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import sqlite3
 from pathlib import Path
@@ -169,7 +168,7 @@ def test_system_columns_hold_the_request(store):
 
 
 def test_a_uri_without_query_stores_null_query(store):
-    req = dataclasses.replace(request(b""), uri="/plain")
+    req = request(b"")._replace(uri="/plain")
     store.write("demo", [Record(req, "", "empty", {}, [])], [])
     assert rows(store, "SELECT _path, _query, _size, _kind, _body FROM records") == [
         ("/plain", None, 0, "empty", "")
