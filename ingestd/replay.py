@@ -159,8 +159,13 @@ def replay(
 
 @contextmanager
 def open_registry(config: Config, data_dir: Path) -> Iterator[Registry]:
-    """The registry of ``config``'s projects, loading into ``data_dir``; closed on exit."""
-    store = store_for_config(config, data_dir)
+    """The registry of ``config``'s projects, loading into ``data_dir``; closed on exit.
+
+    Replay moves no checkpoint and is rerun if it stops half way, so its commits
+    need not reach the disk one by one: each database is synced once, as it is
+    closed (on exit, or when more than ``ingest.open_databases`` are open).
+    """
+    store = store_for_config(config, data_dir, sync_commits=False)
     holding = Holding(data_dir)
     try:
         yield for_config(config, store, holding)

@@ -2,7 +2,8 @@
 
 One SQLite file per project, ``DATA_DIR/PROJECT.db``, in WAL mode with
 ``synchronous=FULL`` so a commit is on disk before the checkpoint that follows
-it. Tables:
+it. (``smalltable replay`` moves no checkpoint: its store syncs each database
+once, when it closes it, rather than at every commit.) Tables:
 
 ``records``
     One row per stored request. System columns start with ``_``; every
@@ -29,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import operator
+import os
 import sqlite3
 import time
 from collections import OrderedDict
@@ -205,12 +207,16 @@ def _request_values(request: Request) -> tuple:
     )
 
 
-def open_database(path: Path, cache_mb: int = 2) -> sqlite3.Connection:
+def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> sqlite3.Connection:
     """Open (creating if need be) a project database with its tables, in WAL mode.
 
     ``cache_mb`` is the most memory SQLite keeps pages of this database in. Request
     ids are random, so each batch touches pages all over their index: a big
     project loads faster when more of that index stays in memory.
+
+    With ``sync_commits`` a commit returns once it is on disk (``synchronous=FULL``);
+    without, SQLite syncs only at its WAL checkpoints, and a power loss can undo
+    the last commits (never corrupt the database): see :meth:`ProjectDatabase.close`.
     """
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA busy_timeout = 10000")
@@ -220,7 +226,7 @@ def open_database(path: Path, cache_mb: int = 2) -> sqlite3.Connection:
     db = sqlite_utils.Database(conn)
     if db.journal_mode != "wal":
         db.enable_wal()
-    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(f"PRAGMA synchronous = {'FULL' if sync_commits else 'NORMAL'}")
     with conn:
         conn.execute("BEGIN IMMEDIATE")
         db["records"].create(
@@ -256,10 +262,11 @@ def open_database(path: Path, cache_mb: int = 2) -> sqlite3.Connection:
 class ProjectDatabase:
     """One project's open database and what it knows of its columns."""
 
-    def __init__(self, path: Path, max_columns: int, cache_mb: int = 2) -> None:
+    def __init__(self, path: Path, max_columns: int, cache_mb: int = 2, sync_commits: bool = True) -> None:
         self.path = path
         self.max_columns = max_columns
-        self.conn = open_database(path, cache_mb)
+        self.sync_commits = sync_commits
+        self.conn = open_database(path, cache_mb, sync_commits)
         self._load_columns()
 
     def _load_columns(self) -> None:
@@ -278,6 +285,19 @@ class ProjectDatabase:
             self._load_columns()
 
     def close(self) -> None:
+        """Close the database; if commits were not synced one by one, sync them all now.
+
+        The write-ahead log holds every commit not yet copied into the database
+        file (SQLite syncs the file when it copies), so one fsync of the log makes
+        every commit so far durable.
+        """
+        if not self.sync_commits:
+            with suppress(FileNotFoundError):
+                fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         self.conn.close()
 
     def _layout(self, keys: tuple[str, ...], result: WriteResult) -> _Layout:
@@ -481,14 +501,23 @@ def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
 
 class Store:
     """Every project database under ``data_dir``, at most ``open_databases`` open at once,
-    each with a page cache of up to ``cache_mb``."""
+    each with a page cache of up to ``cache_mb``, syncing each commit or (without
+    ``sync_commits``) each database when it is closed."""
 
-    def __init__(self, data_dir: Path, max_columns: int, open_databases: int, cache_mb: int = 2) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        max_columns: int,
+        open_databases: int,
+        cache_mb: int = 2,
+        sync_commits: bool = True,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.max_columns = max_columns
         self.open_databases = open_databases
         self.cache_mb = cache_mb
+        self.sync_commits = sync_commits
         self._open: OrderedDict[str, ProjectDatabase] = OrderedDict()
 
     def project(self, name: str) -> ProjectDatabase:
@@ -497,7 +526,7 @@ class Store:
             raise ValueError(f"not a valid project name: {name!r}")
         db = self._open.get(name)
         if db is None:
-            db = ProjectDatabase(self.path(name), self.max_columns, self.cache_mb)
+            db = ProjectDatabase(self.path(name), self.max_columns, self.cache_mb, self.sync_commits)
             self._open[name] = db
             while len(self._open) > self.open_databases:
                 self._open.popitem(last=False)[1].close()
@@ -549,11 +578,12 @@ class Store:
             self._open.popitem()[1].close()
 
 
-def for_config(config: Config, data_dir: Path | None = None) -> Store:
+def for_config(config: Config, data_dir: Path | None = None, sync_commits: bool = True) -> Store:
     """The store a deployment's config describes (``ingest.*``), in ``data_dir`` if given."""
     return Store(
         data_dir or config.path("data_dir"),
         config["ingest.max_columns"],
         config["ingest.open_databases"],
         config["ingest.cache_mb"],
+        sync_commits,
     )

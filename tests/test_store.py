@@ -7,6 +7,7 @@ Datasette would see, with plain SQL.
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 from pathlib import Path
 
@@ -608,3 +609,28 @@ def test_each_database_gets_the_page_cache_the_config_gives(tmp_path):
     assert s.data_dir == tmp_path / "data"
     assert s.project("demo").conn.execute("PRAGMA cache_size").fetchone() == (-7 * 1024,)
     s.close()
+
+
+def test_the_daemon_syncs_every_commit_and_replay_each_database_as_it_closes_it(tmp_path, monkeypatch):
+    """The daemon moves its checkpoint after a commit, so the commit must be on disk
+    first. Replay moves no checkpoint: its commits reach the disk when it closes a
+    database (on exit, or evicting it to open another), with one fsync of the WAL."""
+    config = load_config(overrides={"home": str(tmp_path), "ingest.open_databases": 1})
+    daemon_store = for_config(config)
+    assert daemon_store.project("demo").conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    daemon_store.close()
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd)
+    )
+    replay_store = for_config(config, sync_commits=False)
+    assert replay_store.project("demo").conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    replay_store.write("demo", [record({"a": 1})], [])
+    replay_store.write("other", [record({"a": 2})], [])  # evicts demo: one database open at most
+    assert synced == [f"{tmp_path}/data/demo.db-wal"]
+    replay_store.close()
+    assert synced == [f"{tmp_path}/data/demo.db-wal", f"{tmp_path}/data/other.db-wal"]
+    reopened = for_config(config)
+    assert reopened.project("other").conn.execute("SELECT a FROM records").fetchall() == [(2,)]
+    reopened.close()
