@@ -210,9 +210,10 @@ def _request_values(request: Request) -> tuple:
 def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> sqlite3.Connection:
     """Open (creating if need be) a project database with its tables, in WAL mode.
 
-    ``cache_mb`` is the most memory SQLite keeps pages of this database in. Request
-    ids are random, so each batch touches pages all over their index: a big
-    project loads faster when more of that index stays in memory.
+    ``cache_mb`` is the most memory SQLite keeps pages of this database in. nginx
+    makes request ids in time order, so a batch adds to the end of their index;
+    ids that are not (from another front end, say) touch pages all over it, and
+    a big project then loads faster when more of the index stays in memory.
 
     With ``sync_commits`` a commit returns once it is on disk (``synchronous=FULL``);
     without, SQLite syncs only at its WAL checkpoints, and a power loss can undo

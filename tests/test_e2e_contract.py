@@ -41,3 +41,32 @@ def test_nginx_writes_the_documented_line(stack, project):
     request = parse_line(raw)
     assert request.body == body
     assert request.received <= fields["t"]
+
+
+def test_request_ids_are_unique_32_hex_characters_in_time_order(stack, project):
+    """The id starts with the millisecond nginx answered: each project's unique index on
+    it grows at one end (bench/RESULTS.md). The answer, its header, its status URL and
+    the log line carry the same id."""
+    answers = []
+    for _ in range(20):
+        answers.append(stack.post(project, b"x"))
+        time.sleep(0.002)
+    ids = [a.json()["id"] for a in answers]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    for answer, rid in zip(answers, ids, strict=True):
+        assert len(rid) == 32 and set(rid) <= set("0123456789abcdef")
+        assert answer.headers["X-Request-Id"] == rid
+        assert answer.json()["status_url"].endswith(f"/_status/{rid}")
+    deadline = time.monotonic() + 5
+    while len(logged := [f for f in _logged(stack) if f["id"] in ids]) < len(ids):
+        assert time.monotonic() < deadline, "nginx did not log the requests"
+        time.sleep(0.01)
+    for fields in logged:
+        received_ms = round((float(fields["t"]) - float(fields["rt"])) * 1000)
+        answered_ms = int(fields["id"][:13])
+        assert received_ms <= answered_ms <= round(float(fields["t"]) * 1000)
+
+
+def _logged(stack) -> list[dict]:
+    return [json.loads(line.decode("latin-1")) for line in stack.ingest_log.read_bytes().splitlines()]
