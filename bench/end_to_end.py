@@ -27,6 +27,9 @@ C. **Datasette's own JSON write API** (1.0 alpha, installed in its own venv unde
 Goals: B accepts at least 0.85x of A's requests/s, and lag p99 under 250 ms.
 D shows up to which rate the lag goal holds.
 
+ingestd runs at its configured CPU priority (``ingest.nice``, 10 by default:
+nginx gets the CPUs first); ``--nice N`` runs it at another.
+
 wrk, nginx's workers, ingestd (and in C Datasette) share the machine's cores:
 the figures are for this machine. So the cores each used during each run are
 printed, other work on the machine included (a run it disturbed can be told
@@ -410,7 +413,10 @@ def smalltable_runs(wrk: str, args: argparse.Namespace, seconds: float, home: Pa
     # The quota is lifted: at these rates the project passes the default 100 MiB within
     # seconds, and from then on its posts would wait in the holding area.
     config = home.parent / "bench.yaml"
-    config.write_text(json.dumps({"projects": {"quota_mb": 1_000_000}}))  # JSON is YAML
+    settings: dict = {"projects": {"quota_mb": 1_000_000}}
+    if args.nice is not None:
+        settings["ingest"] = {"nice": args.nice}
+    config.write_text(json.dumps(settings))  # JSON is YAML
     up = subprocess.Popen(
         [sys.executable, "-m", "ingestd", "up", "--config", str(config), "--home", str(home),
          "--port", str(port), "--datasette-port", str(ds_port), "--metrics-port", str(metrics_port)],
@@ -682,6 +688,7 @@ def main() -> None:
         default=[0.1, 0.25, 0.5],
         help="run D's steady loads, as fractions of A's rate [0.1,0.25,0.5; '' for none]",
     )
+    parser.add_argument("--nice", type=int, help="ingestd's ingest.nice (default: the config's default)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs, databases)")
     args = parser.parse_args()
     seconds = args.seconds or (10.0 if args.short else 30.0)

@@ -229,6 +229,14 @@ SETTINGS: dict[str, Setting] = {
         "a positive integer",
         "Most lines loaded in one transaction per project.",
     ),
+    "ingest.nice": Setting(
+        10,
+        _int_range(0, 19),
+        "an integer from 0 to 19",
+        "ingestd's CPU priority (nice; nginx runs at 0). When the CPUs are busy nginx gets them "
+        "first, so writes are still answered at full speed; ingest lag grows instead, and is "
+        "made up when the load drops. A higher nice already set (by systemd, say) is kept.",
+    ),
     "ingest.rescan_interval": Setting(
         1.0,
         _positive_number,

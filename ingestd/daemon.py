@@ -380,10 +380,20 @@ def install_signal_handlers(daemon: Daemon) -> None:
         signal.signal(sig, lambda *_: daemon.stop())
 
 
+def lower_priority(nice: int) -> None:
+    """Run at CPU priority ``nice`` or lower, before any thread starts (Linux sets a
+    thread's priority; new threads inherit it). Raising priority needs privileges, so
+    a higher nice already set is kept."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
 def run_daemon(config: Config) -> None:
     """What ``smalltable ingest`` runs: metrics server, signals, loop."""
     from prometheus_client import REGISTRY, start_http_server
 
+    lower_priority(config["ingest.nice"])
     port = config["metrics.port"]
     if port:
         try:

@@ -33,6 +33,7 @@ DEFAULTS = {
     "paths.run_dir": "run",
     "paths.nginx_pid": "run/nginx.pid",
     "ingest.batch_lines": 20000,
+    "ingest.nice": 10,
     "ingest.rescan_interval": 1.0,
     "ingest.max_columns": 200,
     "ingest.open_databases": 64,
@@ -204,6 +205,8 @@ BAD_VALUES = [
     ("ingest.rescan_interval", float("nan"), "a positive number of seconds", "nan"),
     ("ingest.max_columns", 1901, "an integer from 0 to 1900", "1901"),
     ("ingest.cache_mb", 0, "a whole number of MiB from 1 to 4096", "0"),
+    ("ingest.nice", -1, "an integer from 0 to 19", "-1"),
+    ("ingest.nice", 20, "an integer from 0 to 19", "20"),
     ("ingest.open_databases", 0, "a positive integer", "0"),
 ]
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +220,17 @@ def test_ingestd_speaks_systemds_notify_protocol(daemon, tmp_path, monkeypatch):
         assert rest[-1] == "STOPPING=1"
     finally:
         listener.close()
+
+
+def test_the_daemon_and_all_its_threads_yield_the_cpu_to_nginx(daemon):
+    """ingest.nice (10 by default): when the CPUs are busy, nginx answers writes first.
+    (A higher nice it was started with is kept.)"""
+    expected = max(10, os.getpriority(os.PRIO_PROCESS, 0))
+    daemon.start()
+    tasks = Path(f"/proc/{daemon.process.pid}/task")
+    threads = list(tasks.iterdir())
+    assert len(threads) > 2  # the loop, the metrics server, watchdog's observer
+    for thread in threads:
+        stat = (thread / "stat").read_text()
+        nice = int(stat.rsplit(")", 1)[1].split()[16])  # field 19 of proc(5), after "(comm)"
+        assert nice == expected, (thread.name, stat)
