@@ -153,7 +153,7 @@ def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
     data_dir = data_dir or config.path("data_dir")
     total = sum(path.stat().st_size for path in files)
     started = time.monotonic()
-    shares = [Share(frozenset({project}), nameless=False) if project else Share()]
+    shares = [Share(frozenset({project})) if project else Share()]
     if jobs > 1 and not project:
         label = f"sharing the projects among {jobs} jobs"
         with click.progressbar(length=total, label=label, file=sys.stderr) as bar:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import multiprocessing
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -30,11 +31,14 @@ from pathlib import Path
 from .config import Config
 from .holding import Holding
 from .logline import LineError, Request, parse_line
+from .projects import is_valid_project_name
 from .registry import Registry, for_config, given_name
 from .store import for_config as store_for_config
 
 CHUNK = 1 << 20
 _PROJECT_FIELD = b'"project":"'
+_PROJECT_FIELDS = re.compile(rb'"project":"([^"\n]*)"')
+_APEX_FIELD = b'"project":""'
 
 
 @dataclass
@@ -64,14 +68,16 @@ class Share:
     """The lines one replay loads: those of ``projects`` (None: every line)."""
 
     projects: frozenset[str] | None = None
-    nameless: bool = True
-    """Also the lines that name no project (they are counted as unparsable)."""
+    rest: frozenset[str] | None = None
+    """When set, also every line whose project is not one of these (or that names no
+    project: counted as unparsable). The first share of a :func:`plan` takes the
+    lines the other shares do not, so that no line is ever left out."""
 
     def wants(self, line: bytes) -> bool:
         if self.projects is None:
             return True
         name = route(line)
-        return self.nameless if name is None else name in self.projects
+        return name in self.projects or (self.rest is not None and name not in self.rest)
 
 
 def route(line: bytes) -> str | None:
@@ -94,8 +100,9 @@ def route(line: bytes) -> str | None:
         return None
 
 
-def _lines(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[bytes]:
-    """Whole lines of a plain or gzip file; ``advance(n)`` reports bytes of the file read.
+def _blocks(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[bytes]:
+    """Runs of whole lines of a plain or gzip file, without their last newline;
+    ``advance(n)`` reports bytes of the file read.
 
     A last line without its newline is still being written: it is left for the
     daemon (or a later replay), and counted.
@@ -107,10 +114,16 @@ def _lines(path: Path, advance: Callable[[int], None], summary: Summary) -> Iter
         while chunk := stream.read(CHUNK):
             advance(raw.tell() - reported)
             reported = raw.tell()
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            yield from lines
+            block, newline, rest = (rest + chunk).rpartition(b"\n")
+            if newline:
+                yield block
         summary.partial_lines += bool(rest)
+
+
+def _lines(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[bytes]:
+    """Whole lines of a plain or gzip file (see :func:`_blocks`)."""
+    for block in _blocks(path, advance, summary):
+        yield from block.split(b"\n")
 
 
 def replay(
@@ -178,22 +191,39 @@ def plan(files: list[Path], jobs: int, advance: Callable[[int], None] = lambda n
     """Split the projects of ``files`` into at most ``jobs`` shares of about equal lines.
 
     One pass counts the lines per project; then each project, biggest first, goes
-    to the share with the fewest lines so far. Lines that name no project go with
-    the first share, so they are counted once.
+    to the share with the fewest lines so far. The first share also takes every
+    line of a project the count missed (a malformed line, say) and every line that
+    names no valid project, so each line is loaded (or counted as unparsable) once,
+    and the refused settings writes reach the holding area in log order.
+
+    The count only balances the shares, so it takes the short way: one regular
+    expression over a block of lines finds each line's ``"project":"…"`` (nginx
+    escapes every quote inside a value, so the field is the only match). Settings
+    writes to the apex log the project as ``""`` and name it in their body: those
+    lines are routed one by one.
     """
     counts: Counter = Counter()
     for path in files:
-        for line in _lines(path, advance, Summary()):
-            counts[route(line)] += 1
-    nameless = counts.pop(None, 0)
-    loads = [0] * max(1, min(jobs, len(counts)))
-    loads[0] = nameless
+        for block in _blocks(path, advance, Summary()):
+            counts.update(_PROJECT_FIELDS.findall(block))
+            if _APEX_FIELD in block:
+                counts.update(route(line) for line in block.split(b"\n") if _APEX_FIELD in line)
+    counts.pop(b"", None)  # the apex lines, counted by the names they give
+    sizes: Counter = Counter()
+    for raw, lines in counts.items():
+        name = raw if isinstance(raw, str) else raw.decode("latin-1")
+        if is_valid_project_name(name):  # the rest go to the first share, in log order
+            sizes[name] += lines
+    loads = [0] * max(1, min(jobs, len(sizes)))
     names: list[set[str]] = [set() for _ in loads]
-    for name, lines in counts.most_common():
+    for name, lines in sizes.most_common():
         lightest = loads.index(min(loads))
         loads[lightest] += lines
         names[lightest].add(name)
-    return [Share(frozenset(share), nameless=(number == 0)) for number, share in enumerate(names)]
+    planned = frozenset(sizes)
+    return [
+        Share(frozenset(share), rest=planned if number == 0 else None) for number, share in enumerate(names)
+    ]
 
 
 _progress: list[int] = []

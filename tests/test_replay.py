@@ -171,6 +171,23 @@ def test_plan_balances_the_shares_and_keeps_each_project_in_one(tmp_path):
     )
     shares = plan([log], 2)
     assert sorted(sorted(share.projects) for share in shares) == [["a", "d"], ["b", "c", "e"]]
-    assert [share.nameless for share in shares] == [True, False]  # junk is counted by one process
+    assert [share.rest is not None for share in shares] == [True, False]  # junk: the first share's
     assert plan([log], 9)[5:] == []  # never more shares than projects (and the junk)
-    assert plan([log], 1) == [Share(frozenset(sizes), nameless=True)]
+    assert plan([log], 1) == [Share(frozenset(sizes), rest=frozenset(sizes))]
+
+
+def test_every_line_goes_to_exactly_one_share_of_a_plan(tmp_path):
+    """The plan's count takes shortcuts; the shares must still cover every line once,
+    lines the count cannot name included."""
+    log = tmp_path / "x.log"
+    odd = [
+        b'{"v":1,"project":"cut-short',  # the field has no end
+        b'{"v":1,"project":"unseen"',  # no other line names it: it is in no share's list
+        b"",
+        b"not even json",
+    ]
+    log.write_bytes(b"\n".join([*mixed_log(), *odd]) + b"\n")
+    for jobs in (1, 2, 3, 8):
+        shares = plan([log], jobs)
+        for each in [*mixed_log(), *odd]:
+            assert sum(share.wants(each) for share in shares) == 1, (jobs, each[:60])
