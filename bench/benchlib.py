@@ -1,8 +1,11 @@
-"""What the benchmarks share: free loopback ports and waiting for a server to listen."""
+"""What the benchmarks share: free loopback ports, waiting for a server to listen,
+stopping a server."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
 
 
@@ -23,3 +26,13 @@ def wait_port(port: int, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise SystemExit(f"nothing listens on {port}")
         time.sleep(0.1)
+
+
+def interrupt(process: subprocess.Popen, timeout: float) -> None:
+    """Stop ``process`` as Ctrl-C would; kill it if it has not exited within ``timeout`` s."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

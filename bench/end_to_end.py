@@ -67,7 +67,7 @@ from pathlib import Path
 
 import httpx
 
-from benchlib import free_port, wait_port
+from benchlib import free_port, interrupt, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 DS_VENV = REPO / "bench" / ".data" / "ds1"
@@ -525,12 +525,7 @@ def smalltable_runs(wrk: str, args: argparse.Namespace, seconds: float, home: Pa
         if ingestd is not None:
             with suppress(ProcessLookupError):
                 os.kill(ingestd, signal.SIGCONT)
-        up.send_signal(signal.SIGINT)
-        try:
-            up.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            up.kill()
-            up.wait()
+        interrupt(up, 60)
 
 
 def datasette_run(wrk: str, args: argparse.Namespace, seconds: float, work: Path, figures: Figures) -> None:
@@ -574,12 +569,7 @@ def datasette_run(wrk: str, args: argparse.Namespace, seconds: float, work: Path
         figures.datasette_rows = count_rows_diy(db) - 1
         print(f"C  Datasette {version} write API: {figures.datasette.rate:,.0f} req/s", flush=True)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        interrupt(server, 30)
 
 
 def count_rows_diy(db: Path) -> int:

@@ -202,18 +202,16 @@ def plan(files: list[Path], jobs: int, advance: Callable[[int], None] = lambda n
     writes to the apex log the project as ``""`` and name it in their body: those
     lines are routed one by one.
     """
-    counts: Counter = Counter()
+    fields: Counter[bytes] = Counter()
+    apex: Counter[str | None] = Counter()
     for path in files:
         for block in _blocks(path, advance, Summary()):
-            counts.update(_PROJECT_FIELDS.findall(block))
+            fields.update(_PROJECT_FIELDS.findall(block))
             if _APEX_FIELD in block:
-                counts.update(route(line) for line in block.split(b"\n") if _APEX_FIELD in line)
-    counts.pop(b"", None)  # the apex lines, counted by the names they give
-    sizes: Counter = Counter()
-    for raw, lines in counts.items():
-        name = raw if isinstance(raw, str) else raw.decode("latin-1")
-        if is_valid_project_name(name):  # the rest go to the first share, in log order
-            sizes[name] += lines
+                apex.update(route(line) for line in block.split(b"\n") if _APEX_FIELD in line)
+    sizes = Counter({name.decode("latin-1"): lines for name, lines in fields.items()}) + apex
+    for name in [name for name in sizes if not is_valid_project_name(name)]:
+        del sizes[name]  # "" (the apex) and refused names: the first share's, in log order
     loads = [0] * max(1, min(jobs, len(sizes)))
     names: list[set[str]] = [set() for _ in loads]
     for name, lines in sizes.most_common():
