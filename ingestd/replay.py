@@ -208,7 +208,7 @@ def plan(files: list[Path], jobs: int, advance: Callable[[int], None] = lambda n
         for block in _blocks(path, advance, Summary()):
             fields.update(_PROJECT_FIELDS.findall(block))
             if _APEX_FIELD in block:
-                apex.update(route(line) for line in block.split(b"\n") if _APEX_FIELD in line)
+                apex.update(route(line) or "" for line in block.split(b"\n") if _APEX_FIELD in line)
     sizes = Counter({name.decode("latin-1"): lines for name, lines in fields.items()}) + apex
     for name in [name for name in sizes if not is_valid_project_name(name)]:
         del sizes[name]  # "" (the apex) and refused names: the first share's, in log order

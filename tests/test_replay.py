@@ -183,6 +183,7 @@ def test_every_line_goes_to_exactly_one_share_of_a_plan(tmp_path):
     odd = [
         b'{"v":1,"project":"cut-short',  # the field has no end
         b'{"v":1,"project":"unseen"',  # no other line names it: it is in no share's list
+        b'{"v":1,"project":"","uri":"/_project"',  # an apex line that does not parse
         b"",
         b"not even json",
     ]
