@@ -28,7 +28,7 @@ from watchdog import events as fs_events
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from . import checkpoint, deadletter, failpoints, retention, sdnotify
+from . import checkpoint, deadletter, failpoints, gcpause, retention, sdnotify
 from . import metrics as m
 from .config import Config
 from .holding import CODES, Holding
@@ -258,7 +258,8 @@ class Daemon:
             if not lines:
                 break
             self._unloaded = lines
-            self.load(lines)
+            with gcpause.paused():
+                self.load(lines)
             self._unloaded = []
             total += len(lines)
             self.watchdog.ping()

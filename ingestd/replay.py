@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import gcpause
 from .config import Config
 from .holding import Holding
 from .logline import LineError, Request, parse_line
@@ -138,8 +139,13 @@ def replay(
     batch: list[bytes] = []
 
     def flush() -> None:
+        with gcpause.paused():
+            load(batch)
+        batch.clear()
+
+    def load(lines: list[bytes]) -> None:
         requests: list[Request] = []
-        for line in batch:
+        for line in lines:
             try:
                 requests.append(parse_line(line))
             except LineError:
@@ -155,7 +161,6 @@ def replay(
             summary.settings_refused += outcome.settings_refused
             summary.per_project[name] += result.stored + result.rejected
             summary.per_project_seen[name] += result.duplicates
-        batch.clear()
 
     for path in files:
         for line in _lines(path, advance, summary):
