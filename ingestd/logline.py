@@ -9,7 +9,7 @@ included. The format is documented in docs/log-format.md.
 
 from __future__ import annotations
 
-import re
+import functools
 from typing import NamedTuple
 
 import orjson
@@ -18,7 +18,7 @@ from .projects import is_settings_write, is_valid_project_name
 
 FORMAT_VERSION = 1
 WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
-_REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+_HEX_DIGITS = "0123456789abcdef"
 
 
 class LineError(ValueError):
@@ -64,6 +64,17 @@ def _text(value: str) -> str:
     return value.encode("latin-1").decode("utf-8", "replace")
 
 
+def _is_request_id(value: object) -> bool:
+    """True for 32 lowercase hex digits (what a regular expression says, in a third of the time)."""
+    return isinstance(value, str) and len(value) == 32 and not value.strip(_HEX_DIGITS)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_project(name: str) -> bool:
+    """:func:`is_valid_project_name`, remembered: a log names a few projects many times."""
+    return is_valid_project_name(name)
+
+
 def _is_apex_settings(method: str, uri: object) -> bool:
     """A settings write to the apex (the project is named in the body, not the host)."""
     return isinstance(uri, str) and is_settings_write(method, uri.partition("?")[0])
@@ -76,7 +87,8 @@ def parse_line(line: bytes) -> Request:
     well-formed version-1 line of an accepted write.
     """
     try:
-        fields = orjson.loads(line.decode("latin-1"))
+        # An ASCII line reads the same as Latin-1; orjson reads bytes faster than text.
+        fields = orjson.loads(line if line.isascii() else line.decode("latin-1"))
     except orjson.JSONDecodeError as exc:
         raise LineError(f"not JSON: {exc}") from None
     if not isinstance(fields, dict):
@@ -86,32 +98,34 @@ def parse_line(line: bytes) -> Request:
         if version != FORMAT_VERSION:
             raise LineError(f"unknown format version {version!r}")
         request_id = fields["id"]
-        if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
+        if not _is_request_id(request_id):
             raise LineError(f"bad request id {request_id!r}")
         project = fields["project"]
         method = fields["method"]
         if method not in WRITE_METHODS:
             raise LineError(f"not a write method: {method!r}")
         if not isinstance(project, str) or not (
-            is_valid_project_name(project) or (project == "" and _is_apex_settings(method, fields["uri"]))
+            _is_project(project) or (project == "" and _is_apex_settings(method, fields["uri"]))
         ):
             raise LineError(f"bad project name {project!r}")
         status = fields["status"]
         if not (isinstance(status, str) and (status.startswith("2") or status == "303")):
             raise LineError(f"not an accepted request: status {status!r}")
         clen = fields["clen"]
-        received = float(fields["t"]) - float(fields["rt"])
+        uri = fields["uri"]
+        ctype = fields["ctype"]
+        user_agent = fields["ua"]
         return Request(
-            request_id=request_id,
-            project=project,
-            received=received,
-            method=method,
-            uri=_text(fields["uri"]),
-            content_type=_text(fields["ctype"]) or None,
-            content_length=int(clen) if clen else None,
-            remote_addr=fields["addr"],
-            user_agent=_text(fields["ua"]) or None,
-            body=fields["body"].encode("latin-1"),
+            request_id,
+            project,
+            float(fields["t"]) - float(fields["rt"]),
+            method,
+            uri if uri.isascii() else _text(uri),
+            (ctype if ctype.isascii() else _text(ctype)) or None,
+            int(clen) if clen else None,
+            fields["addr"],
+            (user_agent if user_agent.isascii() else _text(user_agent)) or None,
+            fields["body"].encode("latin-1"),
         )
     except KeyError as exc:
         raise LineError(f"missing field {exc.args[0]!r}") from None
