@@ -37,6 +37,8 @@ from .registry import Registry, for_config, given_name
 from .store import for_config as store_for_config
 
 CHUNK = 1 << 20
+PLAN_SAMPLES = 64
+"""How many blocks of :data:`CHUNK` bytes :func:`plan` reads from a big plain file."""
 _PROJECT_FIELD = b'"project":"'
 _PROJECT_FIELDS = re.compile(rb'"project":"([^"\n]*)"')
 _APEX_FIELD = b'"project":""'
@@ -192,25 +194,45 @@ def open_registry(config: Config, data_dir: Path) -> Iterator[Registry]:
         holding.close()
 
 
+def _sample(path: Path, advance: Callable[[int], None]) -> Iterator[bytes]:
+    """Runs of whole lines from all over ``path``, to count projects' shares of it.
+
+    A plain file bigger than :data:`PLAN_SAMPLES` blocks gives that many blocks,
+    spread evenly from its start to its end (each cut to whole lines); any other
+    file, every line. A gzip file cannot be read from the middle.
+    """
+    size = path.stat().st_size
+    if path.suffix == ".gz" or size <= PLAN_SAMPLES * CHUNK:
+        yield from _blocks(path, advance, Summary())
+        return
+    with open(path, "rb") as stream:
+        for number in range(PLAN_SAMPLES):
+            stream.seek(number * size // PLAN_SAMPLES)
+            chunk = stream.read(CHUNK)
+            advance(size // PLAN_SAMPLES)
+            yield chunk[chunk.find(b"\n") + 1 : chunk.rfind(b"\n")]
+
+
 def plan(files: list[Path], jobs: int, advance: Callable[[int], None] = lambda n: None) -> list[Share]:
     """Split the projects of ``files`` into at most ``jobs`` shares of about equal lines.
 
-    One pass counts the lines per project; then each project, biggest first, goes
+    A first pass counts the lines per project; then each project, biggest first, goes
     to the share with the fewest lines so far. The first share also takes every
-    line of a project the count missed (a malformed line, say) and every line that
-    names no valid project, so each line is loaded (or counted as unparsable) once,
-    and the refused settings writes reach the holding area in log order.
+    line of a project the count missed (a small project between the samples, a
+    malformed line) and every line that names no valid project, so each line is
+    loaded (or counted as unparsable) once, and the refused settings writes reach
+    the holding area in log order.
 
-    The count only balances the shares, so it takes the short way: one regular
-    expression over a block of lines finds each line's ``"project":"…"`` (nginx
-    escapes every quote inside a value, so the field is the only match). Settings
-    writes to the apex log the project as ``""`` and name it in their body: those
-    lines are routed one by one.
+    The count only balances the shares, so it takes the short way. It reads a big
+    plain file in samples (:func:`_sample`). One regular expression over a block of
+    lines finds each line's ``"project":"…"`` (nginx escapes every quote inside a
+    value, so the field is the only match). Settings writes to the apex log the
+    project as ``""`` and name it in their body: those lines are routed one by one.
     """
     fields: Counter[bytes] = Counter()
     apex: Counter[str | None] = Counter()
     for path in files:
-        for block in _blocks(path, advance, Summary()):
+        for block in _sample(path, advance):
             fields.update(_PROJECT_FIELDS.findall(block))
             if _APEX_FIELD in block:
                 apex.update(route(line) or "" for line in block.split(b"\n") if _APEX_FIELD in line)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import ingestd.replay as replay_module
 from ingestd.replay import Share, plan, route
 
 from .test_logline import make_line
@@ -174,6 +175,25 @@ def test_plan_balances_the_shares_and_keeps_each_project_in_one(tmp_path):
     assert [share.rest is not None for share in shares] == [True, False]  # junk: the first share's
     assert plan([log], 9)[5:] == []  # never more shares than projects (and the junk)
     assert plan([log], 1) == [Share(frozenset(sizes), rest=frozenset(sizes))]
+
+
+def test_a_big_log_is_planned_from_samples_and_every_line_still_has_one_share(tmp_path, monkeypatch):
+    """A plain log bigger than PLAN_SAMPLES blocks is counted in samples; a project
+    that no sample sees is in no share's list, and the first share loads it."""
+    monkeypatch.setattr(replay_module, "CHUNK", 2048)
+    monkeypatch.setattr(replay_module, "PLAN_SAMPLES", 4)
+    lines = [line(n, ("big", "big", "big", "mid", "mid")[n % 5], b'{"a": 1}') for n in range(400)]
+    lines.insert(150, line(1000, "rare", b'{"a": 1}'))  # 3/8 of the way: between two samples
+    log = tmp_path / "x.log"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    assert log.stat().st_size > 20 * 2048
+    advanced: list[int] = []
+    shares = plan([log], 2, advanced.append)
+    assert len(advanced) == 4 and sum(advanced) <= log.stat().st_size
+    assert sorted(sorted(share.projects) for share in shares) == [["big"], ["mid"]]
+    for each in lines:
+        assert sum(share.wants(each) for share in shares) == 1, each[:60]
+    assert shares[0].wants(lines[150])
 
 
 def test_every_line_goes_to_exactly_one_share_of_a_plan(tmp_path):
