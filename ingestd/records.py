@@ -12,6 +12,7 @@ import json
 import re
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
@@ -38,9 +39,11 @@ class FilePart:
     content: bytes
 
 
-@dataclass(slots=True)
-class Record:
-    """A request ready to store: its body, what kind of body it is and its fields."""
+class Record(NamedTuple):
+    """A request ready to store: its body, what kind of body it is and its fields.
+
+    A named tuple, like :class:`Request`: made in half the time of a dataclass.
+    """
 
     request: Request
     body: str | bytes
@@ -94,21 +97,31 @@ def build(request: Request) -> Record | Reject:
         held = len(request.body)
         reason = f"body not captured whole: the log holds {held} of {expected} bytes"
         return Reject(request, reason, body, "body_not_captured")
-    media_type, boundary = _media_type(request.content_type)
-    if media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    ):
+    declared, media_type, boundary = _declared(request.content_type)
+    if declared == "json":
         return _declared_json(request, body, media_type)
-    if media_type == "multipart/form-data":
+    if declared == "multipart":
         return _multipart(request, body, boundary)
-    return _undeclared(request, body, media_type == "application/x-www-form-urlencoded")
+    return _undeclared(request, body, declared == "form")
 
 
 @functools.lru_cache(maxsize=1024)
-def _media_type(content_type: str | None) -> tuple[str, bytes | None]:
-    """A Content-Type's media type (lowercase) and multipart boundary; most posts share a few."""
+def _declared(content_type: str | None) -> tuple[str, str, bytes | None]:
+    """What a Content-Type declares ("json", "multipart", "form" or "other"), its media
+    type (lowercase) and its multipart boundary; most posts share a few."""
     raw_type, params = parse_options_header((content_type or "").encode())
-    return raw_type.decode("utf-8", "replace"), params.get(b"boundary")
+    media_type = raw_type.decode("utf-8", "replace")
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        declared = "json"
+    elif media_type == "multipart/form-data":
+        declared = "multipart"
+    elif media_type == "application/x-www-form-urlencoded":
+        declared = "form"
+    else:
+        declared = "other"
+    return declared, media_type, params.get(b"boundary")
 
 
 def _text_or_bytes(data: bytes) -> str | bytes:
@@ -166,9 +179,10 @@ def _json_record(request: Request, body: str | bytes) -> Record:
     value = _load_json(request.body)
     if not isinstance(value, dict):
         return Record(request, body, "json", {}, [], value)
-    fields = {
-        key: item if type(item) in _STORED_AS_IS else _sqlite_value(item) for key, item in value.items()
-    }
+    fields = value.copy()  # most values are stored as they are: change the others only
+    for key, item in value.items():
+        if type(item) not in _STORED_AS_IS:
+            fields[key] = _sqlite_value(item)
     return Record(request, body, "json", fields, [], value)
 
 
@@ -191,11 +205,12 @@ def _load_json(data: bytes) -> object:
 
 def _sqlite_value(value: object) -> object:
     """A parsed JSON value as something SQLite stores without loss."""
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is int:
+        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+    if kind is bool:
         return int(value)
-    if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
-        return str(value)
-    if isinstance(value, (dict, list)):
+    if kind is dict or kind is list:
         return _compact(value)
     return value
 
