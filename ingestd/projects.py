@@ -70,7 +70,8 @@ class Settings:
 
     @property
     def quota_bytes(self) -> int:
-        return int(self.quota_mb * 1048576)
+        """The quota in bytes; at least one, however small ``quota_mb`` is."""
+        return max(1, int(self.quota_mb * 1048576))
 
     def used(self, database_bytes: int) -> float:
         """A database of this size as a share of the quota: 1.0 is full, and over it posts wait."""

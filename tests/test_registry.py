@@ -179,6 +179,15 @@ def test_over_quota_posts_wait_until_the_quota_is_raised(make):
     assert registry.holding.waiting() == {}
 
 
+def test_a_quota_below_one_byte_holds_posts_and_stops_nothing(make):
+    """quota_mb 1e-7 is above 0, so it is accepted: it must hold the posts, not divide by zero."""
+    registry = make()
+    registry.load([settings("tiny", owner="ann", quota_mb=1e-7)])
+    out = registry.load([req("tiny"), req("other")])
+    assert out["tiny"].held == 1 and out["tiny"].settings.used(out["tiny"].database_bytes) > 1
+    assert len(ids(registry.store, "other")) == 1
+
+
 def test_loading_a_batch_twice_changes_nothing(make):
     registry = make(auto_create=False)
     batch = [req("twice"), settings("twice", owner="ann"), req("twice"), settings("twice", type="xml")]
