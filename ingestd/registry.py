@@ -29,6 +29,7 @@ from .holding import Held, Holding
 from .logline import Request
 from .projects import (
     PROJECT_NAME_RULE,
+    SETTINGS_PATH,
     Settings,
     SettingsError,
     apply_change,
@@ -72,7 +73,7 @@ class _State:
 
     @property
     def over_quota(self) -> bool:
-        return self.exists and self.settings.used(self.size) >= 1
+        return self.exists and self.size >= self.settings.quota_bytes
 
 
 class Registry:
@@ -139,19 +140,20 @@ class Registry:
                 self._measure(project, state)
 
         for request in requests:
-            if is_settings_write(request.method, request.path):
+            if request.uri.startswith(SETTINGS_PATH) and is_settings_write(request.method, request.path):
                 flush()
                 self._change_settings(project, request, state, out)
                 continue
             if not state.exists and not self.auto_create:
                 holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))
                 continue
-            if state.held and not state.over_quota and not holds:
-                flush()
-                self._release(project, state, out)
-            if state.over_quota or state.held or holds:
-                holds.append(Held(request, "over_quota", _OVER_QUOTA.format(project=project)))
-                continue
+            if state.held or holds or state.over_quota:
+                if state.held and not holds and not state.over_quota:
+                    flush()
+                    self._release(project, state, out)
+                if state.held or holds or state.over_quota:
+                    holds.append(Held(request, "over_quota", _OVER_QUOTA.format(project=project)))
+                    continue
             item = _classify(request, state.rules)
             if isinstance(item, Record):
                 out.last_post = request.received

@@ -117,7 +117,10 @@ def quote(name: str) -> str:
 def iso_time(unix: float) -> str:
     """Unix time → ``2026-11-21T08:39:28.589Z`` (UTC, milliseconds), sortable as text."""
     seconds, millis = divmod(round(unix * 1000), 1000)
-    return f"{_iso_second(seconds)}.{millis:03d}Z"
+    return _iso_second(seconds) + _MILLIS[millis]
+
+
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 @functools.lru_cache(maxsize=4096)
