@@ -1,6 +1,8 @@
 # make run   — set everything up, then run nginx + ingestd + Datasette in the foreground
 # make test  — set everything up, then run ruff and the whole test suite
 # make lint  — ruff only
+# make bench — every benchmark in bench/, short mode (a quick look, about 10 minutes);
+#              make bench FULL=1 for the full mode, whose figures bench/RESULTS.md quotes
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +13,10 @@ SYSTEM_PACKAGES := nginx logrotate
 TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core systemd
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint system-deps venv clean
+# Run one at a time: they measure a 2-core machine, and would measure each other.
+BENCHMARKS := load_rate end_to_end read_side idle_cost checkpoint_cost watch_cost
+
+.PHONY: run test lint bench system-deps venv clean
 
 run: system-deps $(STAMP)
 	$(BIN)/smalltable up $(ARGS)
@@ -21,6 +26,12 @@ test: system-deps $(STAMP)
 	$(BIN)/ruff check ingestd tests bench setup.py
 	$(BIN)/ruff format --check ingestd tests bench setup.py
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: system-deps $(STAMP)
+	@for b in $(BENCHMARKS); do \
+	  echo "== bench/$$b.py $(if $(FULL),,--short)"; \
+	  $(BIN)/python bench/$$b.py $(if $(FULL),,--short) || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check ingestd tests bench setup.py

@@ -7,7 +7,7 @@ fsync of the directory. Baselines on the same disk:
   which every batch pays per project anyway;
 - ``write+rename, no fsync``: the same atomic replace without durability.
 
-    .venv/bin/python bench/checkpoint_cost.py [--rounds 500] [--files 5] [--dir /path/on/the/real/disk]
+    .venv/bin/python bench/checkpoint_cost.py [--short] [--rounds 500] [--files 5] [--dir /real/disk]
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ def timed(fn, rounds: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=500)
+    parser.add_argument("--short", action="store_true", help="100 rounds (a quick look)")
+    parser.add_argument("--rounds", type=int, help="rounds [500; --short 100]")
     parser.add_argument("--files", type=int, default=5, help="log files in the checkpoint")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
     args = parser.parse_args()
+    rounds = args.rounds or (100 if args.short else 500)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
         positions = [
@@ -63,9 +65,9 @@ def main() -> None:
             conn.execute("COMMIT")
 
         results = {
-            "checkpoint.save": timed(lambda: checkpoint.save(target, positions), args.rounds),
-            "sqlite commit (FULL, WAL)": timed(sqlite_commit, args.rounds),
-            "write+rename, no fsync": timed(no_fsync, args.rounds),
+            "checkpoint.save": timed(lambda: checkpoint.save(target, positions), rounds),
+            "sqlite commit (FULL, WAL)": timed(sqlite_commit, rounds),
+            "write+rename, no fsync": timed(no_fsync, rounds),
         }
     base = statistics.median(results["sqlite commit (FULL, WAL)"])
     print(f"{'':28} {'p50 ms':>8} {'p99 ms':>8} {'vs sqlite commit':>17}")
