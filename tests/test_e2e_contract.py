@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 
+import httpx
 import pytest
 
 from ingestd.logline import parse_line
@@ -70,3 +73,31 @@ def test_request_ids_are_unique_32_hex_characters_in_time_order(stack, project):
 
 def _logged(stack) -> list[dict]:
     return [json.loads(line.decode("latin-1")) for line in stack.ingest_log.read_bytes().splitlines()]
+
+
+def test_writes_are_answered_202_while_nginx_reloads(stack, project):
+    """ingestd reloads nginx when a quota level changes. Each write goes to nginx's ack
+    server over a kept-alive connection, and a reload closes those: a write sent on one
+    as it closes must be sent again, never answered 502."""
+    pid = int(next(stack.home.rglob("nginx.pid")).read_text())
+    codes: dict[int, int] = {}
+    stop = time.monotonic() + 5
+
+    def post_until_stop() -> None:
+        while time.monotonic() < stop:
+            try:
+                answer = stack.post(project, b'{"a":1}', headers={"Content-Type": "application/json"})
+            except httpx.TransportError:  # the client's own kept-alive connection closed: retried
+                continue
+            codes[answer.status_code] = codes.get(answer.status_code, 0) + 1
+
+    writers = [threading.Thread(target=post_until_stop) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    while time.monotonic() < stop:
+        os.kill(pid, signal.SIGHUP)
+        time.sleep(0.05)
+    for writer in writers:
+        writer.join()
+    assert set(codes) == {202}, codes
+    assert codes[202] > 100
