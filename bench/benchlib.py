@@ -1,12 +1,15 @@
 """What the benchmarks share: free loopback ports, waiting for a server to listen,
-stopping a server."""
+stopping a server, a process's CPU time."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import time
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -36,3 +39,13 @@ def interrupt(process: subprocess.Popen, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

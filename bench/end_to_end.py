@@ -67,7 +67,7 @@ from pathlib import Path
 
 import httpx
 
-from benchlib import free_port, interrupt, wait_port
+from benchlib import cpu_seconds, free_port, interrupt, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 DS_VENV = REPO / "bench" / ".data" / "ds1"
@@ -145,16 +145,6 @@ def ensure_datasette_alpha() -> tuple[Path, str]:
 
 
 # -- processes and their CPU -----------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def children(pid: int) -> list[int]:

@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import cpu_seconds
+
 REPO = Path(__file__).resolve().parent.parent
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 WATCHDOG = """
 import sys, threading, time
@@ -67,12 +68,6 @@ while (now := time.perf_counter()) - start < seconds:
     time.sleep(0.001)
 print(written)
 """
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all threads, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def measure(watcher: str, rate: int, seconds: float) -> tuple[int, float]:

@@ -77,7 +77,7 @@ def _is_project(name: str) -> bool:
 
 def _is_apex_settings(method: str, uri: object) -> bool:
     """A settings write to the apex (the project is named in the body, not the host)."""
-    return isinstance(uri, str) and is_settings_write(method, uri.partition("?")[0])
+    return isinstance(uri, str) and is_settings_write(method, uri)
 
 
 def parse_line(line: bytes) -> Request:
@@ -112,19 +112,16 @@ def parse_line(line: bytes) -> Request:
         if not (isinstance(status, str) and (status.startswith("2") or status == "303")):
             raise LineError(f"not an accepted request: status {status!r}")
         clen = fields["clen"]
-        uri = fields["uri"]
-        ctype = fields["ctype"]
-        user_agent = fields["ua"]
         return Request(
             request_id,
             project,
             float(fields["t"]) - float(fields["rt"]),
             method,
-            uri if uri.isascii() else _text(uri),
-            (ctype if ctype.isascii() else _text(ctype)) or None,
+            _text(fields["uri"]),
+            _text(fields["ctype"]) or None,
             int(clen) if clen else None,
             fields["addr"],
-            (user_agent if user_agent.isascii() else _text(user_agent)) or None,
+            _text(fields["ua"]) or None,
             fields["body"].encode("latin-1"),
         )
     except KeyError as exc:

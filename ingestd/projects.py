@@ -89,9 +89,14 @@ def default_settings(type_: str = "any", retention_days: int = 180, quota_mb: fl
     return Settings(UNCLAIMED, "", type_, None, retention_days, quota_mb)
 
 
-def is_settings_write(method: str, path: str) -> bool:
-    """True for the write that changes a project's settings."""
-    return method in ("POST", "PUT") and path == SETTINGS_PATH
+def is_settings_write(method: str, uri: str) -> bool:
+    """True for the write that changes a project's settings; ``uri`` may hold a query.
+
+    Asked of every post, so any other URI is told apart by its start alone.
+    """
+    if not uri.startswith(SETTINGS_PATH):
+        return False
+    return method in ("POST", "PUT") and uri.partition("?")[0] == SETTINGS_PATH
 
 
 def read_change(body: bytes, content_type: str | None) -> dict[str, object]:

@@ -29,7 +29,6 @@ from .holding import Held, Holding
 from .logline import Request
 from .projects import (
     PROJECT_NAME_RULE,
-    SETTINGS_PATH,
     Settings,
     SettingsError,
     apply_change,
@@ -73,6 +72,7 @@ class _State:
 
     @property
     def over_quota(self) -> bool:
+        """``settings.used(size) >= 1``, asked of every post: so without the division."""
         return self.exists and self.size >= self.settings.quota_bytes
 
 
@@ -140,7 +140,7 @@ class Registry:
                 self._measure(project, state)
 
         for request in requests:
-            if request.uri.startswith(SETTINGS_PATH) and is_settings_write(request.method, request.path):
+            if is_settings_write(request.method, request.uri):
                 flush()
                 self._change_settings(project, request, state, out)
                 continue
