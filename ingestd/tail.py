@@ -293,9 +293,20 @@ class Tailer:
         f.gzip_buffer, f.gzip_buffer_start = b"", 0
 
     def _read_at(self, f: Followed, offset: int, size: int) -> bytes:
-        if f.fd is not None:
-            return os.pread(f.fd, size, offset)
-        return self._read_gzip(f, offset, size)
+        """``size`` bytes of ``f`` at ``offset``; nothing if it is no longer the same file.
+
+        A plain file is checked again after the read, not only before it: copied,
+        truncated and regrown past ``offset`` in between (copytruncate while the
+        daemon was descheduled), it would hand out the middle of the new content
+        and skip the unread lines, which are only in the copy. The next look at
+        it finds the truncation and follows the copy.
+        """
+        if f.fd is None:
+            return self._read_gzip(f, offset, size)
+        data = os.pread(f.fd, size, offset)
+        if data and fingerprint_of(os.pread(f.fd, FINGERPRINT_BYTES, 0)) != f.fingerprint:
+            return b""
+        return data
 
     def _read_gzip(self, f: Followed, offset: int, size: int) -> bytes:
         """Read a .gz at ``offset``, moving forward through it without rewinding.

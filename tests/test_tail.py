@@ -445,6 +445,46 @@ def test_truncate_then_regrow_past_the_old_size_reads_the_new_content_from_zero(
     assert tailer.truncations == 1
 
 
+class LateTailer(Tailer):
+    """A tailer that is descheduled right after it checked a file for truncation: the
+    test's ``late`` runs between that check and the read that trusts it."""
+
+    late = None
+
+    def _check_truncated(self, f):
+        super()._check_truncated(f)
+        late, self.late = self.late, None
+        if late is not None:
+            late()
+
+
+def test_a_copytruncate_between_the_truncation_check_and_the_read_loses_nothing(live, writer):
+    """The file is copied, truncated and regrown past the offset after the tailer found it
+    whole and before it read on: what it reads at the old offset is the middle of the new
+    content, not the unread lines (which are only in the copy)."""
+    tailer = LateTailer(live, MAX_LINE)
+    before = make_lines(5, "a")
+    writer.write(*before)
+    assert data(read_all(tailer)) == before
+    unread = make_lines(2, "unread")
+    writer.write(*unread)
+    after = make_lines(20, "b")
+
+    def copytruncate_and_regrow() -> None:
+        copytruncate(live)
+        writer.write(*after)
+        assert live.stat().st_size > len(b"".join(before + unread))
+
+    tailer.scan()
+    tailer.late = copytruncate_and_regrow
+    got = []
+    while batch := tailer.read(1000):
+        got.extend(batch)
+    got += read_all(tailer)
+    assert data(got) == [*unread, *after]
+    tailer.close()
+
+
 def test_truncation_to_an_empty_file_then_new_lines(tailer, writer, live):
     writer.write(*make_lines(2))
     read_all(tailer)
