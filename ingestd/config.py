@@ -243,6 +243,14 @@ SETTINGS: dict[str, Setting] = {
         "a positive number of seconds",
         "How often the log directory is rescanned even without file events.",
     ),
+    "ingest.poll_interval": Setting(
+        0.05,
+        _positive_number,
+        "a positive number of seconds",
+        "While lines keep coming, ingestd stops watching the log for file events (one per "
+        "request, each costing CPU) and looks again this often; once a look finds nothing it "
+        "watches again. The most this adds to the ingest lag.",
+    ),
     "ingest.max_columns": Setting(
         200,
         _int_range(0, 1900),

@@ -22,11 +22,6 @@ import signal
 import sqlite3
 import threading
 import time
-from contextlib import suppress
-
-from watchdog import events as fs_events
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from . import checkpoint, deadletter, failpoints, gcpause, retention, sdnotify
 from . import metrics as m
@@ -38,42 +33,13 @@ from .quota import QuotaMap, level
 from .registry import Outcome, for_config
 from .store import for_config as store_for_config
 from .tail import Line, Tailer
+from .watch import Watch
 
 log = logging.getLogger("ingestd")
 
 
-WAKE_EVENTS: list[type[FileSystemEvent]] = [
-    cls
-    for cls in (
-        fs_events.FileCreatedEvent,
-        fs_events.FileModifiedEvent,
-        getattr(fs_events, "FileAttribEvent", None),
-        fs_events.FileMovedEvent,
-        fs_events.FileDeletedEvent,
-        fs_events.FileClosedEvent,
-        fs_events.DirCreatedEvent,
-        fs_events.DirModifiedEvent,
-        fs_events.DirMovedEvent,
-        fs_events.DirDeletedEvent,
-    )
-    if cls is not None
-]
-"""The events that mean the logs changed. Not opens and closes without a write: the
-daemon's own look at a file would wake it again, and it would spin at 100% CPU."""
-
 REPEAT_ERROR_AFTER = 300.0
 """While loading keeps failing, the error is logged again this often (seconds)."""
-
-
-class _Wake(FileSystemEventHandler):
-    """A change in the log directory wakes the loop."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if isinstance(event, tuple(WAKE_EVENTS)):
-            self.event.set()
 
 
 def max_line_bytes(max_body_bytes: int) -> int:
@@ -315,31 +281,16 @@ class Daemon:
             return " (not writable by this user)"
         return ""
 
-    def _watch(self) -> Observer | None:
-        """Wake on file events in the log directory; without them, rescanning still works."""
-        observer = None
-        try:
-            observer = Observer()
-            observer.schedule(
-                _Wake(self.wake), str(self.live.parent), recursive=False, event_filter=WAKE_EVENTS
-            )
-            observer.start()
-        except OSError as exc:
-            if observer is not None:
-                with suppress(Exception):
-                    observer.stop()
-            log.warning(
-                "cannot watch %s for changes (%s); rescanning every %.1fs instead",
-                self.live.parent,
-                exc,
-                self.config["ingest.rescan_interval"],
-            )
-            return None
-        return observer
-
     def run(self) -> None:
-        """Follow the log until :meth:`stop` (or SIGTERM/SIGINT in the main thread)."""
-        observer = self._watch()
+        """Follow the log until :meth:`stop` (or SIGTERM/SIGINT in the main thread).
+
+        Idle, the loop sleeps until a file event (or ``ingest.rescan_interval``).
+        Woken by an event, or having loaded lines, it stops watching and looks
+        again every ``ingest.poll_interval`` while lines keep coming: see
+        :mod:`ingestd.watch` for why, and why nothing is missed.
+        """
+        watch = Watch(self.live.parent, self.wake, self.config["ingest.rescan_interval"])
+        watch.resume()
         failing = False
         log.info("following %s into %s", self.live, self.config.path("data_dir"))
         sdnotify.notify(f"READY=1\nSTATUS=following {self.live}")
@@ -347,32 +298,46 @@ class Daemon:
             while not self.stopping.is_set():
                 self.watchdog.ping()
                 self.wake.clear()
+                loaded = 0
                 try:
                     if self._expired_at is None or (
                         time.monotonic() - self._expired_at >= self.config["projects.retention_interval"]
                     ):
                         self.expire()
                         self._expired_at = time.monotonic()
-                    self.step()
+                    loaded = self.step()
                     if failing:
                         log.info("loading again after %d failed attempts", self._failures)
                         failing, self._failures = False, 0
                 except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
                     failing = True
                     self._recover(exc)
-                if failing:  # retry at the interval, not at every write to the log
-                    self.stopping.wait(self.config["ingest.rescan_interval"])
-                else:
-                    self.wake.wait(self.config["ingest.rescan_interval"])
+                self._rest(watch, loaded, failing)
         finally:
             sdnotify.notify("STOPPING=1")
-            if observer is not None:
-                observer.stop()
-                observer.join()
+            watch.stop()
             self.tailer.close()
             self.store.close()
             self.holding.close()
             log.info("stopped after loading %d lines", self.loaded_lines)
+
+    def _rest(self, watch: Watch, loaded: int, failing: bool) -> None:
+        """Wait until the next look at the logs; watch them only while idle."""
+        if failing or loaded:
+            watch.pause()
+            m.WATCHING.set(0)
+            if failing:  # retry at the interval, not at every write to the log
+                self.stopping.wait(self.config["ingest.rescan_interval"])
+            else:  # lines are coming: look again soon, not at every write
+                self.stopping.wait(self.config["ingest.poll_interval"])
+            return
+        if not watch.active and watch.resume():
+            m.WATCHING.set(1)
+            return  # quiet again: look once more, for lines written while nobody watched
+        m.WATCHING.set(watch.active)
+        if self.wake.wait(self.config["ingest.rescan_interval"]):
+            watch.pause()  # a change: lines are coming, and the next look reads them
+            m.WATCHING.set(0)
 
 
 def install_signal_handlers(daemon: Daemon) -> None:

@@ -60,6 +60,10 @@ LOAD_ERRORS = Counter(
 )
 ROTATIONS = Counter("smalltable_ingest_rotations_total", "Rotations of the live log seen.")
 TRUNCATIONS = Counter("smalltable_ingest_truncations_total", "Log files truncated in place (copytruncate).")
+WATCHING = Gauge(
+    "smalltable_ingest_watching",
+    "1 while ingestd waits for file events; 0 while it polls (lines keep coming).",
+)
 FILES_FOLLOWED = Gauge("smalltable_ingest_files_followed", "Log files followed, live and rotated.")
 LAST_CHECKPOINT = Gauge(
     "smalltable_ingest_checkpoint_timestamp_seconds", "When the checkpoint was last saved."

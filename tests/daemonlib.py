@@ -122,6 +122,14 @@ class DaemonRunner:
 
         return httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics").text
 
+    def metric(self, name: str, labels: str = "") -> float:
+        """One sample of the daemon's /metrics (0 when absent)."""
+        sample = name + ("{" + labels + "}" if labels else "")
+        for line in self.metrics().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     # -- writing the log -------------------------------------------------------
 
     @staticmethod

@@ -98,15 +98,6 @@ def wait_log(runner: DaemonRunner, text: str, timeout: float = 10) -> None:
         time.sleep(0.02)
 
 
-def metric(runner: DaemonRunner, name: str, labels: str = "") -> float:
-    """One sample of the daemon's /metrics (0 when absent)."""
-    sample = name + ("{" + labels + "}" if labels else "")
-    for line in runner.metrics().splitlines():
-        if line.startswith(sample + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -519,7 +510,7 @@ def test_a_checkpoint_naming_the_new_files_inode_does_not_skip_its_lines(daemon)
     daemon.start()
     feed.wait()
     feed.check()
-    assert metric(daemon, "smalltable_ingest_lines_read_total") == 300
+    assert daemon.metric("smalltable_ingest_lines_read_total") == 300
 
 
 def test_the_same_first_line_on_another_inode_is_the_same_file(daemon):
@@ -538,8 +529,8 @@ def test_the_same_first_line_on_another_inode_is_the_same_file(daemon):
     daemon.start()
     feed.wait()
     feed.check()
-    assert metric(daemon, "smalltable_ingest_lines_read_total") == 30
-    assert metric(daemon, "smalltable_ingest_duplicate_lines_total") == 0
+    assert daemon.metric("smalltable_ingest_lines_read_total") == 30
+    assert daemon.metric("smalltable_ingest_duplicate_lines_total") == 0
 
 
 # -- 6. a file deleted while being read ----------------------------------------------
@@ -656,7 +647,7 @@ def test_a_line_longer_than_any_buffer_is_dead_lettered_and_tailing_goes_on(daem
     )
     assert "longer than" in entry["error"]
     assert entry["line"] and set(entry["line"]) == {"x"}
-    assert metric(daemon, "smalltable_ingest_dead_letter_lines_total", 'reason="overlong"') == 1
+    assert daemon.metric("smalltable_ingest_dead_letter_lines_total", 'reason="overlong"') == 1
     assert f"bytes {start}-{start + overlong + 1}" in daemon.log_text()
 
 
@@ -701,8 +692,8 @@ def test_a_torn_or_empty_checkpoint_is_kept_aside_and_nothing_is_stored_twice(da
         assert bad in [p.read_bytes() for p in aside]
         if attempt == 1:
             # every log was read again; what was loaded before was recognised, not stored again
-            assert metric(daemon, "smalltable_ingest_duplicate_lines_total") == parsable
-            assert metric(daemon, "smalltable_ingest_lines_read_total") == feed.lines_written()
+            assert daemon.metric("smalltable_ingest_duplicate_lines_total") == parsable
+            assert daemon.metric("smalltable_ingest_lines_read_total") == feed.lines_written()
         daemon.stop()
 
 
@@ -722,29 +713,29 @@ def test_a_full_data_directory_holds_its_place_and_resumes_by_itself(runners):
                 feed.reject(project)
             wait_until(
                 lambda: (
-                    metric(runner, LOAD_ERRORS) > 0
+                    runner.metric(LOAD_ERRORS) > 0
                     or len(runner.request_ids("full-b")) == len(feed.expected[("full-b", "records")])
                 ),
                 20,
                 "the daemon to load or to fail",
             )
-            if metric(runner, LOAD_ERRORS) > 0:
+            if runner.metric(LOAD_ERRORS) > 0:
                 break
         else:
             pytest.fail("the 2 MiB data directory never filled up")
         wait_log(runner, f"cannot load into {data} (its filesystem is full")
 
         # more writes while it is full: each one is a file event; retries stay one per interval
-        errors, since = metric(runner, LOAD_ERRORS), time.monotonic()
+        errors, since = runner.metric(LOAD_ERRORS), time.monotonic()
         for _ in range(25):
             feed.records("full-a", 5)
             feed.garbage()
             time.sleep(0.04)
         time.sleep(0.5)
-        retries = metric(runner, LOAD_ERRORS) - errors
+        retries = runner.metric(LOAD_ERRORS) - errors
         elapsed = time.monotonic() - since
         assert retries <= elapsed / RESCAN + 3, f"{retries} retries in {elapsed:.1f}s: not one per interval"
-        assert metric(runner, LOAD_ERRORS) >= 5
+        assert runner.metric(LOAD_ERRORS) >= 5
         assert runner.log_text().count("cannot load into") <= 2, "one error line per retry floods the log"
         feed.assert_checkpoint_not_ahead()
         assert len(runner.request_ids("full-a")) < len(feed.expected[("full-a", "records")])
@@ -773,7 +764,7 @@ def test_a_read_only_data_directory_holds_its_place_and_resumes_by_itself(runner
         feed.garbage()
         feed.records("ro-b", 30)
         feed.reject("ro-b")
-        wait_until(lambda: metric(runner, LOAD_ERRORS) >= 2, 10, "failed loads")
+        wait_until(lambda: runner.metric(LOAD_ERRORS) >= 2, 10, "failed loads")
         wait_log(runner, f"cannot load into {data} (its filesystem is read-only)")
         feed.assert_checkpoint_not_ahead()
         assert len(stored_ids(runner, "ro-a")) == 50
@@ -802,7 +793,7 @@ def test_a_rotated_file_deleted_while_the_disk_is_full_is_still_drained(runners)
         feed.records("gone", 300)
         feed.garbage()
         feed.records("gone", 300)
-        wait_until(lambda: metric(runner, LOAD_ERRORS) >= 2, 10, "failed loads")
+        wait_until(lambda: runner.metric(LOAD_ERRORS) >= 2, 10, "failed loads")
         rename_rotate(runner.log_path)  # the unloaded lines are in ingest.log.1 now
         feed.records("gone", 10)
         time.sleep(3 * RESCAN)
@@ -859,6 +850,8 @@ def test_a_burst_across_rotations_faster_than_events_are_processed(runners):
             nginx.close()
 
     burst(5)
+    feed.wait(timeout=30)
+    wait_until(lambda: runner.metric("smalltable_ingest_watching") == 1, 10, "ingestd to watch again")
     with paused(runner):  # the kernel queues events meanwhile, far more than 4
         burst(4)
     feed.wait(timeout=30)
