@@ -42,6 +42,8 @@ PLAN_SAMPLES = 64
 _PROJECT_FIELD = b'"project":"'
 _PROJECT_FIELDS = re.compile(rb'"project":"([^"\n]*)"')
 _APEX_FIELD = b'"project":""'
+MAX_VERDICTS = 10000
+"""Most project names a :class:`Share` remembers its verdict for."""
 
 
 @dataclass
@@ -75,12 +77,42 @@ class Share:
     """When set, also every line whose project is not one of these (or that names no
     project: counted as unparsable). The first share of a :func:`plan` takes the
     lines the other shares do not, so that no line is ever left out."""
+    _verdicts: dict[bytes, bool] = field(default_factory=dict, compare=False, repr=False)
+    """What :meth:`select` decided per project field (as logged), so that it decides once."""
 
     def wants(self, line: bytes) -> bool:
         if self.projects is None:
             return True
         name = route(line)
         return name in self.projects or (self.rest is not None and name not in self.rest)
+
+    def select(self, lines: list[bytes]) -> list[bytes]:
+        """The lines :meth:`wants`, in order; per line a look at its project field only.
+
+        Each job of a parallel replay reads every line and keeps its share, so this
+        runs once per line per job: it finds the field as :func:`route` does and
+        remembers the verdict for each name. The apex's lines (``""``, named in
+        their body) and lines without the field are routed one by one.
+        """
+        if self.projects is None:
+            return lines
+        verdicts = self._verdicts
+        if len(verdicts) > MAX_VERDICTS:  # a log of many odd names: forget, stay bounded
+            verdicts.clear()
+        chosen = []
+        width = len(_PROJECT_FIELD)
+        for line in lines:
+            start = line.find(_PROJECT_FIELD) + width
+            # the name route() finds; b"" when the line has no field or names the apex
+            name = line[start : line.find(b'"', start)] if start >= width else b""
+            verdict = verdicts.get(name)
+            if verdict is None:
+                verdict = self.wants(line)
+                if name:
+                    verdicts[name] = verdict
+            if verdict:
+                chosen.append(line)
+        return chosen
 
 
 def route(line: bytes) -> str | None:
@@ -123,12 +155,6 @@ def _blocks(path: Path, advance: Callable[[int], None], summary: Summary) -> Ite
         summary.partial_lines += bool(rest)
 
 
-def _lines(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[bytes]:
-    """Whole lines of a plain or gzip file (see :func:`_blocks`)."""
-    for block in _blocks(path, advance, summary):
-        yield from block.split(b"\n")
-
-
 def replay(
     registry: Registry,
     files: list[Path],
@@ -140,10 +166,10 @@ def replay(
     summary = Summary(files=len(files))
     batch: list[bytes] = []
 
-    def flush() -> None:
+    def flush(count: int) -> None:
         with gcpause.paused():
-            load(batch)
-        batch.clear()
+            load(batch[:count])
+        del batch[:count]
 
     def load(lines: list[bytes]) -> None:
         requests: list[Request] = []
@@ -165,15 +191,15 @@ def replay(
             summary.per_project_seen[name] += result.duplicates
 
     for path in files:
-        for line in _lines(path, advance, summary):
-            summary.lines += 1
-            if not share.wants(line):
-                summary.skipped_other_projects += 1
-                continue
-            batch.append(line)
-            if len(batch) >= batch_lines:
-                flush()
-    flush()
+        for block in _blocks(path, advance, summary):
+            lines = block.split(b"\n")
+            chosen = share.select(lines)
+            summary.lines += len(lines)
+            summary.skipped_other_projects += len(lines) - len(chosen)
+            batch += chosen
+            while len(batch) >= batch_lines:
+                flush(batch_lines)
+    flush(len(batch))
     return summary
 
 

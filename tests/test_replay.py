@@ -212,3 +212,26 @@ def test_every_line_goes_to_exactly_one_share_of_a_plan(tmp_path):
         shares = plan([log], jobs)
         for each in [*mixed_log(), *odd]:
             assert sum(share.wants(each) for share in shares) == 1, (jobs, each[:60])
+
+
+def test_a_share_selects_the_lines_it_wants_in_order_whatever_it_remembers(tmp_path, monkeypatch):
+    """select() is wants() for a block of lines, fast: what it remembers per name must
+    never change a verdict (a name cut short, the apex, no field at all)."""
+    monkeypatch.setattr(replay_module, "MAX_VERDICTS", 3)
+    odd = [
+        b'{"v":1,"project":"cut-short',
+        b'{"v":1,"project":"cut-shor"',  # route() reads the same name from both
+        b'{"v":1,"project":"","uri":"/_project"',
+        b"",
+        b"not even json",
+        b'{"v":1,"project":"unseen"',
+    ]
+    lines = [*mixed_log(), *odd, *mixed_log()]
+    log = tmp_path / "x.log"
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    for jobs in (1, 2, 3):
+        shares = plan([log], jobs)
+        chosen = [share.select(lines) for share in shares]
+        assert chosen == [[each for each in lines if share.wants(each)] for share in shares]
+        assert sorted(each for share in chosen for each in share) == sorted(lines)
+    assert Share().select(lines) == lines
