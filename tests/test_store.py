@@ -219,6 +219,20 @@ def test_a_request_is_never_in_both_tables(store):
     assert rows(store, "SELECT _request_id FROM rejects") == [("2" * 32,)]
 
 
+def test_a_batch_of_newer_and_older_ids_is_still_checked_against_the_other_table(store):
+    """A batch whose ids all come after the other table's skips the probe: one older
+    id among newer ones (ids from another front end, or a replay) must not slip by."""
+    store.write("demo", [], [reject(request_id="5" * 32)])
+    newer, older = record({"a": 1}, request_id="9" * 32), record({"a": 2}, request_id="5" * 32)
+    result = store.write("demo", [newer, older], [])
+    assert (result.stored, result.duplicates) == (1, 1)
+    assert rows(store, "SELECT _request_id FROM records") == [("9" * 32,)]
+    store.write("demo", [record({"a": 3}, request_id="7" * 32)], [])
+    later = reject(request_id="8" * 32)
+    assert store.write("demo", [], [later, reject(request_id="7" * 32)]).rejected == 1
+    assert rows(store, "SELECT _request_id FROM rejects ORDER BY _id") == [("5" * 32,), ("8" * 32,)]
+
+
 # JSON keys as columns
 
 
