@@ -15,6 +15,7 @@ Everything here is a pure function of its arguments, apart from reading the
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import re
@@ -68,9 +69,9 @@ class Settings:
     def claimed(self) -> bool:
         return self.owner != UNCLAIMED
 
-    @property
+    @functools.cached_property
     def quota_bytes(self) -> int:
-        """The quota in bytes; at least one, however small ``quota_mb`` is."""
+        """The quota in bytes; at least one, however small ``quota_mb`` is (asked of every post)."""
         return max(1, int(self.quota_mb * 1048576))
 
     def used(self, database_bytes: int) -> float:

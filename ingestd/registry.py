@@ -157,7 +157,9 @@ class Registry:
             item = _classify(request, state.rules)
             if isinstance(item, Record):
                 out.last_post = request.received
-            (records if isinstance(item, Record) else rejects).append(item)
+                records.append(item)
+            else:
+                rejects.append(item)
         flush()
         if state.held and not state.over_quota:
             self._release(project, state, out)

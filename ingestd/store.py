@@ -311,13 +311,10 @@ class ProjectDatabase:
                     os.close(fd)
         self.conn.close()
 
-    def _layout(self, keys: tuple[str, ...], result: WriteResult) -> _Layout:
+    def _new_layout(self, keys: tuple[str, ...], result: WriteResult) -> _Layout:
         """Where a record with these keys (in this order) puts its values, adding columns
         for keys never seen before. Records of one source share a few key tuples, so the
-        answer is cached."""
-        layout = self._layouts.get(keys)
-        if layout is not None:
-            return layout
+        answer is kept in ``_layouts`` for the next record with the same keys."""
         columns: list[str] = []
         keep: list[int] = []
         for position, key in enumerate(keys):
@@ -362,10 +359,13 @@ class ProjectDatabase:
                 rejects = self._not_in("records", rejects)
             run: list[tuple] = []
             run_columns: tuple[str, ...] = ()
+            layouts = self._layouts
             for record in records:
                 fields = record.fields
-                layout = self._layout(tuple(fields), result)
-                result.keys_without_column += layout.dropped
+                keys = tuple(fields)
+                layout = layouts.get(keys) or self._new_layout(keys, result)
+                if layout.dropped:
+                    result.keys_without_column += layout.dropped
                 values = (*_request_values(record.request), record.kind, record.body, *layout.pick(fields))
                 if run and (record.files or layout.columns != run_columns):
                     result.stored += self._insert_rows(run_columns, run)
