@@ -18,6 +18,7 @@ setup(
         "datasette>=0.65.5,<0.66",
         "Jinja2>=3.1",
         "jsonschema-rs>=0.60,<0.61",
+        "msgspec>=0.19",
         "orjson>=3.10",
         "prometheus-client>=0.20",
         "python-multipart>=0.0.18",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
+import msgspec
 import orjson
 
 from .projects import is_settings_write, is_valid_project_name
@@ -80,14 +81,72 @@ def _is_apex_settings(method: str, uri: object) -> bool:
     return isinstance(uri, str) and is_settings_write(method, uri)
 
 
+class _Fields(msgspec.Struct, gc=False):
+    """The fields of a line as nginx writes them: ``t`` and ``rt`` numbers, the rest strings."""
+
+    v: int
+    t: float
+    rt: float
+    id: str
+    project: str
+    method: str
+    uri: str
+    ctype: str
+    clen: str
+    addr: str
+    ua: str
+    status: str
+    body: str
+
+
+_decode_fields = msgspec.json.Decoder(_Fields).decode
+
+
 def parse_line(line: bytes) -> Request:
     """Parse one line (without its newline) into a :class:`Request`.
 
     Raises :class:`LineError` naming the problem for anything that is not a
     well-formed version-1 line of an accepted write.
+
+    The line is decoded straight into its typed fields (msgspec: no dict, no type
+    check per field in Python). Any line that does not fit, or fails a check, is
+    left to :func:`_parse_checked`, the reference: it returns the same request for
+    anything this accepts, and says what is wrong with the rest.
     """
+    ascii = line.isascii()
     try:
-        # An ASCII line reads the same as Latin-1; orjson reads bytes faster than text.
+        # An ASCII line reads the same as Latin-1, and is decoded faster as bytes.
+        f = _decode_fields(line if ascii else line.decode("latin-1"))
+        if not (
+            f.v == FORMAT_VERSION
+            and _is_request_id(f.id)
+            and f.method in WRITE_METHODS
+            and _is_project(f.project)
+            and (f.status.startswith("2") or f.status == "303")
+        ):
+            return _parse_checked(line)
+        uri, content_type, user_agent = f.uri, f.ctype, f.ua
+        if not ascii:
+            uri, content_type, user_agent = _text(uri), _text(content_type), _text(user_agent)
+        return Request(
+            f.id,
+            f.project,
+            f.t - f.rt,
+            f.method,
+            uri,
+            content_type or None,
+            int(f.clen) if f.clen else None,
+            f.addr,
+            user_agent or None,
+            f.body.encode("latin-1"),
+        )
+    except (msgspec.DecodeError, ValueError):
+        return _parse_checked(line)
+
+
+def _parse_checked(line: bytes) -> Request:
+    """:func:`parse_line` field by field, for any line: a request, or LineError saying why."""
+    try:
         fields = orjson.loads(line if line.isascii() else line.decode("latin-1"))
     except orjson.JSONDecodeError as exc:
         raise LineError(f"not JSON: {exc}") from None

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingestd.logline import LineError, parse_line
+from ingestd.logline import LineError, _parse_checked, parse_line
 
 RID = "0123456789abcdef0123456789abcdef"
 
@@ -123,3 +123,43 @@ def test_line_is_valid_json_after_latin1_decoding():
 def test_project_with_a_trailing_newline_is_refused():
     with pytest.raises(LineError, match="bad project name"):
         parse_line(make_line(project="demo\n"))
+
+
+# The fast path (typed decoding) against the reference parser, on lines of every shape.
+
+_field_values = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["POST", "GET", "DELETE", "202", "303", "413", "", "demo", "Demo", RID, "12", "-1"]),
+)
+_json_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 2**70), st.floats(allow_nan=False), _field_values
+)
+_KEYS = ("v", "t", "rt", "id", "project", "method", "uri", "ctype", "clen", "addr", "ua", "status", "body")
+
+
+def _outcome(parse, line: bytes) -> object:
+    try:
+        return parse(line)
+    except LineError as exc:
+        return f"LineError: {exc}"
+
+
+@given(
+    st.dictionaries(st.sampled_from(_KEYS), _json_values, max_size=4),
+    st.sets(st.sampled_from(_KEYS), max_size=2),
+)
+def test_the_fast_path_and_the_reference_parser_agree_on_any_fields(changed, missing):
+    fields = {"v": 1, "t": 1795250368.589, "rt": 0.002, "id": RID, "project": "demo", "method": "POST"}
+    fields |= {"uri": "/", "ctype": "", "clen": "", "addr": "::1", "ua": "", "status": "202", "body": ""}
+    fields |= changed
+    for key in missing:
+        del fields[key]
+    text = json.dumps(fields, ensure_ascii=False)
+    for line in (text.encode("utf-8", "replace"), text.encode("latin-1", "replace")):
+        assert _outcome(parse_line, line) == _outcome(_parse_checked, line)
+
+
+@given(st.binary(max_size=300), st.sampled_from([b"", b"\xe9", b"\\ud800", b'"', b"\\"]))
+def test_the_fast_path_and_the_reference_parser_agree_on_any_body_or_garbage(body, odd):
+    for line in (make_line(body), make_line(body)[:-2] + odd + b'"}', odd + make_line(body)):
+        assert _outcome(parse_line, line) == _outcome(_parse_checked, line)
