@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import parse_qsl
 
+import msgspec
 import orjson
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -189,10 +190,25 @@ def _json_record(request: Request, body: str | bytes) -> Record:
 def _load_json(data: bytes) -> object:
     """Parse JSON, raising ValueError with a readable message when it isn't.
 
-    orjson is strict (no NaN, no lone surrogates, no overflowing floats) and
-    fast, but reads integers beyond 64 bits as floats, dropping digits. Such
-    an integer has at least 19 digits, so a body with a run of 19 digits is
-    read again by the standard library, which keeps every integer exact.
+    msgspec is strict (no NaN, no lone surrogates, no overflowing floats), fast,
+    and keeps every integer exact. What it refuses goes to :func:`_load_json_checked`,
+    whose messages name what is wrong (and which accepts or refuses the same JSON).
+    """
+    try:
+        return _decode_json(data)
+    except (msgspec.DecodeError, RecursionError):
+        return _load_json_checked(data)
+
+
+_decode_json = msgspec.json.Decoder().decode
+
+
+def _load_json_checked(data: bytes) -> object:
+    """:func:`_load_json` with orjson, whose errors say where the JSON goes wrong.
+
+    orjson reads integers beyond 64 bits as floats, dropping digits. Such an
+    integer has at least 19 digits, so a body with a run of 19 digits is read
+    again by the standard library, which keeps every integer exact.
     """
     value = orjson.loads(data)
     if _LONG_NUMBER in data.translate(_DIGITS_TO_ZERO):

@@ -4,12 +4,14 @@ Multipart bodies are written out byte by byte here, so these tests do not
 depend on the parser they check.
 """
 
+import json
 from types import EllipsisType
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+import ingestd.records as records_module
 from ingestd.logline import Request
 from ingestd.records import REJECT_CODES, FilePart, Record, Reject, build
 
@@ -481,3 +483,45 @@ def test_every_reject_names_its_kind_of_reason(body, content_type, code):
     assert isinstance(reject, Reject)
     assert reject.code == code
     assert reject.code in REJECT_CODES
+
+
+# msgspec (the fast path) against orjson (the reference, whose errors are shown).
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _parsed(data: bytes) -> str:
+    """What parsing gives, exactly: the value's repr (-0.0, 1 and 1.0 apart) or the error."""
+    try:
+        return repr(records_module._load_json(data))
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+def _parsed_checked(data: bytes) -> str:
+    try:
+        return repr(records_module._load_json_checked(data))
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+
+
+@given(_json, st.sampled_from(["", " ", "1e999", "NaN", "\\ud800", "]", ",", "-0.0", "00"]))
+def test_json_parses_to_the_same_value_or_error_on_either_path(value, odd):
+    text = json.dumps(value, ensure_ascii=False)
+    for data in (text, text + odd, odd + text, text[: len(text) // 2] + odd):
+        data = data.encode()
+        assert _parsed(data) == _parsed_checked(data)
+
+
+def test_deep_nesting_is_refused_with_a_reason_on_either_path():
+    for depth in (300, 1100, 5000):
+        data = b"[" * depth + b"]" * depth
+        assert _parsed(data) == _parsed_checked(data)
