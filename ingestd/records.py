@@ -12,7 +12,6 @@ import json
 import re
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -40,10 +39,13 @@ class FilePart:
     content: bytes
 
 
-class Record(NamedTuple):
+class Record(msgspec.Struct, frozen=True, gc=False):
     """A request ready to store: its body, what kind of body it is and its fields.
 
-    A named tuple, like :class:`Request`: made in half the time of a dataclass.
+    A frozen msgspec struct, like :class:`Request`: one is made per line. It is not
+    tracked by the cycle collector, so that the collector run after each batch has
+    less to walk: its dicts and lists come from parsing a body, and none of them can
+    refer back to the record, so no cycle can pass through it.
     """
 
     request: Request

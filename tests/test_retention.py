@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import msgspec
+
 from ingestd.records import Record
 from ingestd.retention import expire
 from ingestd.store import Store, database_bytes
@@ -17,7 +19,7 @@ def post(store: Store, project: str, count: int, age_days: float, size: int = 20
     records = []
     for _ in range(count):
         request = req(project, b'{"pad":"' + b"x" * size + b'"}')
-        request = request._replace(received=time.time() - age_days * DAY)
+        request = msgspec.structs.replace(request, received=time.time() - age_days * DAY)
         records.append(Record(request, request.body.decode(), "json", {"pad": "x" * size}, []))
     store.write(project, records, [])
     return [r.request.request_id for r in records]

@@ -11,6 +11,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from ingestd.config import load_config
@@ -169,7 +170,7 @@ def test_system_columns_hold_the_request(store):
 
 
 def test_a_uri_without_query_stores_null_query(store):
-    req = request(b"")._replace(uri="/plain")
+    req = msgspec.structs.replace(request(b""), uri="/plain")
     store.write("demo", [Record(req, "", "empty", {}, [])], [])
     assert rows(store, "SELECT _path, _query, _size, _kind, _body FROM records") == [
         ("/plain", None, 0, "empty", "")
