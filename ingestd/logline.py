@@ -113,35 +113,35 @@ def parse_line(line: bytes) -> Request:
     left to :func:`_parse_checked`, the reference: it returns the same request for
     anything this accepts, and says what is wrong with the rest.
     """
-    ascii = line.isascii()
+    is_ascii = line.isascii()
     try:
         # An ASCII line reads the same as Latin-1, and is decoded faster as bytes.
-        f = _decode_fields(line if ascii else line.decode("latin-1"))
-        if not (
+        f = _decode_fields(line if is_ascii else line.decode("latin-1"))
+        if (
             f.v == FORMAT_VERSION
             and _is_request_id(f.id)
             and f.method in WRITE_METHODS
             and _is_project(f.project)
             and (f.status.startswith("2") or f.status == "303")
         ):
-            return _parse_checked(line)
-        uri, content_type, user_agent = f.uri, f.ctype, f.ua
-        if not ascii:
-            uri, content_type, user_agent = _text(uri), _text(content_type), _text(user_agent)
-        return Request(
-            f.id,
-            f.project,
-            f.t - f.rt,
-            f.method,
-            uri,
-            content_type or None,
-            int(f.clen) if f.clen else None,
-            f.addr,
-            user_agent or None,
-            f.body.encode("latin-1"),
-        )
+            uri, content_type, user_agent = f.uri, f.ctype, f.ua
+            if not is_ascii:
+                uri, content_type, user_agent = _text(uri), _text(content_type), _text(user_agent)
+            return Request(
+                f.id,
+                f.project,
+                f.t - f.rt,
+                f.method,
+                uri,
+                content_type or None,
+                int(f.clen) if f.clen else None,
+                f.addr,
+                user_agent or None,
+                f.body.encode("latin-1"),
+            )
     except (msgspec.DecodeError, ValueError):
-        return _parse_checked(line)
+        pass
+    return _parse_checked(line)
 
 
 def _parse_checked(line: bytes) -> Request:

@@ -199,7 +199,8 @@ def _load_json(data: bytes) -> object:
     try:
         return _decode_json(data)
     except (msgspec.DecodeError, RecursionError):
-        return _load_json_checked(data)
+        pass
+    return _load_json_checked(data)
 
 
 _decode_json = msgspec.json.Decoder().decode
