@@ -314,9 +314,10 @@ def test_retention_deletes_old_records_and_the_file_shrinks(own_stack):
     configure(stack, "short", owner="ann", retention_days=7)
     configure(stack, "long", owner="ann", retention_days=30)
     pad = "x" * 4000
+    answers = {}
     for project in ("short", "long"):
-        answers = [stack.post(project, json.dumps({"n": n, "pad": pad})) for n in range(100)]
-        status(stack, project, answers[-1])
+        answers[project] = [stack.post(project, json.dumps({"n": n, "pad": pad})) for n in range(100)]
+        status(stack, project, answers[project][-1])
     before = database_bytes(stack.home / "data" / "short.db")
 
     stack.clock.write_text(str(10 * 86400))  # ten days on
@@ -328,6 +329,10 @@ def test_retention_deletes_old_records_and_the_file_shrinks(own_stack):
     assert database_bytes(stack.home / "data" / "short.db") < before / 4
     expiry = stack.rows("short", "expiry")
     assert expiry[-1]["records"] == 100 and expiry[-1]["bytes_after"] < expiry[-1]["bytes_before"]
+    # a deleted write's status URL says so, with the cutoff; a kept one's is unchanged
+    gone = status(stack, "short", answers["short"][0])
+    assert (gone["status"], gone["cutoff"]) == ("expired", expiry[-1]["cutoff"])
+    assert status(stack, "long", answers["long"][0])["status"] == "stored"
 
     # numbering goes on where it was
     stack.clock.write_text("0")

@@ -436,6 +436,54 @@ def test_apex_status_finds_the_request_in_any_project(data_dir):
     assert answer["status"] == "pending" and answer["project"] is None
 
 
+def nginx_id(unix: float) -> str:
+    """A request id as SmallTable's nginx makes it: the millisecond it answered, then random hex."""
+    return f"{round(unix * 1000):013d}" + uuid.uuid4().hex[:19]
+
+
+def test_status_of_a_write_deleted_by_retention_says_expired(data_dir):
+    path = data_dir / "alpha.db"
+    cutoff = "2026-11-01T00:00:00.000Z"
+    before, after = (
+        time.mktime((2026, 10, 20, 0, 0, 0, 0, 0, 0)),
+        time.mktime((2026, 11, 20, 0, 0, 0, 0, 0, 0)),
+    )
+    kept = nginx_id(after)
+    add_records(path, kept, received=iso_time(after))
+    conn = open_database(path)
+    conn.execute(
+        "insert into expiry (at, cutoff, records, rejects, through_id, bytes_before, bytes_after) "
+        "values ('2026-11-21T00:00:00.000Z', ?, 10, 0, 10, 0, 0)",
+        [cutoff],
+    )
+    conn.close()
+    old_held = hold(data_dir, "alpha", "over_quota", "over its quota", nginx_id(before - 60))  # not expired
+    gone = nginx_id(before)
+    site = Site(data_dir)
+
+    answer = status(site, "alpha", gone).json()
+    assert answer["status"] == "expired" and answer["project"] == "alpha"
+    assert (answer["answered"], answer["cutoff"]) == (iso_time(before), cutoff)
+    assert f"everything received before {cutoff} is gone" in answer["detail"]
+    assert status(site, "alpha", kept).json()["status"] == "stored"
+    assert status(site, "alpha", nginx_id(after + 60)).json()["status"] == "pending"  # not loaded yet
+    assert status(site, "alpha", "0" * 32).json()["status"] == "pending"  # not an id nginx made
+    assert status(site, "alpha", old_held).json()["status"] == "held"
+    assert status(site, "beta", gone).json()["status"] == "pending"  # a project with no retention pass
+
+    page = status(site, "alpha", gone, "text/html")
+    assert "Deleted by alpha's retention" in text_of(page)
+    assert f"everything received before {cutoff} has been deleted" in text_of(page)
+    assert '<meta http-equiv="refresh"' not in page.text
+
+    # a cutoff still to come (retention's clock ahead of the page's) says nothing
+    conn = open_database(path)
+    future = "2999-01-01T00:00:00.000Z"
+    conn.execute("insert into expiry (at, cutoff) values (?, ?)", [future, future])
+    conn.close()
+    assert status(site, "alpha", gone).json()["status"] == "pending"
+
+
 def test_status_pages_for_browsers_reload_only_while_pending(data_dir):
     created, refused = rid(), rid()
     add_settings(data_dir / "alpha.db", created)

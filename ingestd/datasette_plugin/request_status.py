@@ -11,8 +11,14 @@ the project's ``settings``             ``applied``     ``version``, ``changed``,
 the project's ``rejects``              ``rejected``    ``reason``
 ``_smalltable.db``'s ``held``          ``held``        ``code`` and ``reason``
 ``_smalltable.db``'s ``rejects``       ``rejected``    ``reason`` (settings for no project)
+gone: older than the project keeps     ``expired``     ``detail``, ``answered``, ``cutoff``
 nowhere yet                            ``pending``     ``detail``
 =====================================  ==============  ==========================================
+
+A write is ``expired`` when its project's retention has deleted everything received
+before a cutoff and the write was answered before it: nginx's request ids begin with
+the millisecond of the answer (13 digits), so the id alone says when. An id that does
+not begin so (from another front end, or mistyped) is never called expired.
 
 ``PROJECT.DOMAIN/_status/ID`` looks in that project; ``DOMAIN/_status/ID``
 (where the apex page's form lands) does not know the project, so it looks in
@@ -31,7 +37,9 @@ from typing import TYPE_CHECKING
 
 from datasette.utils.asgi import Request, Response
 
+from .. import retention
 from ..projects import is_valid_project_name
+from ..store import iso_time
 from . import holding_area
 from .common import ROUTE_PREFIX
 from .dbfiles import fetch_one, open_existing
@@ -43,6 +51,8 @@ if TYPE_CHECKING:
     from datasette.app import Datasette
 
 REQUEST_ID = "(?P<request_id>[0-9a-f]{32})"
+EARLIEST_ID_MS = 1_577_836_800_000
+"""2020-01-01: an id whose first 13 digits read as an earlier millisecond is not nginx's."""
 PENDING_DETAIL = (
     "not loaded yet: ingest usually takes well under a second; if it stays pending, the id may be wrong"
 )
@@ -87,12 +97,53 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
         conn.close()
 
 
+def answered_at(request_id: str) -> float | None:
+    """When nginx answered the request (Unix time), read from its id; None for an id nginx
+    did not make that way."""
+    digits = request_id[:13]
+    if not digits.isdigit() or int(digits) < EARLIEST_ID_MS:
+        return None
+    return int(digits) / 1000
+
+
+def expired_in_project(db_path: Path, request_id: str) -> dict | None:
+    """``expired`` if the project's retention deleted what was received before the request
+    was answered (blocking); else None. Asked only of a request found nowhere else."""
+    answered = answered_at(request_id)
+    if answered is None or not db_path.exists():
+        return None
+    try:
+        conn = open_existing(db_path)
+    except sqlite3.OperationalError:
+        return None
+    try:
+        row = fetch_one(conn, "select max(cutoff) from expiry")
+    finally:
+        conn.close()
+    cutoff = row[0] if row else None
+    answered_iso = iso_time(answered)
+    # A cutoff still to come means retention's clock is ahead of this one (a test's, or
+    # a clock stepped back since): nothing can be said from it.
+    if cutoff is None or answered_iso >= cutoff or cutoff > iso_time(retention.now()):
+        return None
+    return {
+        "status": "expired",
+        "detail": f"deleted by the project's retention: everything received before {cutoff} is gone",
+        "answered": answered_iso,
+        "cutoff": cutoff,
+    }
+
+
 def find_in_project(data_dir: Path, project: str, request_id: str) -> dict | None:
-    """A write to ``project``'s host (blocking): in its database, else in the holding area."""
-    found = in_project(data_dir / f"{project}.db", request_id)
+    """A write to ``project``'s host (blocking): in its database, else in the holding area,
+    else perhaps expired."""
+    path = data_dir / f"{project}.db"
+    found = in_project(path, request_id) or holding_area.find_request(data_dir, request_id)
+    if found is None:
+        found = expired_in_project(path, request_id)
     if found is not None:
-        return {**found, "project": project}
-    return holding_area.find_request(data_dir, request_id)
+        return {"project": project, **found}
+    return None
 
 
 def find_anywhere(data_dir: Path, request_id: str) -> dict | None:
@@ -121,6 +172,8 @@ def headline(status: dict) -> str:
         return "Not accepted"
     if kind == "held":
         return f"Held for {project}"
+    if kind == "expired":
+        return f"Deleted by {project}'s retention"
     return "Not loaded yet"
 
 
