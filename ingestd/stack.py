@@ -40,16 +40,26 @@ def rotate_logs(config: Config, force: bool = False) -> subprocess.CompletedProc
     """Run the real logrotate on the deployment's logrotate.conf (``force``: rotate now).
 
     Its state file lives in the run directory, so dev rotations never touch the
-    system's /var/lib/logrotate/status.
+    system's /var/lib/logrotate/status. It runs at the lowest CPU priority and the lowest
+    best-effort I/O priority, as the systemd unit has it: compressing a big rotated log
+    is background work. (``ionice -t``: where the I/O priority cannot be set, run anyway.)
     """
     argv = [
+        find_program("nice"),
+        "-n19",
+        find_program("ionice"),
+        "-t",
+        "-c2",
+        "-n7",
         find_program("logrotate"),
+    ]
+    if force:
+        argv.append("--force")
+    argv += [
         "--state",
         str(config.path("state_dir") / "logrotate.state"),
         str(config.home / "conf" / "logrotate.conf"),
     ]
-    if force:
-        argv.insert(1, "--force")
     return subprocess.run(argv, capture_output=True, text=True)
 
 
