@@ -27,7 +27,7 @@ C. **Datasette's own JSON write API** (1.0 alpha, installed in its own venv unde
 Goals: B accepts at least 0.85x of A's requests/s, and lag p99 under 250 ms.
 D shows up to which rate the lag goal holds.
 
-ingestd runs at its configured CPU priority (``ingest.nice``, 10 by default:
+ingestd runs at its configured CPU priority (``ingest.nice``, 19 by default:
 nginx gets the CPUs first); ``--nice N`` runs it at another.
 
 wrk, nginx's workers, ingestd (and in C Datasette) share the machine's cores:

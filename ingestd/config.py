@@ -230,7 +230,7 @@ SETTINGS: dict[str, Setting] = {
         "Most lines loaded in one transaction per project.",
     ),
     "ingest.nice": Setting(
-        10,
+        19,
         _int_range(0, 19),
         "an integer from 0 to 19",
         "ingestd's CPU priority (nice; nginx runs at 0). When the CPUs are busy nginx gets them "

@@ -33,7 +33,7 @@ DEFAULTS = {
     "paths.run_dir": "run",
     "paths.nginx_pid": "run/nginx.pid",
     "ingest.batch_lines": 20000,
-    "ingest.nice": 10,
+    "ingest.nice": 19,
     "ingest.rescan_interval": 1.0,
     "ingest.poll_interval": 0.05,
     "ingest.max_columns": 200,
