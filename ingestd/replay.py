@@ -135,12 +135,13 @@ def route(line: bytes) -> str | None:
         return None
 
 
-def _blocks(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[bytes]:
-    """Runs of whole lines of a plain or gzip file, without their last newline;
+def _runs(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[list[bytes]]:
+    """Runs of whole lines of a plain or gzip file, in order, without their newlines;
     ``advance(n)`` reports bytes of the file read.
 
-    A last line without its newline is still being written: it is left for the
-    daemon (or a later replay), and counted.
+    Each chunk read is split as it is, and only the line cut at its end is carried to
+    the next: no chunk is copied. A last line without its newline is still being
+    written: it is left for the daemon (or a later replay), and counted.
     """
     with open(path, "rb") as raw:
         stream = gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else raw
@@ -149,10 +150,18 @@ def _blocks(path: Path, advance: Callable[[int], None], summary: Summary) -> Ite
         while chunk := stream.read(CHUNK):
             advance(raw.tell() - reported)
             reported = raw.tell()
-            block, newline, rest = (rest + chunk).rpartition(b"\n")
-            if newline:
-                yield block
+            lines = chunk.split(b"\n")
+            lines[0] = rest + lines[0]
+            rest = lines.pop()
+            if lines:
+                yield lines
         summary.partial_lines += bool(rest)
+
+
+def _blocks(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[bytes]:
+    """The runs of :func:`_runs` as blocks of bytes, for :func:`plan` to search."""
+    for lines in _runs(path, advance, summary):
+        yield b"\n".join(lines)
 
 
 def replay(
@@ -191,8 +200,7 @@ def replay(
             summary.per_project_seen[name] += result.duplicates
 
     for path in files:
-        for block in _blocks(path, advance, summary):
-            lines = block.split(b"\n")
+        for lines in _runs(path, advance, summary):
             chosen = share.select(lines)
             summary.lines += len(lines)
             summary.skipped_other_projects += len(lines) - len(chosen)

@@ -235,3 +235,19 @@ def test_a_share_selects_the_lines_it_wants_in_order_whatever_it_remembers(tmp_p
         assert chosen == [[each for each in lines if share.wants(each)] for share in shares]
         assert sorted(each for share in chosen for each in share) == sorted(lines)
     assert Share().select(lines) == lines
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
+@pytest.mark.parametrize("suffix", [".log", ".log.gz"])
+def test_lines_come_out_whole_and_in_order_whatever_the_chunk_size(tmp_path, monkeypatch, chunk, suffix):
+    """Lines cut by the edge of a read (or longer than a whole read) are put back together;
+    a last line without its newline is left and counted."""
+    monkeypatch.setattr(replay_module, "CHUNK", chunk)
+    lines = [b"first", b"", b"x" * 150, b"", b"", b"\xff\xfe latin-1 bytes", b"last whole"]
+    data = b"\n".join(lines) + b"\n" + b"still being writ"
+    path = tmp_path / f"x{suffix}"
+    path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+    summary = replay_module.Summary()
+    runs = list(replay_module._runs(path, lambda n: None, summary))
+    assert all(runs) and [line for run in runs for line in run] == lines
+    assert summary.partial_lines == 1
