@@ -326,10 +326,8 @@ class Daemon:
         if failing or loaded:
             watch.pause()
             m.WATCHING.set(0)
-            if failing:  # retry at the interval, not at every write to the log
-                self.stopping.wait(self.config["ingest.rescan_interval"])
-            else:  # lines are coming: look again soon, not at every write
-                self.stopping.wait(self.config["ingest.poll_interval"])
+            # failing: retry at the interval; lines coming: look again soon; never at every write
+            self.stopping.wait(self.config["ingest.rescan_interval" if failing else "ingest.poll_interval"])
             return
         if not watch.active and watch.resume():
             m.WATCHING.set(1)

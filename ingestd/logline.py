@@ -113,35 +113,55 @@ def parse_line(line: bytes) -> Request:
     left to :func:`_parse_checked`, the reference: it returns the same request for
     anything this accepts, and says what is wrong with the rest.
     """
-    is_ascii = line.isascii()
     try:
         # An ASCII line reads the same as Latin-1, and is decoded faster as bytes.
-        f = _decode_fields(line if is_ascii else line.decode("latin-1"))
+        f = _decode_fields(line if line.isascii() else line.decode("latin-1"))
         if (
             f.v == FORMAT_VERSION
             and _is_request_id(f.id)
             and f.method in WRITE_METHODS
             and _is_project(f.project)
-            and (f.status.startswith("2") or f.status == "303")
+            and _is_accepted(f.status)
         ):
-            uri, content_type, user_agent = f.uri, f.ctype, f.ua
-            if not is_ascii:
-                uri, content_type, user_agent = _text(uri), _text(content_type), _text(user_agent)
-            return Request(
-                f.id,
-                f.project,
-                f.t - f.rt,
-                f.method,
-                uri,
-                content_type or None,
-                int(f.clen) if f.clen else None,
-                f.addr,
-                user_agent or None,
-                f.body.encode("latin-1"),
+            return _request(
+                f.id, f.project, f.t, f.rt, f.method, f.uri, f.ctype, f.clen, f.addr, f.ua, f.body
             )
     except (msgspec.DecodeError, ValueError):
         pass
     return _parse_checked(line)
+
+
+def _is_accepted(status: object) -> bool:
+    """True for the status of a write nginx accepted: 2xx, or 303 (the apex form's redirect)."""
+    return isinstance(status, str) and (status.startswith("2") or status == "303")
+
+
+def _request(
+    request_id: str,
+    project: str,
+    t: float | str,
+    rt: float | str,
+    method: str,
+    uri: str,
+    ctype: str,
+    clen: str,
+    addr: str,
+    ua: str,
+    body: str,
+) -> Request:
+    """A :class:`Request` from a line's checked fields: headers back to text, the body to bytes."""
+    return Request(
+        request_id,
+        project,
+        float(t) - float(rt),
+        method,
+        _text(uri),
+        _text(ctype) or None,
+        int(clen) if clen else None,
+        addr,
+        _text(ua) or None,
+        body.encode("latin-1"),
+    )
 
 
 def _parse_checked(line: bytes) -> Request:
@@ -168,20 +188,20 @@ def _parse_checked(line: bytes) -> Request:
         ):
             raise LineError(f"bad project name {project!r}")
         status = fields["status"]
-        if not (isinstance(status, str) and (status.startswith("2") or status == "303")):
+        if not _is_accepted(status):
             raise LineError(f"not an accepted request: status {status!r}")
-        clen = fields["clen"]
-        return Request(
+        return _request(
             request_id,
             project,
-            float(fields["t"]) - float(fields["rt"]),
+            fields["t"],
+            fields["rt"],
             method,
-            _text(fields["uri"]),
-            _text(fields["ctype"]) or None,
-            int(clen) if clen else None,
+            fields["uri"],
+            fields["ctype"],
+            fields["clen"],
             fields["addr"],
-            _text(fields["ua"]) or None,
-            fields["body"].encode("latin-1"),
+            fields["ua"],
+            fields["body"],
         )
     except KeyError as exc:
         raise LineError(f"missing field {exc.args[0]!r}") from None
