@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["ingestd", "ingestd.*"]),
-    package_data={"ingestd.datasette_plugin": ["templates/*.html", "static/*"]},
+    package_data={"ingestd.web": ["templates/*.html", "static/*"]},
     install_requires=[
         "click>=8.1",
         "datasette>=0.65.5,<0.66",
@@ -31,6 +31,6 @@ setup(
     },
     entry_points={
         "console_scripts": ["smalltable = ingestd.cli:cli"],
-        "datasette": ["smalltable = ingestd.datasette_plugin"],
+        "datasette": ["smalltable = ingestd.web"],
     },
 )

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ingestd import checkpoint
-from ingestd.checkpoint import FilePosition
+from ingestd.ingest import checkpoint
+from ingestd.ingest.checkpoint import FilePosition
 
 
 def timed(fn, rounds: int) -> list[float]:

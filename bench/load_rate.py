@@ -246,7 +246,7 @@ def ensure_log(n: int, whole: Path | None = None) -> Path:
 
 def ensure_ndjson(log: Path) -> Path:
     """What sqlite-utils receives for ``log``: one object per line (see the module docstring)."""
-    from ingestd.logline import parse_line  # the documented reading of a line, byte-exact
+    from ingestd.ingest.logline import parse_line  # the documented reading of a line, byte-exact
 
     path = log.with_suffix(".sqlite-utils.ndjson")
     if not path.exists():

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import click
 
-from ingestd.logline import Request
-from ingestd.records import build
-from ingestd.store import Store
+from ingestd.ingest.records import build
+from ingestd.model.request import Request
+from ingestd.store.database import Store
 
 PAGES = ["/checkout", "/home", "/search", "/product/42", "/cart", "/profile"]
 EVENTS = ["click", "view", "scroll", "submit", "error"]

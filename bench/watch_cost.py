@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 WATCHDOG = """
 import sys, threading, time
 from watchdog.observers import Observer
-from ingestd.watch import WAKE_EVENTS, _Wake
+from ingestd.ingest.watch import WAKE_EVENTS, _Wake
 observer = Observer()
 observer.schedule(_Wake(threading.Event()), sys.argv[1], recursive=False, event_filter=WAKE_EVENTS)
 observer.start()

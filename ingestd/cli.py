@@ -54,8 +54,8 @@ def cli() -> None:
 @click.option("--metrics-port", type=int, help="ingestd metrics port [default: 9108].")
 def up(config_file, home, port, datasette_port, metrics_port) -> None:
     """Run nginx, ingestd and Datasette together in the foreground (Ctrl-C stops them)."""
-    from .programs import ProgramNotFound
-    from .stack import StackError, run
+    from .ops.stack import StackError, run
+    from .support.programs import ProgramNotFound
 
     config = _config(
         config_file, home=home, port=port, datasette_port=datasette_port, metrics_port=metrics_port
@@ -91,8 +91,8 @@ def ingest(config_file, home, metrics_port) -> None:
 )
 def render_config(config_file, home, out) -> None:
     """Write this deployment's nginx, logrotate and systemd files (docs/ops.md)."""
-    from .programs import ProgramNotFound
-    from .render import write
+    from .ops.render import write
+    from .support.programs import ProgramNotFound
 
     try:
         written = write(_config(config_file, home=home), out)
@@ -108,10 +108,12 @@ def render_config(config_file, home, out) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(config_file, home, as_json) -> None:
     """Per project and overall: records, rejects, size, quota, last post, ingest lag."""
-    from .status import collect, render_table
+    from .ops.status import collect, render_table
 
-    data = collect(_config(config_file, home=home))
-    click.echo(json.dumps(data, indent=2) if as_json else render_table(data))
+    config = _config(config_file, home=home)
+    data = collect(config)
+    warning = config["projects.quota_warning"]
+    click.echo(json.dumps(data, indent=2) if as_json else render_table(data, warning))
 
 
 @cli.command()
@@ -139,10 +141,10 @@ def status(config_file, home, as_json) -> None:
 )
 def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
     """Load the project databases from the logs again (idempotent; safe while ingestd runs)."""
-    from .projects import PROJECT_NAME_RULE, is_valid_project_name
-    from .replay import Share, open_registry, plan, replay_in_parallel
-    from .replay import replay as run_replay
-    from .tail import log_files
+    from .ingest.fingerprint import log_files
+    from .ingest.replay import Share, open_registry, plan, replay_in_parallel
+    from .ingest.replay import replay as run_replay
+    from .model.project import PROJECT_NAME_RULE, is_valid_project_name
 
     config = _config(config_file, home=home)
     if project is not None and not is_valid_project_name(project):
@@ -196,7 +198,7 @@ def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
 @home_option
 def check_config(config_file, home) -> None:
     """Validate the config and the files rendered from it (nginx -t, logrotate, systemd)."""
-    from .checks import run_checks
+    from .ops.checks import run_checks
 
     config = _config(config_file, home=home)
     failed = False

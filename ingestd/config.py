@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from .model.project import MAX_QUOTA_MB, MAX_RETENTION_DAYS, TYPES, UNCLAIMED, Settings
+
 
 class ConfigError(Exception):
     """A config problem, worded for the person who wrote the file."""
@@ -176,19 +178,19 @@ SETTINGS: dict[str, Setting] = {
     ),
     "projects.type": Setting(
         "any",
-        _one_of("json", "text", "any"),
-        "one of json, text, any",
+        _one_of(*TYPES),
+        f"one of {', '.join(TYPES)}",
         "A new project's type: json (bodies must be JSON), text (valid UTF-8) or any.",
     ),
     "projects.retention_days": Setting(
         180,
-        _int_range(1, 36500),
-        "an integer from 1 to 36500",
+        _int_range(1, MAX_RETENTION_DAYS),
+        f"an integer from 1 to {MAX_RETENTION_DAYS}",
         "A new project keeps its records this many days; older ones are deleted.",
     ),
     "projects.quota_mb": Setting(
         100,
-        _int_range(1, 1_000_000),
+        _int_range(1, MAX_QUOTA_MB),
         "a positive number of MiB",
         "A new project's quota: its database size that counts as 100 % used.",
     ),
@@ -329,6 +331,21 @@ class Config:
     def path(self, key: str) -> Path:
         """A ``paths.*`` setting as an absolute path (relative ones are under home)."""
         return self.home / self.values[f"paths.{key}"]
+
+
+def default_settings(
+    type_: str | None = None, retention_days: int | None = None, quota_mb: float | None = None
+) -> Settings:
+    """The settings of a project nobody has claimed: the values given, else the documented
+    ``projects.*`` defaults (a deployment passes its config's)."""
+    return Settings(
+        UNCLAIMED,
+        "",
+        SETTINGS["projects.type"].default if type_ is None else type_,
+        None,
+        SETTINGS["projects.retention_days"].default if retention_days is None else retention_days,
+        SETTINGS["projects.quota_mb"].default if quota_mb is None else quota_mb,
+    )
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:

@@ -23,17 +23,19 @@ import sqlite3
 import threading
 import time
 
-from . import checkpoint, deadletter, failpoints, gcpause, retention, sdnotify
-from . import metrics as m
 from .config import Config
-from .holding import CODES, Holding
-from .logline import LineError, Request, parse_line
-from .projects import current, is_valid_project_name
-from .quota import QuotaMap, level
-from .registry import Outcome, for_config
-from .store import for_config as store_for_config
-from .tail import Line, Tailer
-from .watch import Watch
+from .ingest import checkpoint, deadletter
+from .ingest.logline import LineError, parse_line
+from .ingest.registry import Outcome, for_config
+from .ingest.tail import Line, Tailer
+from .ingest.watch import Watch
+from .model.request import Request
+from .ops import events
+from .store import quota, retention
+from .store.database import for_config as store_for_config
+from .store.holding import Holding
+from .store.schema import read_settings
+from .support import failpoints, filesystem, gcpause, sdnotify
 
 log = logging.getLogger("ingestd")
 
@@ -62,7 +64,7 @@ class Daemon:
         self.store = store_for_config(config)
         self.holding = Holding(config.path("data_dir"))
         self.registry = for_config(config, self.store, self.holding)
-        self.quota_map = QuotaMap(self.state_dir / "quota.map", config.path("nginx_pid"))
+        self.quota_map = quota.QuotaMap(self.state_dir / "quota.map", config.path("nginx_pid"))
         self._expired_at: float | None = None
         self.tailer = self._new_tailer()
         self.wake = threading.Event()
@@ -125,98 +127,51 @@ class Daemon:
             except LineError as exc:
                 dead.append((line, str(exc), "unparsable"))
         outcomes = self.registry.load(requests)
-        self._count(outcomes)
+        self._report(outcomes)
         if dead:
             added = self.deadletters.append([(line, error) for line, error, _ in dead])
             for line, error, reason in dead:
                 if (line.fingerprint, line.start) in added:
-                    m.DEAD_LETTERS.labels(reason).inc()
-                    log.warning("dead letter: %s at bytes %d-%d: %s", line.path, line.start, line.end, error)
+                    events.dead_letter(line, error, reason)
         failpoints.hit("load.before_checkpoint")
         positions = self.tailer.positions()
         checkpoint.save(self.checkpoint_path, positions)
         self.committed = positions
-        m.LAST_CHECKPOINT.set_to_current_time()
-        m.LINES_READ.inc(len(lines))
-        m.BATCH_LINES.observe(len(lines))
-        m.BATCH_SECONDS.observe(time.monotonic() - started)
+        events.checkpointed(len(lines), time.monotonic() - started)
         self.loaded_lines += len(lines)
 
-    def _count(self, outcomes: dict[str, Outcome], recount_held: bool = False) -> None:
-        """Update the metrics and nginx's quota levels after a batch (labels bounded by
-        metrics.max_projects); the held posts too when any were held or released."""
-        levels: dict[str, str | None] = {}
-        for project, outcome in outcomes.items():
-            result = outcome.write
-            label = m.project_label(project, self.config["metrics.max_projects"])
-            m.RECORDS_STORED.labels(label).inc(result.stored)
-            for code, count in result.rejected_by_code.items():
-                m.RECORDS_REJECTED.labels(label, code).inc(count)
-            m.DUPLICATES.inc(result.duplicates)
-            m.SETTINGS_CHANGES.labels("applied").inc(outcome.settings_changed)
-            m.SETTINGS_CHANGES.labels("refused").inc(outcome.settings_refused)
-            m.RELEASED.inc(outcome.released)
-            if result.columns_added:
-                log.info("%s: new columns %s", project, ", ".join(result.columns_added))
-            if outcome.settings is not None:
-                used = outcome.settings.used(outcome.database_bytes)
-                quota_mb = outcome.settings.quota_mb
-                levels[project] = level(used, quota_mb, self.config["projects.quota_warning"])
-                if label != m.OTHER_PROJECTS:
-                    m.PROJECT_DATABASE_BYTES.labels(label).set(outcome.database_bytes)
-                    m.PROJECT_QUOTA_RATIO.labels(label).set(used)
-            if outcome.last_post is not None and label != m.OTHER_PROJECTS:
-                m.PROJECT_LAST_POST.labels(label).set(outcome.last_post)
-        self.quota_map.update(levels)
+    def _report(self, outcomes: dict[str, Outcome], recount_held: bool = False) -> None:
+        """Tell the metrics what a batch did, and nginx how full its projects are now; the
+        held posts too when any were held or released."""
+        events.batch_loaded(outcomes, self.config["metrics.max_projects"])
+        warning = self.config["projects.quota_warning"]
+        self.quota_map.update(
+            {
+                project: quota.level(o.settings.used(o.database_bytes), o.settings.quota_mb, warning)
+                for project, o in outcomes.items()
+                if o.settings is not None
+            }
+        )
         if recount_held or any(o.held or o.released for o in outcomes.values()):
-            waiting = self.holding.waiting()
-            for code in CODES:
-                m.HELD.labels(code).set(sum(n for (_, c), n in waiting.items() if c == code))
+            events.held_now(self.holding.waiting())
 
     def expire(self) -> None:
         """One retention pass over every project; then load what waits where room was made."""
         outcomes: dict[str, Outcome] = {}
-        for path in sorted(self.store.data_dir.glob("*.db")):
-            project = path.stem
-            if not is_valid_project_name(project):
-                continue
+        for project in self.store.projects():
             db = self.store.project(project)
-            settings = current(db.conn) or self.registry.defaults
-            expired = retention.expire(db.conn, path, settings.retention_days, retention.now())
-            if expired.records or expired.rejects:
-                m.EXPIRED.labels("records").inc(expired.records)
-                m.EXPIRED.labels("rejects").inc(expired.rejects)
-                log.info(
-                    "%s: deleted %d records and %d rejects older than %d days (%d → %d bytes)",
-                    project,
-                    expired.records,
-                    expired.rejects,
-                    settings.retention_days,
-                    expired.bytes_before,
-                    expired.bytes_after,
-                )
+            settings = read_settings(db.conn) or self.registry.defaults
+            gone = retention.expire(db.conn, db.path, settings.retention_days, retention.now())
+            events.expired(project, gone, settings)
             outcomes[project] = self.registry.release(project)
             self.watchdog.ping()
-        self._count(outcomes, recount_held=True)
+        self._report(outcomes, recount_held=True)
 
     def step(self) -> int:
         """Load everything written so far; return the number of lines loaded."""
         self.tailer.scan()
         for gone in self.tailer.vanished:
-            if gone.saved_size and gone.offset >= gone.saved_size:
-                log.warning(
-                    "%s was deleted while ingestd was down; all %d bytes it held at the last "
-                    "checkpoint had been loaded",
-                    gone.path,
-                    gone.offset,
-                )
-                continue
-            log.error(
-                "%s disappeared after %d bytes were loaded, before it was read to its end: "
-                "lines after that point are lost (was it deleted or truncated by hand?)",
-                gone.path,
-                gone.offset,
-            )
+            events.vanished(gone.path, gone.offset, gone.saved_size)
         self.tailer.vanished.clear()
         total = 0
         while not self.stopping.is_set():
@@ -229,10 +184,7 @@ class Daemon:
             self._unloaded = []
             total += len(lines)
             self.watchdog.ping()
-        m.FILES_FOLLOWED.set(sum(not f.done for f in self.tailer.files.values()))
-        m.ROTATIONS.inc(self.tailer.rotations_seen)
-        m.TRUNCATIONS.inc(self.tailer.truncations)
-        self.tailer.rotations_seen = self.tailer.truncations = 0
+        events.files_followed(self.tailer)
         return total
 
     def _recover(self, exc: Exception) -> None:
@@ -244,7 +196,7 @@ class Daemon:
         while reading may have lost lines the tailer handed out: the tailer
         starts again from the last checkpoint.
         """
-        m.LOAD_ERRORS.inc()
+        events.load_failed()
         self._failures += 1
         now = time.monotonic()
         if self._failures == 1 or now - self._error_logged_at >= REPEAT_ERROR_AFTER:
@@ -253,7 +205,7 @@ class Daemon:
                 "cannot load into %s%s: %s; holding at the last checkpoint and retrying every %.1fs "
                 "(nginx keeps accepting, nothing is lost)%s",
                 self.config.path("data_dir"),
-                self._data_dir_trouble(),
+                filesystem.trouble(self.config.path("data_dir")),
                 exc,
                 self.config["ingest.rescan_interval"],
                 f"; {self._failures} attempts so far" if self._failures > 1 else "",
@@ -264,30 +216,13 @@ class Daemon:
             self.tailer.close()
             self.tailer = self._new_tailer()
 
-    def _data_dir_trouble(self) -> str:
-        """What is wrong with the data directory, when it can be told (SQLite's errors are vague)."""
-        data_dir = self.config.path("data_dir")
-        try:
-            fs = os.statvfs(data_dir)
-        except OSError as exc:
-            return f" ({exc.strerror})"
-        if fs.f_flag & os.ST_RDONLY:
-            return " (its filesystem is read-only)"
-        if fs.f_bavail * fs.f_frsize < 1 << 20:
-            return f" (its filesystem is full: {fs.f_bavail * fs.f_frsize} bytes free)"
-        if fs.f_files and not fs.f_favail:
-            return " (its filesystem has no free inodes)"
-        if not os.access(data_dir, os.W_OK):
-            return " (not writable by this user)"
-        return ""
-
     def run(self) -> None:
         """Follow the log until :meth:`stop` (or SIGTERM/SIGINT in the main thread).
 
         Idle, the loop sleeps until a file event (or ``ingest.rescan_interval``).
         Woken by an event, or having loaded lines, it stops watching and looks
         again every ``ingest.poll_interval`` while lines keep coming: see
-        :mod:`ingestd.watch` for why, and why nothing is missed.
+        :mod:`ingestd.ingest.watch` for why, and why nothing is missed.
         """
         watch = Watch(self.live.parent, self.wake, self.config["ingest.rescan_interval"])
         watch.resume()
@@ -325,17 +260,17 @@ class Daemon:
         """Wait until the next look at the logs; watch them only while idle."""
         if failing or loaded:
             watch.pause()
-            m.WATCHING.set(0)
+            events.watching(False)
             # failing: retry at the interval; lines coming: look again soon; never at every write
             self.stopping.wait(self.config["ingest.rescan_interval" if failing else "ingest.poll_interval"])
             return
         if not watch.active and watch.resume():
-            m.WATCHING.set(1)
+            events.watching(True)
             return  # quiet again: look once more, for lines written while nobody watched
-        m.WATCHING.set(watch.active)
+        events.watching(watch.active)
         if self.wake.wait(self.config["ingest.rescan_interval"]):
             watch.pause()  # a change: lines are coming, and the next look reads them
-            m.WATCHING.set(0)
+            events.watching(False)
 
 
 def install_signal_handlers(daemon: Daemon) -> None:
@@ -357,6 +292,8 @@ def run_daemon(config: Config) -> None:
     """What ``smalltable ingest`` runs: metrics server, signals, loop."""
     from prometheus_client import REGISTRY, start_http_server
 
+    from .ops.metrics import ScrapeTime
+
     lower_priority(config["ingest.nice"])
     port = config["metrics.port"]
     if port:
@@ -369,7 +306,7 @@ def run_daemon(config: Config) -> None:
             ) from None
     daemon = Daemon(config)
     REGISTRY.register(
-        m.ScrapeTime(
+        ScrapeTime(
             daemon.live,
             lambda: daemon.committed,
             {"logs": config.path("log_dir"), "data": config.path("data_dir")},

@@ -21,12 +21,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
-from ingestd.programs import ProgramNotFound, find_program
+from ingestd.support.programs import ProgramNotFound, find_program
 
 from .daemonlib import DaemonRunner
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+# CI starts with no .hypothesis/ cache on a loaded 2-core machine: generating inputs
+# may be slow there, and a test's speed is for bench/, not for a health check.
+settings.register_profile(
+    "smalltable", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "smalltable"))
 
 
 def free_port() -> int:

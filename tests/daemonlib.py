@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .test_logline import make_line
+from .linelib import make_line
 
 
 def _free_port() -> int:

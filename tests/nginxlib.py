@@ -14,7 +14,7 @@ import time
 import httpx
 
 from ingestd.config import load_config
-from ingestd.stack import nginx_argv, rotate_logs, write_runtime_files
+from ingestd.ops.stack import nginx_argv, rotate_logs, write_runtime_files
 
 from .daemonlib import DaemonRunner, _free_port, _listening
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestd.checkpoint import CHECKPOINT_VERSION, CheckpointError, FilePosition, load, save
+from ingestd.ingest.checkpoint import CHECKPOINT_VERSION, CheckpointError, FilePosition, load, save
 
 POSITIONS = [
     FilePosition("0" * 32, 2049, 131, 1048576, "/var/lib/smalltable/logs/ingest.log.2.gz", done=True),

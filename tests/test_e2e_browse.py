@@ -22,7 +22,8 @@ from xml.etree import ElementTree
 
 import pytest
 
-from ingestd.store import iso_time, open_database
+from ingestd.store.schema import open_database
+from ingestd.support.timefmt import iso_time
 
 from .conftest import ARTIFACTS
 from .test_e2e_ingest import accepted

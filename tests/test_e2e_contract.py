@@ -12,9 +12,9 @@ import time
 import httpx
 import pytest
 
-from ingestd.logline import parse_line
+from ingestd.ingest.logline import parse_line
 
-from .test_logline import nginx_escape_json
+from .linelib import nginx_escape_json
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ingestd.logline import parse_line
+from ingestd.ingest.logline import parse_line
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from ingestd.store import database_bytes
+from ingestd.store.schema import database_bytes
 
 from .conftest import start_stack, stop_stack
 

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import pytest
 
-from ingestd import failpoints
+from ingestd.support import failpoints
 
 from .daemonlib import DaemonRunner
-from .test_logline import make_line
+from .linelib import make_line
 
 RESCAN = 0.2
 """DaemonRunner's default ingest.rescan_interval."""

@@ -3,7 +3,7 @@
 import gc
 import weakref
 
-from ingestd import gcpause
+from ingestd.support import gcpause
 
 
 class Node:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import gzip
 import os
 
-from ingestd.checkpoint import FilePosition
-from ingestd.lag import log_files, measure
-from ingestd.tail import FINGERPRINT_BYTES, fingerprint_of
+from ingestd.ingest.checkpoint import FilePosition
+from ingestd.ingest.fingerprint import FINGERPRINT_BYTES, fingerprint_of, log_files
+from ingestd.ops.lag import measure
 
-from .test_logline import make_line
+from .linelib import make_line
 
 
 def lines(first_time: float, count: int, tag: str) -> bytes:

@@ -23,8 +23,9 @@ import httpx
 import pytest
 from datasette.app import Datasette
 
-from ingestd.holding import Holding
-from ingestd.store import database_bytes, iso_time, open_database
+from ingestd.store.holding import Holding
+from ingestd.store.schema import database_bytes, open_database
+from ingestd.support.timefmt import iso_time
 
 MIB = 1048576
 APEX = "localhost:8080"

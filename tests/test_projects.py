@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ingestd.projects import (
-    SettingsError,
-    apply_change,
-    compile_schema,
-    default_settings,
-    is_settings_write,
-    read_change,
-)
+from ingestd.config import default_settings
+from ingestd.ingest.settings_write import SettingsError, apply_change, compile_schema, read_change
+from ingestd.model.project import is_settings_write
 
 UNCLAIMED = default_settings()
 OWNED = default_settings().__class__("ann@example.com", "", "any", None, 180, 100)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from ingestd.quota import QuotaMap, level
+from ingestd.store.quota import QuotaMap, level
 
 
 def test_levels_start_at_the_warning_and_move_in_steps_of_five():

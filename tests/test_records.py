@@ -11,9 +11,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import ingestd.records as records_module
-from ingestd.logline import Request
-from ingestd.records import REJECT_CODES, FilePart, Record, Reject, build
+import ingestd.ingest.records as records_module
+from ingestd.ingest.records import build
+from ingestd.model.record import REJECT_CODES, FilePart, Record, Reject
+from ingestd.model.request import Request
 
 ALL_BYTES = bytes(range(256))
 

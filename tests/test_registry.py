@@ -12,11 +12,12 @@ import time
 
 import pytest
 
-from ingestd.holding import Holding
-from ingestd.logline import Request
-from ingestd.projects import default_settings
-from ingestd.registry import Registry
-from ingestd.store import Store, database_bytes
+from ingestd.config import default_settings
+from ingestd.ingest.registry import Registry
+from ingestd.model.request import Request
+from ingestd.store.database import Store
+from ingestd.store.holding import Holding
+from ingestd.store.schema import database_bytes
 
 _ids = itertools.count(1)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import ingestd.replay as replay_module
-from ingestd.replay import Share, plan, route
+import ingestd.ingest.replay as replay_module
+from ingestd.ingest.replay import Share, plan, route
 
-from .test_logline import make_line
+from .linelib import make_line
 
 
 def line(n: int, project: str, body: bytes, **fields: str) -> bytes:

@@ -6,9 +6,10 @@ import time
 
 import msgspec
 
-from ingestd.records import Record
-from ingestd.retention import expire
-from ingestd.store import Store, database_bytes
+from ingestd.model.record import Record
+from ingestd.store.database import Store
+from ingestd.store.retention import expire
+from ingestd.store.schema import database_bytes
 
 from .test_registry import req
 

@@ -15,9 +15,12 @@ import msgspec
 import pytest
 
 from ingestd.config import load_config
-from ingestd.logline import Request
-from ingestd.records import FilePart, Record, Reject, build
-from ingestd.store import SYSTEM_COLUMNS, Store, WriteResult, for_config, iso_time, quote
+from ingestd.ingest.records import build
+from ingestd.model.record import FilePart, Record, Reject
+from ingestd.model.request import Request
+from ingestd.store.database import Store, WriteResult, for_config
+from ingestd.store.schema import SYSTEM_COLUMNS, quote
+from ingestd.support.timefmt import iso_time
 
 ALL_BYTES = bytes(range(256))
 _ids = itertools.count(1)

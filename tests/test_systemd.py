@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ingestd.config import load_config
-from ingestd.render import write
+from ingestd.ops.render import write
 
 UNITS = [
     "smalltable-ingestd.service",

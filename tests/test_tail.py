@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ingestd import checkpoint
-from ingestd.checkpoint import FilePosition
-from ingestd.tail import OVERLONG_HEAD, READ_SIZE, Line, Tailer
+from ingestd.ingest import checkpoint
+from ingestd.ingest.checkpoint import FilePosition
+from ingestd.ingest.tail import OVERLONG_HEAD, READ_SIZE, Line, Tailer
 
 MAX_LINE = 1000
 _ids = itertools.count(1)

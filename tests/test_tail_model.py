@@ -55,8 +55,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from ingestd import checkpoint, tail
-from ingestd.tail import FINGERPRINT_BYTES, OVERLONG_HEAD, Line, Tailer
+from ingestd.ingest import checkpoint, tail
+from ingestd.ingest.tail import FINGERPRINT_BYTES, OVERLONG_HEAD, Line, Tailer
 
 LIVE = "ingest.log"
 ROTATED = re.compile(r"^ingest\.log\.(\d+)(\.gz)?$")
@@ -66,7 +66,7 @@ leaving at least that much makes a tail that is unique too."""
 
 
 def fingerprint(content: bytes) -> str | None:
-    """The model's idea of a file's identity: the hash of its first line (see tail.py)."""
+    """The model's idea of a file's identity: the hash of its first line (ingest/fingerprint.py)."""
     newline = content.find(b"\n")
     if newline >= 0:
         head = content[: newline + 1]

@@ -17,7 +17,7 @@ import pytest
 from ingestd import daemon as daemon_module
 from ingestd.config import load_config
 from ingestd.daemon import Daemon
-from ingestd.watch import Watch
+from ingestd.ingest.watch import Watch
 
 from .daemonlib import DaemonRunner
 

@@ -1,0 +1,305 @@
+"""Where each request goes: its project's records or rejects, its settings, or the holding area.
+
+The daemon and ``smalltable replay`` hand a batch of parsed requests, in log
+order, to :meth:`Registry.load`. Per project, in that order:
+
+- ``POST /_project`` changes the project's settings (creating or claiming it),
+  or is refused with a reason; the requests after it follow the new settings;
+- a post to a project that does not exist is loaded (creating the project,
+  unclaimed) when ``projects.auto_create`` is on, else it waits in the holding
+  area until the project is created;
+- a post to a project over its quota, or with older posts still waiting, waits
+  too (first in, first out), until the quota is raised or retention frees room;
+- any other post becomes a record, checked against the project's type and
+  schema, or a reject that says why.
+
+A project's state (exists, settings, posts waiting, size) is read afresh for
+each batch, so a replay running beside the daemon never leaves it with stale
+settings. Every write is idempotent by request id, so a batch that fails half
+way is simply loaded again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import Config, default_settings
+from ..model.project import (
+    PROJECT_NAME_RULE,
+    Settings,
+    is_settings_write,
+    is_valid_project_name,
+)
+from ..model.record import Record, Reject
+from ..model.request import Request
+from ..store.database import Store, WriteResult
+from ..store.holding import Held, Holding
+from ..store.schema import database_bytes, read_settings
+from ..support import failpoints
+from .records import build
+from .settings_write import SettingsError, apply_change, read_change
+from .validate import Rules, check, rules_for
+
+
+@dataclass
+class Outcome:
+    """What one batch did to one project."""
+
+    write: WriteResult = field(default_factory=WriteResult)
+    held: int = 0
+    released: int = 0
+    settings_changed: int = 0
+    settings_refused: int = 0
+    last_post: float | None = None
+    database_bytes: int = 0
+    settings: Settings | None = None
+    """The project's size and settings after the batch (None: the project does not exist)."""
+
+
+@dataclass
+class _State:
+    """A project as this batch finds it."""
+
+    exists: bool
+    settings: Settings
+    rules: Rules
+    held: bool
+    """Posts wait for the project in the holding area."""
+    size: int = 0
+    """Its database and WAL on disk, in bytes."""
+
+    @property
+    def over_quota(self) -> bool:
+        """``settings.used(size) >= 1``, asked of every post: so without the division."""
+        return self.exists and self.size >= self.settings.quota_bytes
+
+
+class Registry:
+    """Loads batches of requests into projects, following each project's settings."""
+
+    def __init__(
+        self,
+        store: Store,
+        holding: Holding,
+        defaults: Settings,
+        auto_create: bool,
+        release_batch: int = 10000,
+    ) -> None:
+        self.store = store
+        self.holding = holding
+        self.defaults = defaults
+        self.auto_create = auto_create
+        self.release_batch = release_batch
+        self._rules_cache: dict[tuple[str, str], Rules] = {}
+
+    # -- a batch -----------------------------------------------------------
+
+    def load(self, requests: list[Request]) -> dict[str, Outcome]:
+        """Load one batch (in log order); what it did, by project."""
+        by_project: dict[str, list[Request]] = {}
+        unnamed: list[tuple[str, Reject]] = []
+        for request in requests:
+            project = request.project
+            if not project:  # a settings write to the apex names its project in the body
+                try:
+                    project = named_project(request)
+                except SettingsError as exc:
+                    reason = f"settings not changed: {exc}"
+                    reject = Reject(request, reason, _body(request), "invalid_settings")
+                    unnamed.append((given_name(request), reject))
+                    continue
+            by_project.setdefault(project, []).append(request)
+        for name, reject in unnamed:
+            self.holding.reject(name, [reject])
+        outcomes: dict[str, Outcome] = {}
+        for number, (project, project_requests) in enumerate(by_project.items()):
+            if number == 1:
+                failpoints.hit("load.after_first_project")
+            outcomes[project] = self._load_project(project, project_requests)
+        return outcomes
+
+    def _load_project(self, project: str, requests: list[Request]) -> Outcome:
+        state = self.state(project)
+        out = Outcome()
+        records: list[Record] = []
+        rejects: list[Reject] = []
+        holds: list[Held] = []
+
+        def flush() -> None:
+            if holds:
+                out.held += self.holding.hold(holds)
+                state.held = True
+                holds.clear()
+            if records or rejects:
+                out.write.add(self.store.write(project, records, rejects))
+                state.exists = True
+                records.clear()
+                rejects.clear()
+                self._measure(project, state)
+
+        for request in requests:
+            if is_settings_write(request.method, request.uri):
+                flush()
+                self._change_settings(project, request, state, out)
+                continue
+            if not state.exists and not self.auto_create:
+                holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))
+                continue
+            if state.held or holds or state.over_quota:
+                if state.held and not holds and not state.over_quota:
+                    flush()
+                    self._release(project, state, out)
+                if state.held or holds or state.over_quota:
+                    holds.append(Held(request, "over_quota", _OVER_QUOTA.format(project=project)))
+                    continue
+            item = _classify(request, state.rules)
+            if isinstance(item, Record):
+                out.last_post = request.received
+                records.append(item)
+            else:
+                rejects.append(item)
+        flush()
+        if state.held and not state.over_quota:
+            self._release(project, state, out)
+        self._report(project, state, out)
+        return out
+
+    def _report(self, project: str, state: _State, out: Outcome) -> None:
+        if state.exists:
+            out.database_bytes = state.size
+            out.settings = state.settings
+
+    # -- settings ----------------------------------------------------------
+
+    def _change_settings(self, project: str, request: Request, state: _State, out: Outcome) -> None:
+        """Apply one settings write, or keep it as a reject saying why not."""
+        try:
+            change = read_change(request.body, request.content_type)
+            named = change.get("name", project)
+            if named != project:
+                raise SettingsError(f"'name' is {named!r}, but this is the settings of {project!r}")
+            settings, changed = apply_change(state.settings, change)
+        except SettingsError as exc:
+            reject = Reject(request, f"settings not changed: {exc}", _body(request), "invalid_settings")
+            if state.exists:
+                out.write.add(self.store.write(project, [], [reject]))
+            else:  # a refused first call creates nothing
+                self.holding.reject(project, [reject])
+            out.settings_refused += 1
+            return
+        if self.store.change_settings(project, request, settings.as_dict(), changed):
+            out.settings_changed += 1
+        state.exists = True
+        state.settings = settings
+        state.rules = self._rules(settings)
+        self._measure(project, state)
+        if state.held and not state.over_quota:
+            self._release(project, state, out)
+
+    # -- state -------------------------------------------------------------
+
+    def state(self, project: str) -> _State:
+        """The project as it is now: read from its database and the holding area."""
+        exists = self.store.exists(project)
+        settings = (read_settings(self.store.project(project).conn) if exists else None) or self.defaults
+        state = _State(exists, settings, self._rules(settings), self.holding.has_waiting(project))
+        self._measure(project, state)
+        return state
+
+    def _rules(self, settings: Settings) -> Rules:
+        """The rules for these settings, each distinct schema compiled once."""
+        if settings.schema is None:
+            return Rules(settings.type, None)
+        key = (settings.type, repr(settings.schema))
+        rules = self._rules_cache.get(key)
+        if rules is None:
+            if len(self._rules_cache) >= 1000:
+                self._rules_cache.clear()
+            rules = self._rules_cache[key] = rules_for(settings)
+        return rules
+
+    def _measure(self, project: str, state: _State) -> None:
+        """The project's size now (its database and WAL on disk), after a write."""
+        if state.exists:
+            state.size = database_bytes(self.store.path(project))
+
+    # -- the holding area --------------------------------------------------
+
+    def release(self, project: str) -> Outcome:
+        """Load what waits for ``project`` if it can take it now (after retention, say)."""
+        out = Outcome()
+        state = self.state(project)
+        if state.held and not state.over_quota:
+            self._release(project, state, out)
+        return out
+
+    def _release(self, project: str, state: _State, out: Outcome) -> None:
+        """Load the project's waiting posts, oldest first, while it exists and has room."""
+        while state.held and not state.over_quota and (state.exists or self.auto_create):
+            waiting = self.holding.oldest(project, self.release_batch)
+            if not waiting:
+                state.held = False
+                return
+            records: list[Record] = []
+            rejects: list[Reject] = []
+            for _, request in waiting:
+                item = _classify(request, state.rules)
+                (records if isinstance(item, Record) else rejects).append(item)
+            out.write.add(self.store.write(project, records, rejects))
+            state.exists = True
+            self.holding.release([row_id for row_id, _ in waiting])
+            out.released += len(waiting)
+            state.held = len(waiting) == self.release_batch
+            self._measure(project, state)
+
+
+def for_config(config: Config, store: Store, holding: Holding) -> Registry:
+    """The registry a deployment's config describes (its ``projects.*`` defaults)."""
+    defaults = default_settings(
+        config["projects.type"], config["projects.retention_days"], config["projects.quota_mb"]
+    )
+    return Registry(store, holding, defaults, config["projects.auto_create"], config["ingest.batch_lines"])
+
+
+_NO_PROJECT = (
+    "project {project} does not exist and projects are not created by a post here: it is loaded "
+    "as soon as someone creates the project (POST /_project with an owner)"
+)
+_OVER_QUOTA = (
+    "project {project} is over its quota: this post waits and is loaded once the quota is raised "
+    "(POST /_project with a larger quota_mb) or retention frees room"
+)
+
+
+def _classify(request: Request, rules: Rules) -> Record | Reject:
+    """A post as a record that follows the project's rules, or a reject saying why."""
+    item = build(request)
+    if isinstance(item, Record) and not rules.trivial:
+        return check(item, rules)
+    return item
+
+
+def _body(request: Request) -> str | bytes:
+    try:
+        return request.body.decode("utf-8")
+    except UnicodeDecodeError:
+        return request.body
+
+
+def named_project(request: Request) -> str:
+    """The project a settings write to the apex names in its ``name``; SettingsError if none."""
+    name = read_change(request.body, request.content_type).get("name")
+    if not isinstance(name, str) or not name:
+        raise SettingsError("'name' is required: the project to create or change")
+    if not is_valid_project_name(name):
+        raise SettingsError(f"'name': {name!r} is not a project name ({PROJECT_NAME_RULE})")
+    return name
+
+
+def given_name(request: Request) -> str:
+    """The name an apex settings write gave, whatever it is, to file its reject under."""
+    try:
+        name = read_change(request.body, request.content_type).get("name")
+    except SettingsError:
+        return ""
+    return name if isinstance(name, str) else ""

@@ -1,0 +1,40 @@
+"""A write request as nginx accepted and logged it: what every later step starts from."""
+
+from __future__ import annotations
+
+import msgspec
+
+WRITE_METHODS = frozenset({"POST", "PUT", "DELETE"})
+
+
+class Request(msgspec.Struct, frozen=True, gc=False):
+    """A write request as nginx accepted and logged it.
+
+    A frozen msgspec struct: immutable like a frozen dataclass, and made in a
+    fifth of a named tuple's time (0.06 against 0.29 µs), which counts at one per
+    line. It holds no containers, so the cycle collector need not track it.
+    """
+
+    request_id: str
+    project: str
+    received: float
+    """Unix time at which nginx started reading the request."""
+    method: str
+    uri: str
+    content_type: str | None
+    content_length: int | None
+    """The length nginx read (set by nginx for chunked bodies too); None if absent."""
+    remote_addr: str
+    user_agent: str | None
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        """The URI without its query string."""
+        return self.uri.partition("?")[0]
+
+    @property
+    def query(self) -> str | None:
+        """The query string, or None when the URI has none."""
+        _, sep, query = self.uri.partition("?")
+        return query if sep else None

@@ -1,0 +1,1 @@
+"""Running and watching SmallTable: metrics, lag, status, config checks, rendered files, the stack."""

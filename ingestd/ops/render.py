@@ -1,0 +1,168 @@
+"""Render the nginx/ and logrotate/ templates for one deployment.
+
+The files that come out:
+
+``smalltable.conf``
+    nginx, http level: log format, upstreams, the ack server and the project
+    servers. A production host includes it from its own nginx.conf.
+``nginx.conf``
+    a complete config for the unprivileged nginx of ``smalltable up``.
+``logrotate.conf``
+    the rotation of the ingest log, run hourly by ``smalltable-logrotate.timer``.
+``smalltable-*.service``, ``smalltable-logrotate.timer``, ``smalltable-quota.path``
+    systemd units for ingestd, Datasette, the rotation, and the nginx reload
+    when a project's quota level changes (docs/ops.md).
+``smalltable.yaml``, ``datasette.json``
+    the effective config every unit reads, and Datasette's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from ..config import Config
+from ..support.programs import find_program
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = {
+    "smalltable.conf": REPO / "nginx" / "smalltable.conf.j2",
+    "nginx.conf": REPO / "nginx" / "nginx-dev.conf.j2",
+    "logrotate.conf": REPO / "logrotate" / "smalltable.conf.j2",
+    "smalltable-ingestd.service": REPO / "systemd" / "smalltable-ingestd.service.j2",
+    "smalltable-datasette.service": REPO / "systemd" / "smalltable-datasette.service.j2",
+    "smalltable-logrotate.service": REPO / "systemd" / "smalltable-logrotate.service.j2",
+    "smalltable-logrotate.timer": REPO / "systemd" / "smalltable-logrotate.timer.j2",
+    "smalltable-quota.path": REPO / "systemd" / "smalltable-quota.path.j2",
+    "smalltable-quota.service": REPO / "systemd" / "smalltable-quota.service.j2",
+}
+
+
+def _listen(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def context(config: Config, conf_dir: Path) -> dict:
+    """The values the templates are rendered with."""
+    return {
+        "domain": config["domain"],
+        "domain_regex": re.escape(config["domain"]),
+        "listen": [_listen(a) for a in config["nginx.listen"]],
+        "port": config["nginx.port"],
+        "port_suffix": "" if config["nginx.port"] in (80, 443) else f":{config['nginx.port']}",
+        "datasette_port": config["datasette.port"],
+        "max_body_bytes": config["nginx.max_body_bytes"],
+        "home": config.home,
+        "conf_dir": conf_dir,
+        "log_dir": config.path("log_dir"),
+        "run_dir": config.path("run_dir"),
+        "ingest_log": config.path("ingest_log"),
+        "nginx_pid": config.path("nginx_pid"),
+        "max_size": config["logrotate.max_size"],
+        "keep_days": config["logrotate.keep_days"],
+        "run_as_root": os.geteuid() == 0,
+        "repo": REPO,
+        "data_dir": config.path("data_dir"),
+        "state_dir": config.path("state_dir"),
+        "config_file": conf_dir / "smalltable.yaml",
+        "datasette_metadata": conf_dir / "datasette.json",
+        "datasette_options": " ".join(datasette_options(config, conf_dir / "datasette.json")),
+        "smalltable_bin": Path(sys.executable).parent / "smalltable",
+        "datasette_bin": Path(sys.executable).parent / "datasette",
+        "logrotate_bin": find_program("logrotate"),
+        "user": config["systemd.user"],
+        "group": config["systemd.group"],
+    }
+
+
+def datasette_options(config: Config, metadata: Path) -> list[str]:
+    """The options after ``datasette serve``, for ``smalltable up`` and the systemd unit alike."""
+    return [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(config["datasette.port"]),
+        "--metadata",
+        str(metadata),
+        "--setting",
+        "sql_time_limit_ms",
+        str(config["datasette.sql_time_limit_ms"]),
+        "--setting",
+        "suggest_facets",
+        "on" if config["datasette.suggest_facets"] else "off",
+    ]
+
+
+def effective_config(config: Config) -> str:
+    """The config as YAML with every setting spelled out and ``home`` absolute."""
+    nested: dict = {}
+    for key, value in config.values.items():
+        head, _, leaf = key.rpartition(".")
+        (nested.setdefault(head, {}) if head else nested)[leaf] = value
+    nested["home"] = str(config.home)
+    return yaml.safe_dump(nested, sort_keys=False)
+
+
+def datasette_metadata(config: Config) -> str:
+    """Datasette's metadata: the title, and where the plugin finds project databases."""
+    port = config["nginx.port"]
+    where = f"http://PROJECT.{config['domain']}" + ("" if port in (80, 443) else f":{port}")
+    return json.dumps(
+        {
+            "title": "SmallTable",
+            "description": f"POST anything to {where}/",
+            "plugins": {
+                "smalltable": {
+                    "data_dir": str(config.path("data_dir")),
+                    "domain": config["domain"],
+                    "port": port,
+                    "auto_create": config["projects.auto_create"],
+                    "quota_warning": config["projects.quota_warning"],
+                    "defaults": {
+                        "type": config["projects.type"],
+                        "retention_days": config["projects.retention_days"],
+                        "quota_mb": config["projects.quota_mb"],
+                    },
+                }
+            },
+        },
+        indent=2,
+    )
+
+
+def render(config: Config, conf_dir: Path) -> dict[str, str]:
+    """``{file name: text}`` for every rendered file that will live in ``conf_dir``."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(REPO),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    values = context(config, conf_dir)
+    rendered = {
+        name: env.get_template(template.relative_to(REPO).as_posix()).render(values)
+        for name, template in TEMPLATES.items()
+    }
+    rendered["smalltable.yaml"] = effective_config(config)
+    rendered["datasette.json"] = datasette_metadata(config)
+    return rendered
+
+
+def write(config: Config, conf_dir: Path) -> list[Path]:
+    """Render into ``conf_dir`` and make the directories nginx writes to."""
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    for key in ("log_dir", "run_dir", "ingest_log", "nginx_pid"):
+        path = config.path(key)
+        (path if key.endswith("_dir") else path.parent).mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render(config, conf_dir).items():
+        path = conf_dir / name
+        path.write_text(text)
+        written.append(path)
+    return written

@@ -1,0 +1,250 @@
+"""``smalltable up``: nginx, ingestd and Datasette together, for development and tests.
+
+Everything lives under the config's ``home``: the rendered nginx config, logs,
+data, state and sockets. nginx runs unprivileged (``-p HOME``) in the
+foreground. Ctrl-C (or SIGTERM) stops all three; if one of them dies, the
+others are stopped too and ``up`` exits non-zero, saying which one and where
+its log is.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..support.programs import ProgramNotFound, find_program
+from . import render
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says why and what to do."""
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    port: int
+    log: Path
+    process: subprocess.Popen | None = None
+
+
+def rotate_logs(config: Config, force: bool = False) -> subprocess.CompletedProcess:
+    """Run the real logrotate on the deployment's logrotate.conf (``force``: rotate now).
+
+    Its state file lives in the run directory, so dev rotations never touch the
+    system's /var/lib/logrotate/status. It runs at the lowest CPU priority and the lowest
+    best-effort I/O priority, as the systemd unit has it: compressing a big rotated log
+    is background work. (``ionice -t``: where the I/O priority cannot be set, run anyway.)
+    """
+    argv = [
+        find_program("nice"),
+        "-n19",
+        find_program("ionice"),
+        "-t",
+        "-c2",
+        "-n7",
+        find_program("logrotate"),
+    ]
+    if force:
+        argv.append("--force")
+    argv += [
+        "--state",
+        str(config.path("state_dir") / "logrotate.state"),
+        str(config.home / "conf" / "logrotate.conf"),
+    ]
+    return subprocess.run(argv, capture_output=True, text=True)
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def write_runtime_files(config: Config) -> tuple[Path, Path]:
+    """Render every config file into HOME/conf; return the effective config and metadata paths."""
+    conf_dir = config.home / "conf"
+    render.write(config, conf_dir)
+    for key in ("data_dir", "state_dir"):
+        config.path(key).mkdir(parents=True, exist_ok=True)
+    return conf_dir / "smalltable.yaml", conf_dir / "datasette.json"
+
+
+def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
+    """The three processes, in the order they start."""
+    logs = config.path("log_dir")
+    return [
+        Service(
+            "datasette",
+            [sys.executable, "-m", "datasette", "serve", *render.datasette_options(config, metadata)],
+            config["datasette.port"],
+            logs / "datasette.log",
+        ),
+        Service(
+            "ingestd",
+            [sys.executable, "-m", "ingestd", "ingest", "--config", str(effective)],
+            config["metrics.port"],
+            logs / "ingestd.log",
+        ),
+        Service("nginx", nginx_argv(config), config["nginx.port"], logs / "nginx-error.log"),
+    ]
+
+
+def nginx_argv(config: Config, *extra: str) -> list[str]:
+    """The unprivileged nginx of this home (``extra``: e.g. ``-t``, ``-s reload``)."""
+    home = config.home
+    return [
+        find_program("nginx"),
+        *extra,
+        "-p",
+        str(home),
+        "-c",
+        str(home / "conf" / "nginx.conf"),
+        "-e",
+        str(config.path("log_dir") / "nginx-error.log"),
+    ]
+
+
+def check_nginx_config(config: Config) -> None:
+    result = subprocess.run(nginx_argv(config, "-t", "-q"), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"the rendered nginx config does not load:\n{result.stderr.strip()}")
+
+
+def _wait_listening(service: Service, deadline: float) -> None:
+    while not port_in_use(service.port):
+        if service.process.poll() is not None:
+            raise StackError(
+                f"{service.name} exited with status {service.process.returncode} while starting; "
+                f"see {service.log}"
+            )
+        if time.monotonic() > deadline:
+            raise StackError(f"{service.name} did not listen on port {service.port}; see {service.log}")
+        time.sleep(0.05)
+
+
+def stop(running: list[Service]) -> None:
+    """Stop nginx first (no new writes), then ingestd (finishes its batch), then Datasette."""
+    for service in reversed(running):
+        if service.process and service.process.poll() is None:
+            service.process.send_signal(signal.SIGQUIT if service.name == "nginx" else signal.SIGTERM)
+            try:
+                service.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait()
+
+
+def _refuse_if_busy(config: Config) -> None:
+    """Before anything is written: the ports must be free and the home not in use."""
+    pid_file = config.path("nginx_pid")
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        pass
+    else:
+        raise StackError(f"{config.home} is in use by a running stack (nginx pid {pid}); stop it first")
+    ports = {
+        "nginx": config["nginx.port"],
+        "datasette": config["datasette.port"],
+        "ingestd": config["metrics.port"],
+    }
+    busy = [f"{name} port {port}" for name, port in ports.items() if port and port_in_use(port)]
+    if busy:
+        raise StackError(
+            "already in use: " + ", ".join(busy) + " (choose others with --port, "
+            "--datasette-port and --metrics-port)"
+        )
+
+
+def start(config: Config) -> list[Service]:
+    """Start the stack and return once all three listen (or raise StackError)."""
+    _refuse_if_busy(config)
+    try:
+        effective, metadata = write_runtime_files(config)
+    except ProgramNotFound as exc:
+        raise StackError(str(exc)) from None
+    check_nginx_config(config)
+    planned = services(config, effective, metadata)
+    running: list[Service] = []
+    try:
+        for service in planned:
+            service.log.parent.mkdir(parents=True, exist_ok=True)
+            with open(service.log, "ab") as out:
+                service.process = subprocess.Popen(
+                    service.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                )
+            running.append(service)
+            if service.port:
+                _wait_listening(service, time.monotonic() + 30)
+    except BaseException:
+        stop(running)
+        raise
+    return running
+
+
+def banner(config: Config) -> str:
+    port, domain = config["nginx.port"], config["domain"]
+    rotation = (
+        f"logrotate checks every {config['logrotate.interval']:g}s: "
+        f"daily, or once over {config['logrotate.max_size']}"
+    )
+    return f"""SmallTable is up (home: {config.home})
+
+  post:    curl -d '{{"user":"ann","score":3}}' -H 'Content-Type: application/json' http://demo.{domain}:{port}/
+  browse:  http://demo.{domain}:{port}/        every project: http://{domain}:{port}/
+  metrics: http://127.0.0.1:{config["metrics.port"]}/metrics
+  logs:    {config.path("log_dir")} ({rotation})
+
+Ctrl-C stops nginx, ingestd and Datasette."""
+
+
+def _rotate_in_background(config: Config) -> None:
+    """What cron or the systemd timer does in production, with the same config."""
+    result = rotate_logs(config)
+    if result.returncode != 0 or result.stderr:
+        with open(config.path("log_dir") / "logrotate.log", "a") as out:
+            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} exit {result.returncode}\n{result.stderr}")
+
+
+def run(config: Config) -> int:
+    """Start the stack, supervise it until Ctrl-C or a service dies; return an exit code."""
+    stopping = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    running = start(config)
+    print(banner(config), flush=True)
+    next_rotation = time.monotonic() + config["logrotate.interval"]
+    try:
+        while not stopping:
+            if time.monotonic() >= next_rotation:
+                _rotate_in_background(config)
+                next_rotation = time.monotonic() + config["logrotate.interval"]
+            for service in running:
+                if service.process.poll() is not None:
+                    print(
+                        f"{service.name} exited with status {service.process.returncode}; "
+                        f"stopping the others. See {service.log}",
+                        file=sys.stderr,
+                    )
+                    return 1
+            time.sleep(0.2)
+        print("stopping...", flush=True)
+        return 0
+    finally:
+        stop(running)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,197 @@
+"""A project database's schema: its tables and columns, how names are quoted, how it is opened.
+
+One SQLite file per project, ``DATA_DIR/PROJECT.db``, in WAL mode. Tables:
+
+``records``
+    One row per stored request. System columns start with ``_``; every
+    top-level key of a JSON object (or form field) gets a column of its own, up
+    to ``max_columns`` per project. User columns have no declared type, so a
+    value keeps the type it was posted with (``"007"`` stays text).
+``files``
+    The file parts of multipart posts, linked to their record.
+``rejects``
+    Every request that was accepted but not stored, with the reason.
+``settings``
+    The project's settings, one row per accepted change (``POST /_project``):
+    the last row is the current settings (:func:`read_settings`).
+``expiry``
+    One row per retention pass that deleted something (:mod:`ingestd.store.retention`).
+
+Writing into them is :mod:`ingestd.store.database`'s job; readers (the web pages,
+``smalltable status``) use the names and helpers here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import suppress
+from pathlib import Path
+
+import sqlite_utils
+
+from ..model.project import Settings
+
+SYSTEM_COLUMNS: dict[str, str] = {
+    "_id": "INTEGER",
+    "_request_id": "TEXT",
+    "_received": "TEXT",
+    "_method": "TEXT",
+    "_path": "TEXT",
+    "_query": "TEXT",
+    "_content_type": "TEXT",
+    "_size": "INTEGER",
+    "_remote_addr": "TEXT",
+    "_user_agent": "TEXT",
+    "_kind": "TEXT",
+    "_body": "BLOB",
+}
+REJECT_COLUMNS: dict[str, str] = {
+    **{name: kind for name, kind in SYSTEM_COLUMNS.items() if name != "_kind"},
+    "_reason": "TEXT",
+}
+FILE_COLUMNS: dict[str, str] = {
+    "_id": "INTEGER",
+    "record_id": "INTEGER",
+    "field": "TEXT",
+    "filename": "TEXT",
+    "content_type": "TEXT",
+    "size": "INTEGER",
+    "content": "BLOB",
+}
+SETTINGS_COLUMNS: dict[str, str] = {
+    "_id": "INTEGER",
+    "_request_id": "TEXT",
+    "_received": "TEXT",
+    "_remote_addr": "TEXT",
+    "_user_agent": "TEXT",
+    "owner": "TEXT",
+    "description": "TEXT",
+    "type": "TEXT",
+    "schema": "TEXT",
+    "retention_days": "INTEGER",
+    "quota_mb": "REAL",
+    "changed": "TEXT",
+}
+EXPIRY_COLUMNS: dict[str, str] = {
+    "_id": "INTEGER",
+    "at": "TEXT",
+    "cutoff": "TEXT",
+    "records": "INTEGER",
+    "rejects": "INTEGER",
+    "through_id": "INTEGER",
+    "bytes_before": "INTEGER",
+    "bytes_after": "INTEGER",
+}
+_SYSTEM_LOWER = {name.lower() for name in SYSTEM_COLUMNS}
+MAX_KEY_LENGTH = 128
+CACHED_STATEMENTS = 512
+"""Compiled statements kept per open database (about 6 KiB each). Each set of keys a
+project's posts come with has an insert of its own: a source that sends a few of many
+optional keys makes hundreds (368 in a project of the load-rate benchmark), and
+compiling one again costs more than the row it inserts. Python's default is 128."""
+
+
+def quote(name: str) -> str:
+    """Quote an SQLite identifier, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def database_bytes(path: Path) -> int:
+    """A project's size on disk: its database file and its write-ahead log."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        with suppress(FileNotFoundError):
+            total += part.stat().st_size
+    return total
+
+
+def column_for_key(key: str) -> str | None:
+    """The column a top-level key is stored in, or None when it gets no column.
+
+    Keys that clash with a system column get a trailing ``_`` (``_id`` → ``_id_``);
+    empty keys, very long keys and keys with control characters stay in the
+    body only.
+    """
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        return None
+    if key.lower() in _SYSTEM_LOWER:
+        return key + "_"
+    return key
+
+
+def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> sqlite3.Connection:
+    """Open (creating if need be) a project database with its tables, in WAL mode.
+
+    ``cache_mb`` is the most memory SQLite keeps pages of this database in. nginx
+    makes request ids in time order, so a batch adds to the end of their index;
+    ids that are not (from another front end, say) touch pages all over it, and
+    a big project then loads faster when more of the index stays in memory.
+
+    With ``sync_commits`` a commit returns once it is on disk (``synchronous=FULL``);
+    without, SQLite syncs only at its WAL checkpoints, and a power loss can undo
+    the last commits (never corrupt the database): see :meth:`ProjectDatabase.close`.
+    """
+    conn = sqlite3.connect(
+        str(path), isolation_level=None, check_same_thread=False, cached_statements=CACHED_STATEMENTS
+    )
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA cache_size = {-1024 * int(cache_mb)}")  # negative: in KiB
+    # Only takes effect in a new, empty file: lets retention give freed pages back.
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    db = sqlite_utils.Database(conn)
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    conn.execute(f"PRAGMA synchronous = {'FULL' if sync_commits else 'NORMAL'}")
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        db["records"].create(
+            SYSTEM_COLUMNS,
+            pk="_id",
+            not_null={"_request_id", "_received", "_method", "_path", "_size", "_kind"},
+            if_not_exists=True,
+        )
+        db["rejects"].create(
+            REJECT_COLUMNS, pk="_id", not_null={"_request_id", "_reason"}, if_not_exists=True
+        )
+        db["files"].create(
+            FILE_COLUMNS,
+            pk="_id",
+            not_null={"record_id", "field", "size", "content"},
+            foreign_keys=[("record_id", "records", "_id")],
+            if_not_exists=True,
+        )
+        db["settings"].create(
+            SETTINGS_COLUMNS,
+            pk="_id",
+            not_null=set(SETTINGS_COLUMNS) - {"_id", "_remote_addr", "_user_agent", "schema"},
+            if_not_exists=True,
+        )
+        db["expiry"].create(EXPIRY_COLUMNS, pk="_id", not_null={"at", "cutoff"}, if_not_exists=True)
+        conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_settings_request_id" ON settings (_request_id)')
+        conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_records_request_id" ON records (_request_id)')
+        conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_rejects_request_id" ON rejects (_request_id)')
+        conn.execute('CREATE INDEX IF NOT EXISTS "idx_files_record_id" ON files (record_id)')
+    return conn
+
+
+def read_settings(conn: sqlite3.Connection) -> Settings | None:
+    """The project's settings from its last ``settings`` row; None when it has none (unclaimed).
+
+    ``quota_mb`` is a REAL column, so 100 comes back as 100.0: a whole quota is an integer again.
+    """
+    try:
+        row = conn.execute(
+            "SELECT owner, description, type, schema, retention_days, quota_mb "
+            "FROM settings ORDER BY _id DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
+    if row is None:
+        return None
+    owner, description, type_, schema, retention_days, quota_mb = row
+    schema = None if schema is None else json.loads(schema)
+    quota_mb = int(quota_mb) if float(quota_mb).is_integer() else quota_mb
+    return Settings(owner, description or "", type_, schema, retention_days, quota_mb)

@@ -1,0 +1,1 @@
+"""Shared support with no SmallTable knowledge: durable writes, time, processes, systemd."""

@@ -1,0 +1,62 @@
+"""SmallTable's Datasette plugin: every project database, and the project's own pages.
+
+Datasette serves the tables, filters, facets and SQL of every ``PROJECT.db``
+(and of the holding area, ``_smalltable.db``). The plugin adds databases as
+they appear (:mod:`.databases`), and routes under ``/-/smalltable/`` that
+nginx maps onto the apex and each project's host:
+
+==============================  ==========================================
+``DOMAIN/``                     every project, the holding area, the create form (:mod:`.apex`)
+``DOMAIN/_projects.json``       every project with its size, count and settings
+``DOMAIN/_status/ID``           what became of a write to the apex (:mod:`.request_status`)
+``PROJECT.DOMAIN/``             the project page (:mod:`.pages`)
+``PROJECT.DOMAIN/42``           record 42 (``.json``, ``/raw``)
+``PROJECT.DOMAIN/_project``     the project's settings as JSON (:mod:`.settings_api`)
+``PROJECT.DOMAIN/_status/ID``   what became of a write to the project
+``PROJECT.DOMAIN/_stream/…``    ranges of the stream (:mod:`.streams`)
+``PROJECT.DOMAIN/_export.csv``  the whole project, streamed
+``PROJECT.DOMAIN/_tail``        new records as server-sent events
+==============================  ==========================================
+
+Configure it with Datasette metadata (``smalltable up`` writes it; :mod:`.site`
+lists every key and its default)::
+
+    {"plugins": {"smalltable": {"data_dir": "/var/lib/smalltable/data", "domain": "localhost", "port": 8080}}}
+"""
+
+from __future__ import annotations
+
+from datasette import hookimpl
+
+from . import apex, livetail, pages, request_status, settings_api, streams
+from .databases import sync_databases
+
+
+@hookimpl
+def startup(datasette) -> None:
+    sync_databases(datasette)
+
+
+@hookimpl
+def asgi_wrapper(datasette):
+    def wrap(app):
+        async def add_new_projects_first(scope, receive, send):
+            if scope["type"] == "http":
+                sync_databases(datasette)
+            await app(scope, receive, send)
+
+        return add_new_projects_first
+
+    return wrap
+
+
+@hookimpl
+def register_routes(datasette):
+    return [
+        *apex.ROUTES,
+        *pages.ROUTES,
+        *streams.ROUTES,
+        *livetail.ROUTES,
+        *settings_api.ROUTES,
+        *request_status.ROUTES,
+    ]

@@ -1,0 +1,76 @@
+"""``DOMAIN/``: every project, the holding area, and the form that creates a project.
+
+The list comes from the catalog's cached summaries (:mod:`.catalog`), so it
+stays fast with hundreds of projects: a ``stat`` per project plus a read of
+each one that changed. The form posts to ``/_project`` on the apex, which
+nginx answers like any other write (``303`` to ``/_status/<request id>``,
+where the page says whether the project was created or why not). It is a
+plain HTML form: it works without JavaScript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from datasette.utils.asgi import Request, Response
+
+from ..model.project import PROJECT_NAME_RE, PROJECT_NAME_RULE, TYPES, quota_level
+from . import commands, holding_area
+from .catalog import summaries
+from .site import Site, project_address, site
+from .views import render
+
+if TYPE_CHECKING:
+    from datasette.app import Datasette
+
+NAME_PATTERN = PROJECT_NAME_RE.pattern.removeprefix("^").removesuffix("$").replace("0-9-]", "0-9\\-]")
+"""The project-name rule for the form's ``pattern`` (browsers compile it with the ``v`` flag,
+where a literal ``-`` in a class must be escaped)."""
+EXAMPLE_CHANGE = {"owner": "ann@example.com", "description": "checkout clicks, for the UX study"}
+
+
+def _rows(config: Site, request: Request) -> tuple[list[dict], list[dict]]:
+    """Every project with its quota level, and each name with held posts (blocking)."""
+    projects = summaries(config, request)
+    for entry in projects:
+        if "quota_used" in entry:
+            entry["level"] = quota_level(entry["quota_used"], config.quota_warning)
+    held = {} if config.data_dir is None else holding_area.waiting(config.data_dir)
+    waiting = [
+        {
+            "entry": entry,
+            "url": project_address(config, request, name),
+            "rows": f"/{holding_area.DATABASE_NAME}/held?project={name}&_sort=_id",
+        }
+        for name, entry in held.items()
+    ]
+    return projects, waiting
+
+
+async def apex_page(datasette: Datasette, request: Request) -> Response:
+    """The apex page: projects, the holding area, how to create a project."""
+    config = site(datasette)
+    projects, waiting = await asyncio.to_thread(_rows, config, request)
+    defaults = config.defaults
+    example = EXAMPLE_CHANGE | {
+        "type": "json",
+        "retention_days": defaults.retention_days,
+        "quota_mb": defaults.quota_mb,
+    }
+    context = {
+        "projects": projects,
+        "waiting": waiting,
+        "config": config,
+        "types": TYPES,
+        "name_pattern": NAME_PATTERN,
+        "name_rule": PROJECT_NAME_RULE,
+        "example_address": project_address(config, request, "NAME"),
+        "curl_example": commands.settings_command(project_address(config, request, "NAME"), example),
+        "post_example": commands.post_command(project_address(config, request, "NAME")),
+        "held_table": f"/{holding_area.DATABASE_NAME}/held",
+    }
+    return await render(request, datasette, "smalltable_apex.html", context)
+
+
+ROUTES = [(r"/-/smalltable/$", apex_page)]

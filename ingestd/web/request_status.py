@@ -1,0 +1,232 @@
+"""``/_status/<request id>``: what became of a write, by the id its ``202`` answered with.
+
+Every ``202`` carries its status URL (``Location`` and ``status_url``). A
+write ends up in exactly one place, looked up in this order:
+
+=====================================  ==============  ==========================================
+where                                  status          also says
+=====================================  ==============  ==========================================
+the project's ``records``              ``stored``      ``id`` and ``url`` of the record
+the project's ``settings``             ``applied``     ``version``, ``changed``, ``action``
+the project's ``rejects``              ``rejected``    ``reason``
+``_smalltable.db``'s ``held``          ``held``        ``code`` and ``reason``
+``_smalltable.db``'s ``rejects``       ``rejected``    ``reason`` (settings for no project)
+gone: older than the project keeps     ``expired``     ``detail``, ``answered``, ``cutoff``
+nowhere yet                            ``pending``     ``detail``
+=====================================  ==============  ==========================================
+
+A write is ``expired`` when its project's retention has deleted everything received
+before a cutoff and the write was answered before it: nginx's request ids begin with
+the millisecond of the answer (13 digits), so the id alone says when. An id that does
+not begin so (from another front end, or mistyped) is never called expired.
+
+``PROJECT.DOMAIN/_status/ID`` looks in that project; ``DOMAIN/_status/ID``
+(where the apex page's form lands) does not know the project, so it looks in
+``_smalltable.db`` and then in every project. Every answer is a ``200``: the
+status is in the body. API clients get JSON; a browser (``Accept: text/html``)
+gets a page that says it in words and reloads itself while the write is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from datasette.utils.asgi import Request, Response
+
+from ..model.project import is_valid_project_name
+from ..store import retention
+from ..support.timefmt import iso_time
+from . import holding_area
+from .dbfiles import fetch_one, open_existing
+from .site import apex_address, project_address, site
+from .views import ROUTE_PREFIX, json_response, render, wants_html
+
+if TYPE_CHECKING:
+    from datasette.app import Datasette
+
+REQUEST_ID = "(?P<request_id>[0-9a-f]{32})"
+EARLIEST_ID_MS = 1_577_836_800_000
+"""2020-01-01: an id whose first 13 digits read as an earlier millisecond is not nginx's."""
+PENDING_DETAIL = (
+    "not loaded yet: ingest usually takes well under a second; if it stays pending, the id may be wrong"
+)
+NO_STORE = {"Cache-Control": "no-store", "Vary": "Accept"}
+
+
+def _settings_action(conn: sqlite3.Connection, version: int, applied_at: str) -> str:
+    """``created`` (the first settings made the project), ``claimed`` (it had posts before) or ``changed``."""
+    if version > 1:
+        return "changed"
+    earlier = [
+        fetch_one(conn, f"select _received from {table} order by _id limit 1")
+        for table in ("records", "rejects")
+    ]
+    return "claimed" if any(row and row[0] < applied_at for row in earlier) else "created"
+
+
+def in_project(db_path: Path, request_id: str) -> dict | None:
+    """The request in one project's database (blocking): stored, applied or rejected; else None."""
+    if not db_path.exists():
+        return None
+    try:
+        conn = open_existing(db_path)
+    except sqlite3.OperationalError:
+        return None  # deleted since: as good as not there
+    try:
+        record = fetch_one(conn, "select _id from records where _request_id = ?", [request_id])
+        if record:
+            return {"status": "stored", "id": record[0]}
+        applied = fetch_one(
+            conn, "select _id, changed, _received from settings where _request_id = ?", [request_id]
+        )
+        if applied:
+            version, changed, at = applied
+            action = _settings_action(conn, version, at)
+            return {"status": "applied", "version": version, "changed": json.loads(changed), "action": action}
+        rejected = fetch_one(conn, "select _id, _reason from rejects where _request_id = ?", [request_id])
+        if rejected:
+            return {"status": "rejected", "reason": rejected[1], "reject_id": rejected[0]}
+        return None
+    finally:
+        conn.close()
+
+
+def answered_at(request_id: str) -> float | None:
+    """When nginx answered the request (Unix time), read from its id; None for an id nginx
+    did not make that way."""
+    digits = request_id[:13]
+    if not digits.isdigit() or int(digits) < EARLIEST_ID_MS:
+        return None
+    return int(digits) / 1000
+
+
+def expired_in_project(db_path: Path, request_id: str) -> dict | None:
+    """``expired`` if the project's retention deleted what was received before the request
+    was answered (blocking); else None. Asked only of a request found nowhere else."""
+    answered = answered_at(request_id)
+    if answered is None or not db_path.exists():
+        return None
+    try:
+        conn = open_existing(db_path)
+    except sqlite3.OperationalError:
+        return None
+    try:
+        row = fetch_one(conn, "select max(cutoff) from expiry")
+    finally:
+        conn.close()
+    cutoff = row[0] if row else None
+    answered_iso = iso_time(answered)
+    # A cutoff still to come means retention's clock is ahead of this one (a test's, or
+    # a clock stepped back since): nothing can be said from it.
+    if cutoff is None or answered_iso >= cutoff or cutoff > iso_time(retention.now()):
+        return None
+    return {
+        "status": "expired",
+        "detail": f"deleted by the project's retention: everything received before {cutoff} is gone",
+        "answered": answered_iso,
+        "cutoff": cutoff,
+    }
+
+
+def find_in_project(data_dir: Path, project: str, request_id: str) -> dict | None:
+    """A write to ``project``'s host (blocking): in its database, else in the holding area,
+    else perhaps expired."""
+    path = data_dir / f"{project}.db"
+    found = in_project(path, request_id) or holding_area.find_request(data_dir, request_id)
+    if found is None:
+        found = expired_in_project(path, request_id)
+    if found is not None:
+        return {"project": project, **found}
+    return None
+
+
+def find_anywhere(data_dir: Path, request_id: str) -> dict | None:
+    """A write to the apex (blocking): in the holding area, else in whichever project has it."""
+    found = holding_area.find_request(data_dir, request_id)
+    if found is not None:
+        return found
+    for path in sorted(data_dir.glob("*.db")):
+        if is_valid_project_name(path.stem):
+            found = in_project(path, request_id)
+            if found is not None:
+                return {**found, "project": path.stem}
+    return None
+
+
+def headline(status: dict) -> str:
+    """The status page's title: what happened, in words."""
+    project, kind = status.get("project") or "", status["status"]
+    if kind == "stored":
+        return f"Stored as record {status['id']} of {project}"
+    if kind == "applied" and status["action"] == "changed":
+        return f"Settings of {project} changed"
+    if kind == "applied":
+        return f"Project {project} {status['action']}"
+    if kind == "rejected":
+        return "Not accepted"
+    if kind == "held":
+        return f"Held for {project}"
+    if kind == "expired":
+        return f"Deleted by {project}'s retention"
+    return "Not loaded yet"
+
+
+async def answer(datasette: Datasette, request: Request, project: str | None, found: dict | None) -> Response:
+    """The status as JSON, or as a page for a browser."""
+    config = site(datasette)
+    request_id = request.url_vars["request_id"]
+    status = {"status": "pending", "detail": PENDING_DETAIL, "project": project} if found is None else found
+    project = status.get("project")
+    project_url = project_address(config, request, project) if is_valid_project_name(project or "") else None
+    body = {"request_id": request_id, "project": project, **status}
+    reject_id = body.pop("reject_id", None)
+    if project_url and status["status"] == "stored":
+        body["url"] = f"{project_url}{status['id']}"
+    elif project_url and status["status"] in ("applied", "held"):
+        body["url"] = project_url
+    elif project_url and reject_id is not None:
+        body["url"] = f"{project_url}{project}/rejects/{reject_id}"
+    if not wants_html(request):
+        response = json_response(body)
+        response.headers.update(NO_STORE)
+        return response
+    context = {
+        "status": body,
+        "headline": headline(body),
+        "project_url": project_url,
+        "why": holding_area.WHY.get(body.get("code", "")),
+        "form_url": f"{apex_address(config, request)}/#create",
+        "held_url": "/_smalltable/held?_sort_desc=_id",
+    }
+    response = await render(request, datasette, "smalltable_status.html", context)
+    response.headers.update(NO_STORE)
+    return response
+
+
+async def project_status_view(datasette: Datasette, request: Request) -> Response:
+    """``PROJECT.DOMAIN/_status/ID``: a write to the project's host; 200 even with no database yet."""
+    project, request_id = request.url_vars["project"], request.url_vars["request_id"]
+    data_dir = site(datasette).data_dir
+    found = None
+    if data_dir is not None:
+        found = await asyncio.to_thread(find_in_project, data_dir, project, request_id)
+    return await answer(datasette, request, project, found)
+
+
+async def apex_status_view(datasette: Datasette, request: Request) -> Response:
+    """``DOMAIN/_status/ID``: a write to the apex (its form), found wherever it went."""
+    data_dir = site(datasette).data_dir
+    found = None
+    if data_dir is not None:
+        found = await asyncio.to_thread(find_anywhere, data_dir, request.url_vars["request_id"])
+    return await answer(datasette, request, None, found)
+
+
+ROUTES = [
+    (ROUTE_PREFIX + f"/_status/{REQUEST_ID}$", project_status_view),
+    (f"/-/smalltable/_status/{REQUEST_ID}$", apex_status_view),
+]
