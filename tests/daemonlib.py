@@ -30,6 +30,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def table_request_ids(path: Path, table: str = "records", timeout: float = 10) -> list[str]:
+    """Every ``_request_id`` of ``table`` in the database at ``path``, in ``_id`` order.
+
+    A database or table not made yet holds nothing: ``[]``. Any other error (a locked,
+    corrupt or unreadable database) raises, so "exactly these rows" never passes on a
+    database that could not be read.
+    """
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=timeout)
+    try:
+        return [row[0] for row in conn.execute(f"select _request_id from {table} order by _id")]
+    except sqlite3.DatabaseError as exc:
+        if str(exc) == f"no such table: {table}":
+            return []
+        raise AssertionError(f"cannot read {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -155,18 +175,9 @@ class DaemonRunner:
 
     # -- reading the databases -------------------------------------------------
 
-    def request_ids(self, project: str, table: str = "records") -> list[str]:
+    def request_ids(self, project: str, table: str = "records", timeout: float = 10) -> list[str]:
         """Every ``_request_id`` in a project's table, in ``_id`` order (duplicates kept)."""
-        path = self.data_dir / f"{project}.db"
-        if not path.exists():
-            return []
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            return [row[0] for row in conn.execute(f"select _request_id from {table} order by _id")]
-        except sqlite3.OperationalError:
-            return []
-        finally:
-            conn.close()
+        return table_request_ids(self.data_dir / f"{project}.db", table, timeout)
 
     def wait_loaded(self, project: str, ids: list[str], table: str = "records", timeout: float = 20) -> None:
         """Wait until every id in ``ids`` is in the table; fail on a duplicate."""

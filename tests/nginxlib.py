@@ -7,6 +7,7 @@ template, signalling nginx with USR1 as in production.
 
 from __future__ import annotations
 
+import gzip
 import signal
 import subprocess
 import time
@@ -61,10 +62,9 @@ class NginxFront:
         """Wait until nginx has written ``count`` lines over all ingest log files.
 
         nginx writes a line just after it answers; reading the logs right after
-        the 202 may miss it.
+        the 202 may miss it. Fewer lines after ``timeout`` seconds fail the test: a
+        test that goes on would assert on a log that is not what it thinks.
         """
-        import gzip
-
         deadline = time.monotonic() + timeout
         while True:
             total = 0
@@ -72,8 +72,10 @@ class NginxFront:
                 opener = gzip.open if path.suffix == ".gz" else open
                 with opener(path, "rb") as f:
                     total += f.read().count(b"\n")
-            if total >= count or time.monotonic() > deadline:
+            if total >= count:
                 return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nginx logged {total} of {count} lines in {timeout}s")
             time.sleep(0.01)
 
     def stop(self) -> None:

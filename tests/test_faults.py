@@ -297,11 +297,13 @@ def row_count(runner: DaemonRunner, project: str) -> int:
     path = runner.data_dir / f"{project}.db"
     if not path.exists():
         return 0
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
     try:
         return conn.execute("SELECT count(*) FROM records").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
+    except sqlite3.OperationalError as exc:
+        if str(exc) == "no such table: records":
+            return 0
+        raise
     finally:
         conn.close()
 

@@ -43,8 +43,10 @@ def queryable(data_dir, project: str, request_id: str) -> bool:
     try:
         row = conn.execute("select 1 from records where _request_id = ?", [request_id]).fetchone()
         return row is not None
-    except sqlite3.OperationalError:
-        return False
+    except sqlite3.OperationalError as exc:
+        if str(exc) == "no such table: records":
+            return False
+        raise
     finally:
         conn.close()
 
