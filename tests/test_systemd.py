@@ -4,6 +4,7 @@ hardened and ordered the way docs/ops.md says."""
 from __future__ import annotations
 
 import configparser
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -58,17 +59,72 @@ def test_verify_really_checks(rendered):
     assert verify([broken]).returncode != 0
 
 
-@pytest.mark.parametrize("name", ["smalltable-ingestd.service", "smalltable-datasette.service"])
+HARDENING = {
+    "ProtectSystem": "strict",
+    "NoNewPrivileges": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectHome": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "ProtectClock": "yes",
+    "ProtectHostname": "yes",
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    "RestrictNamespaces": "yes",
+    "RestrictRealtime": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "CapabilityBoundingSet": "",
+    "SystemCallArchitectures": "native",
+    "SystemCallFilter": "@system-service",
+    "UMask": "0027",
+}
+"""The sandbox of both long-running services, every setting (docs/ops.md)."""
+
+ROOT_ONESHOT_HARDENING = {"ProtectSystem": "full", "PrivateTmp": "yes", "NoNewPrivileges": "yes"}
+"""The root one-shot services (logrotate, the quota reload) can do only this little."""
+
+EXPOSURE_AT_MOST = 1.9
+"""`systemd-analyze security` exposure of the two services (0 is best, 10 worst) today."""
+
+LONG_RUNNING = ["smalltable-ingestd.service", "smalltable-datasette.service"]
+
+
+def hardening(service: configparser.SectionProxy, wanted: dict[str, str]) -> dict[str, str | None]:
+    return {key: service.get(key) for key in wanted}
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
 def test_services_are_hardened_and_ordered_after_nginx(rendered, name):
     service = unit(rendered / name)
     assert "nginx.service" in service["Unit"]["After"]
     s = service["Service"]
     assert (s["User"], s["Group"]) == ("smalltable", "smalltable")
-    assert s["ProtectSystem"] == "strict"
-    assert s["NoNewPrivileges"] == "yes"
-    assert s["CapabilityBoundingSet"] == ""
+    assert hardening(s, HARDENING) == HARDENING
     assert s["Restart"] == "always"
     assert str(rendered.parent / "home" / "data") in s["ReadWritePaths"].split()
+
+
+@pytest.mark.parametrize("name", ["smalltable-logrotate.service", "smalltable-quota.service"])
+def test_root_oneshot_services_are_hardened(rendered, name):
+    s = unit(rendered / name)["Service"]
+    assert hardening(s, ROOT_ONESHOT_HARDENING) == ROOT_ONESHOT_HARDENING
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_systemd_analyze_security_rates_the_services_exposure_low(rendered, name):
+    """systemd's own reckoning of the sandbox: a setting dropped raises the exposure."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze is missing: install Debian's systemd package", pytrace=False)
+    result = subprocess.run(
+        [analyze, "security", "--offline=yes", str(rendered / name)], capture_output=True, text=True
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= EXPOSURE_AT_MOST, result.stdout
 
 
 def test_ingestd_tells_systemd_it_is_ready_and_feeds_a_watchdog(rendered):
