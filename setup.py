@@ -27,7 +27,7 @@ setup(
         "watchdog>=4.0",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "httpx>=0.27", "ruff>=0.8"],
+        "test": ["pytest>=8", "pytest-randomly>=3.15", "hypothesis>=6.100", "httpx>=0.27", "ruff>=0.8"],
     },
     entry_points={
         "console_scripts": ["smalltable = ingestd.cli:cli"],

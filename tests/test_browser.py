@@ -44,7 +44,9 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
 ]
 PROJECT = "demo"
-"""The browser tests' project: a readable name for the screenshots the docs show."""
+"""The browser tests' project: a readable name for the screenshots the docs show. Only
+the ``demo`` fixture writes to it, so its pages are the same in any order of the tests."""
+JSON = {"Content-Type": "application/json"}
 
 
 def _above_four(fd: int) -> int:
@@ -253,18 +255,14 @@ def test_record_page_shows_the_image(stack, demo, page):
     page.screenshot("browser-record-page.png", docs_name="record-page.png")
 
 
-def test_live_view_adds_a_record_posted_while_the_page_is_open(stack, demo, page):
-    page.goto(project_url(stack, "/?live=1"))
+def test_live_view_adds_a_record_posted_while_the_page_is_open(stack, project, page):
+    """On a project of its own: what it posts would change the demo project's pages."""
+    stack.wait_row(project, accepted(stack.post(project, b'{"user":"ann","page":"/","ms":1}', headers=JSON)))
+    page.goto(f"http://{project}.localhost:{stack.port}/?live=1")
     page.wait_for("document.getElementById('st-live-status').textContent === 'live'")
     page.evaluate("window.loadedOnce = 'still the same page'")
     count = page.evaluate("document.getElementById('st-record-count').textContent")
-    rid = accepted(
-        stack.post(
-            PROJECT,
-            json.dumps({"user": "dave", "page": "/live", "ms": 42}),
-            headers={"Content-Type": "application/json"},
-        )
-    )
+    rid = accepted(stack.post(project, json.dumps({"user": "dave", "page": "/live", "ms": 42}), headers=JSON))
     row = f"document.querySelector('tr[data-request-id=\"{rid}\"]')"
     page.wait_for(f"{row} !== null")
     assert page.evaluate("window.loadedOnce") == "still the same page"  # no reload
@@ -273,7 +271,7 @@ def test_live_view_adds_a_record_posted_while_the_page_is_open(stack, demo, page
     assert "dave" in cells and "/live" in cells and "POST /" in cells
     assert int(page.evaluate("document.getElementById('st-record-count').textContent")) == int(count) + 1
     # an image that arrives is drawn as an image
-    image = accepted(stack.post(PROJECT, png(48, 32), headers={"Content-Type": "image/png"}))
+    image = accepted(stack.post(project, png(48, 32), headers={"Content-Type": "image/png"}))
     page.wait_for(f"document.querySelector('tr[data-request-id=\"{image}\"] img')?.naturalWidth === 48")
     page.screenshot("browser-live.png")
 

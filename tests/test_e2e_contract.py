@@ -75,10 +75,12 @@ def _logged(stack) -> list[dict]:
     return [json.loads(line.decode("latin-1")) for line in stack.ingest_log.read_bytes().splitlines()]
 
 
-def test_writes_are_answered_202_while_nginx_reloads(stack, project):
+def test_writes_are_answered_202_while_nginx_reloads(fresh_stack, project):
     """ingestd reloads nginx when a quota level changes. Each write goes to nginx's ack
     server over a kept-alive connection, and a reload closes those: a write sent on one
-    as it closes must be sent again, never answered 502."""
+    as it closes must be sent again, never answered 502. (On a stack of its own: SIGHUP
+    a hundred times over would close the connections of tests running beside it.)"""
+    stack = fresh_stack
     pid = int(next(stack.home.rglob("nginx.pid")).read_text())
     codes: dict[int, int] = {}
     stop = time.monotonic() + 5
