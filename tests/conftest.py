@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, settings
 
 from ingestd.support.programs import ProgramNotFound, find_program
 
-from .daemonlib import DaemonRunner
+from .daemonlib import BIND_ATTEMPTS, DaemonRunner
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -38,9 +38,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "smalltable"))
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` different loopback ports free just now (all bound at once, then closed)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @dataclass
@@ -110,11 +120,23 @@ class Stack:
 
 
 def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:
+    """``smalltable up`` in ``home`` on free ports, again on others if one was taken meanwhile."""
     try:
         find_program("nginx")
     except ProgramNotFound as exc:
         pytest.fail(str(exc), pytrace=False)
-    ports = [free_port() for _ in range(3)]
+    for _ in range(BIND_ATTEMPTS):
+        started, banner = _try_stack(home, extra_args)
+        if started is not None:
+            return started
+        if "in use" not in banner:
+            break
+    pytest.fail(f"smalltable up did not start:\n{banner}", pytrace=False)
+
+
+def _try_stack(home: Path, extra_args: list[str] | None) -> tuple[Stack | None, str]:
+    """One start of ``smalltable up``: the stack, or None and what it printed before it exited."""
+    ports = free_ports(3)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -142,8 +164,8 @@ def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:
             break
     else:
         process.wait()
-        pytest.fail("smalltable up did not start:\n" + "".join(banner), pytrace=False)
-    return Stack(home, *ports, process, httpx.Client(timeout=30))
+        return None, "".join(banner)
+    return Stack(home, *ports, process, httpx.Client(timeout=30)), "".join(banner)
 
 
 def stop_stack(stack: Stack) -> int:

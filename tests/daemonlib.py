@@ -23,6 +23,10 @@ import yaml
 
 from .linelib import make_line
 
+BIND_ATTEMPTS = 5
+"""A free port is closed before the daemon or nginx binds it, and another process may
+take it first: they start again on a new port, this many times in all."""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -60,16 +64,15 @@ class DaemonRunner:
 
     def __init__(self, home: Path, **settings: object) -> None:
         self.home = home
-        self.metrics_port = _free_port()
-        config = {
+        self.config = {
             "home": str(home),
-            "metrics": {"port": self.metrics_port, **settings.pop("metrics", {})},
+            "metrics": {"port": _free_port(), **settings.pop("metrics", {})},
             "ingest": {"rescan_interval": 0.2, **settings.pop("ingest", {})},
             **settings,
         }
         home.mkdir(parents=True, exist_ok=True)
         self.config_path = home / "smalltable.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self.config_path.write_text(yaml.safe_dump(self.config))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen | None = None
         self.output = home / "ingestd.out"
@@ -94,9 +97,39 @@ class DaemonRunner:
 
     # -- the process ---------------------------------------------------------
 
+    @property
+    def metrics_port(self) -> int:
+        return self.config["metrics"]["port"]
+
     def start(self, failpoints: str = "", wait: bool = True) -> DaemonRunner:
-        """Start the daemon; with ``wait``, return once it serves its metrics (is up)."""
+        """Start the daemon; with ``wait``, return once it serves its metrics (is up).
+
+        The metrics port was free when it was chosen, not necessarily now: if another
+        process took it meanwhile, the daemon starts again on a new one.
+        """
         assert self.process is None or self.process.poll() is not None, "already running"
+        attempt = 1
+        while True:
+            if _listening(self.metrics_port):  # taken since: the answer would not be ours
+                self._move_metrics_port()
+            said_before = self.output.stat().st_size if self.output.exists() else 0
+            self._spawn(failpoints)
+            if not wait or self._wait_up():
+                return self
+            said = self.output.read_bytes()[said_before:]
+            if b"cannot serve metrics" in said and attempt < BIND_ATTEMPTS:
+                attempt += 1
+                self._move_metrics_port()
+            elif failpoints:
+                return self
+            else:
+                raise AssertionError(f"ingestd exited at start:\n{self.log_text()}")
+
+    def _move_metrics_port(self) -> None:
+        self.config["metrics"]["port"] = _free_port()
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def _spawn(self, failpoints: str) -> None:
         env = {**os.environ, "SMALLTABLE_FAILPOINTS": failpoints}
         with open(self.output, "ab") as out:
             self.process = subprocess.Popen(
@@ -105,16 +138,16 @@ class DaemonRunner:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
-        if wait:
-            deadline = time.monotonic() + 20
-            while not _listening(self.metrics_port):
-                if self.process.poll() is not None:
-                    if failpoints:
-                        return self
-                    raise AssertionError(f"ingestd exited at start:\n{self.log_text()}")
-                assert time.monotonic() < deadline, f"ingestd did not start:\n{self.log_text()}"
-                time.sleep(0.02)
-        return self
+
+    def _wait_up(self) -> bool:
+        """True once the daemon serves its metrics, False if it exited first."""
+        deadline = time.monotonic() + 20
+        while not _listening(self.metrics_port):
+            if self.process.poll() is not None:
+                return False
+            assert time.monotonic() < deadline, f"ingestd did not start:\n{self.log_text()}"
+            time.sleep(0.02)
+        return True
 
     def kill(self) -> None:
         """SIGKILL: no clean-up, no last checkpoint."""

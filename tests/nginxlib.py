@@ -11,13 +11,14 @@ import gzip
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
 from ingestd.config import load_config
 from ingestd.ops.stack import nginx_argv, rotate_logs, write_runtime_files
 
-from .daemonlib import DaemonRunner, _free_port, _listening
+from .daemonlib import BIND_ATTEMPTS, DaemonRunner, _free_port, _listening
 
 
 class NginxFront:
@@ -25,19 +26,42 @@ class NginxFront:
 
     def __init__(self, runner: DaemonRunner) -> None:
         self.runner = runner
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            if self._start():
+                break
+            # the free port was taken between choosing and binding it: choose again
+            assert "Address already in use" in self._said() and attempt < BIND_ATTEMPTS, (
+                f"nginx exited at start: {self._said()}"
+            )
+            # nginx leaves the unix socket it had bound when it gives up on the port
+            (self.config.path("run_dir") / "ack.sock").unlink(missing_ok=True)
+        self.client = httpx.Client(timeout=30)
+
+    def _start(self) -> bool:
+        """Start nginx on free ports; True once it listens, False if it exited."""
         self.port = _free_port()
-        config = load_config(runner.config_path, {"nginx.port": self.port, "datasette.port": _free_port()})
-        self.config = config
-        write_runtime_files(config)
-        self.process = subprocess.Popen(
-            nginx_argv(config), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
+        while _listening(self.port):  # taken since (a port that answers is not nginx's yet)
+            self.port = _free_port()
+        overrides = {"nginx.port": self.port, "datasette.port": _free_port()}
+        self.config = load_config(self.runner.config_path, overrides)
+        write_runtime_files(self.config)
+        with open(self._output, "wb") as out:
+            self.process = subprocess.Popen(nginx_argv(self.config), stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while not _listening(self.port):
-            assert self.process.poll() is None, "nginx exited at start"
+            if self.process.poll() is not None:
+                return False
             assert time.monotonic() < deadline, "nginx did not listen"
             time.sleep(0.02)
-        self.client = httpx.Client(timeout=30)
+        return True
+
+    @property
+    def _output(self) -> Path:
+        return self.runner.home / "nginx.out"
+
+    def _said(self) -> str:
+        """What nginx printed at its last start."""
+        return self._output.read_text(errors="replace")
 
     def post(self, project: str, body: bytes = b'{"n":1}') -> str:
         """POST through nginx; return the request id of the 202."""

@@ -1,11 +1,16 @@
-"""The test helpers fail loudly: a helper that returns quietly lets a test pass on nothing."""
+"""The test helpers: they fail loudly (one that returns quietly lets a test pass on
+nothing), and they start again on new ports when a free port was taken meanwhile."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+from collections.abc import Iterator
 
 import pytest
 
+from . import conftest, nginxlib
+from .conftest import free_port, free_ports, stop_stack
 from .daemonlib import DaemonRunner
 from .nginxlib import NginxFront
 
@@ -50,3 +55,44 @@ def test_wait_logged_fails_when_nginx_logged_fewer_lines(tmp_path):
             front.wait_logged(2, timeout=0.5)
     finally:
         front.stop()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port another process took after it was handed out as free."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_the_daemon_starts_again_when_its_metrics_port_was_taken(tmp_path, taken_port):
+    runner = DaemonRunner(tmp_path / "home", metrics={"port": taken_port})
+    try:
+        runner.start()
+        assert runner.metrics_port != taken_port
+        assert "smalltable_" in runner.metrics()
+    finally:
+        runner.kill()
+
+
+def test_nginx_starts_again_when_its_port_was_taken(tmp_path, taken_port, monkeypatch):
+    ports = iter([taken_port])
+    monkeypatch.setattr(nginxlib, "_free_port", lambda: next(ports, None) or free_port())
+    front = NginxFront(DaemonRunner(tmp_path / "home"))
+    try:
+        assert front.port != taken_port
+        front.post("again")
+    finally:
+        front.stop()
+
+
+def test_a_stack_starts_again_when_a_port_was_taken(tmp_path, taken_port, monkeypatch):
+    tries = iter([[taken_port, *free_ports(2)]])
+    monkeypatch.setattr(conftest, "free_ports", lambda count: next(tries, None) or free_ports(count))
+    stack = conftest.start_stack(tmp_path / "home")
+    try:
+        assert stack.port != taken_port
+        assert stack.post("again", b"x").status_code == 202
+    finally:
+        stop_stack(stack)

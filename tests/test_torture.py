@@ -33,6 +33,8 @@ pytestmark = pytest.mark.e2e
 DURATION = float(os.environ.get("SMALLTABLE_TORTURE_SECONDS", "45"))
 CLIENTS = 6
 PROJECTS = [f"torture-{i:02d}" for i in range(30)]
+PROBE_TIMEOUT = 60
+"""Seconds a probe waits for its record: longer means it was lost."""
 
 
 def queryable(data_dir, project: str, request_id: str) -> bool:
@@ -138,19 +140,25 @@ def test_torture(torture_front):
                 with lock:
                     expected["probe"]["records"].append(rid)
                 while not queryable(runner.data_dir, "probe", rid):
+                    assert time.monotonic() < sent + PROBE_TIMEOUT, (
+                        f"probe {rid} not loaded in {PROBE_TIMEOUT}s"
+                    )
                     time.sleep(0.005)
                 latencies.append(time.monotonic() - sent)
                 time.sleep(0.2)
 
-    threads = [threading.Thread(target=guarded(lambda s=s: client(s))) for s in range(CLIENTS)]
-    threads += [threading.Thread(target=guarded(f)) for f in (rotator, killer, probe)]
+    # daemon threads: one that hangs fails the test below and cannot keep pytest from exiting
+    threads = [threading.Thread(target=guarded(lambda s=s: client(s)), daemon=True) for s in range(CLIENTS)]
+    threads += [threading.Thread(target=guarded(f), daemon=True) for f in (rotator, killer, probe)]
     for thread in threads:
         thread.start()
     stop.wait(DURATION)
     stop.set()
+    joined_by = time.monotonic() + PROBE_TIMEOUT + 30
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=max(0.0, joined_by - time.monotonic()))
     assert not errors, errors
+    assert not [t for t in threads if t.is_alive()], "a torture thread did not stop"
     if runner.process.poll() is not None:
         runner.start()
     total = sum(len(tables["records"]) + len(tables["rejects"]) for tables in expected.values())
