@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import statistics
 import subprocess
 import time
 from collections.abc import Iterator
@@ -247,15 +246,12 @@ def test_tail_is_server_sent_events_from_the_current_end(stack, project):
         assert tail.response.headers["content-type"] == "text/event-stream; charset=utf-8"
         assert tail.response.headers["cache-control"] == "no-cache"
         assert tail.greeting == f": {project}: records after 1, as they are loaded"
-        delays = []
         for n in range(2, 22):  # posted after the connection opened
             rid = post_json(stack, project, {"after": n})
-            posted = time.monotonic()
             [(event_id, record)] = tail.events(1)
-            delays.append(time.monotonic() - posted)
             assert event_id == record["_id"] == n and record["_request_id"] == rid
-        # Typically 50 ms. A change the tail fails to notice waits for its 2 s recheck.
-        assert statistics.median(delays) < 0.5 and max(delays) < 1.8, delays
+        # how soon each event comes (and that none waits for the 2 s recheck) is measured
+        # by bench/read_side.py
     finally:
         tail.close()
 

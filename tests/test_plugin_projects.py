@@ -255,7 +255,8 @@ def test_projects_json_adds_settings_quota_and_held(data_dir):
     assert (beta["retention_days"], beta["quota_mb"], beta["held"]) == (60, 10, 0)
 
 
-def test_300_projects_list_fast(data_dir):
+def test_300_projects_are_listed(data_dir):
+    """Every project on the listing and the apex page; how fast is bench/read_side.py's."""
     add_records(data_dir / "template.db", rid())
     add_settings(data_dir / "template.db")
     an_hour_ago = time.time() - 3600
@@ -265,15 +266,12 @@ def test_300_projects_list_fast(data_dir):
         os.utime(copy, (an_hour_ago, an_hour_ago))
     (data_dir / "template.db").unlink()
     site = Site(data_dir)
-    assert len(site.get("/-/smalltable/projects.json").json()) == 300  # reads and caches
-    timings = []
-    for path in ("/-/smalltable/projects.json", "/-/smalltable/"):
-        for _ in range(3):
-            start = time.perf_counter()
-            assert site.get(path).status_code == 200
-            timings.append((path, time.perf_counter() - start))
-    assert min(t for p, t in timings if p.endswith(".json")) < 0.1, timings
-    assert min(t for p, t in timings if p.endswith("/")) < 0.1, timings
+    for _ in range(2):  # read, then from the cache
+        listing = site.get("/-/smalltable/projects.json").json()
+        assert sorted(p["project"] for p in listing) == [f"p{n:03d}" for n in range(300)]
+        apex = site.get("/-/smalltable/")
+        assert apex.status_code == 200
+        assert all(f"p{n:03d}" in apex.text for n in range(300))
 
 
 def test_the_holding_area_is_served_as_a_database_but_not_as_a_project(data_dir):

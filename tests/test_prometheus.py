@@ -533,7 +533,6 @@ def test_real_prometheus_sees_lag_while_the_daemon_is_stuck(daemon, tmp_path):
 
         lock = sqlite3.connect(daemon.data_dir / f"{project}.db", isolation_level=None)
         lock.execute("BEGIN IMMEDIATE")
-        locked_at = time.monotonic()
         try:
             stuck, received, stuck_bytes = write_now(daemon, project, 20)
             seen = wait_for(
@@ -545,9 +544,18 @@ def test_real_prometheus_sees_lag_while_the_daemon_is_stuck(daemon, tmp_path):
                 "Prometheus seeing lag > 0 while the database is locked",
             )
             assert seen
-            time.sleep(max(0.0, 15 - (time.monotonic() - locked_at)))
-            lag_seconds = prometheus.samples("smalltable_ingest_lag_seconds", 30)
-            lag_bytes = prometheus.samples("smalltable_ingest_lag_bytes", 30)
+            # held until Prometheus has scraped past the daemon's 10 s busy timeout (a
+            # wait for that scrape, not a sleep: a loaded machine scrapes late)
+            wait_for(
+                lambda: any(
+                    ts > received + 11 for ts, _ in prometheus.samples("smalltable_ingest_lag_seconds", 60)
+                ),
+                60,
+                "a scrape past the busy timeout while the database is locked",
+                interval=1,
+            )
+            lag_seconds = prometheus.samples("smalltable_ingest_lag_seconds", 60)
+            lag_bytes = prometheus.samples("smalltable_ingest_lag_bytes", 60)
         finally:
             lock.execute("ROLLBACK")
             lock.close()
