@@ -898,7 +898,7 @@ def test_an_idle_daemon_stays_idle(runners, idle_file):
 
 
 @pytest.mark.parametrize("nth", [1, 3])
-@pytest.mark.parametrize("point", sorted(failpoints.POINTS))
+@pytest.mark.parametrize("point", sorted(failpoints.LOAD_POINTS))
 def test_kill_9_at_a_failpoint_loses_nothing_and_stores_nothing_twice(runners, point, nth):
     runner = runners(ingest={"batch_lines": 50})
     feed = Feed(runner)

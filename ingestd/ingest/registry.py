@@ -247,6 +247,7 @@ class Registry:
                 (records if isinstance(item, Record) else rejects).append(item)
             out.write.add(self.store.write(project, records, rejects))
             state.exists = True
+            failpoints.hit("holding.after_load")
             self.holding.release([row_id for row_id, _ in waiting])
             out.released += len(waiting)
             state.held = len(waiting) == self.release_batch

@@ -23,6 +23,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..support import failpoints
 from ..support.timefmt import iso_time
 from .schema import database_bytes
 
@@ -70,6 +71,7 @@ def expire(conn: sqlite3.Connection, path: Path, retention_days: int, at: float)
                 deleted = conn.execute(f"DELETE FROM {table} WHERE _id <= ?", (upto,)).rowcount
                 setattr(expired, table, getattr(expired, table) + deleted)
                 pass_id = _note(conn, pass_id, at, cutoff, expired, upto if table == "records" else None)
+            failpoints.hit("retention.after_chunk")
     if pass_id is None:
         expired.bytes_after = expired.bytes_before
         return expired

@@ -5,9 +5,12 @@ Set ``SMALLTABLE_FAILPOINTS`` to a comma-separated list of ``NAME`` or
 
     SMALLTABLE_FAILPOINTS=checkpoint.after_temp_write@3 smalltable ingest --config c.yaml
 
-The points are the moments where a crash is hardest to recover from (between a
-commit and its checkpoint, inside a checkpoint write); tests/test_crash.py kills
-the real daemon at each one and checks that nothing is lost or loaded twice.
+The points are the moments where a crash is hardest to recover from: between a
+commit and its checkpoint, inside a checkpoint write (:data:`LOAD_POINTS`, which
+every load reaches; tests/test_faults.py kills the real daemon at each one), between
+loading held posts into their project and forgetting them in the holding area, and
+between two chunks of a retention pass (tests/test_crash.py). The tests check that
+nothing is lost or loaded twice, and that what was deleted stays deleted.
 Unset (always, in production), :func:`hit` is one dictionary lookup.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = frozenset(
+LOAD_POINTS = frozenset(
     {
         "store.before_commit",
         "load.after_first_project",
@@ -25,6 +28,12 @@ POINTS = frozenset(
         "checkpoint.after_rename",
     }
 )
+"""Reached by every load of a batch."""
+
+POINTS = LOAD_POINTS | {
+    "holding.after_load",  # held posts committed into their project, still in the holding area
+    "retention.after_chunk",  # one chunk of a retention pass deleted and committed, more to go
+}
 
 
 def _parse(spec: str) -> dict[str, int]:
