@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from ingestd.web.rowstream import CHUNK_ROWS
+
 from .conftest import Stack
 
 pytestmark = pytest.mark.e2e
@@ -275,6 +277,29 @@ def test_a_dropped_tail_resumes_with_last_event_id_without_gap_or_repeat(stack, 
         tail.close()
     assert [i for i, _ in resumed] == [4, 5, 6, 7, 8]
     assert [record["n"] for _, record in seen + resumed] == list(range(1, 9))
+
+
+def test_a_tail_resumes_across_more_missed_records_than_one_chunk(stack, project):
+    """More records missed than the tail reads at once (``CHUNK_ROWS``): every one
+    comes, in order, once, across the chunk boundaries, and then the live ones."""
+    missed = CHUNK_ROWS + 205
+    post_json(stack, project, {"n": 1})
+    tail = Tail(stack, project, query="?after=0")
+    [(first, _)] = tail.events(1)
+    tail.close()
+    for n in range(2, missed + 2):  # while nobody listens
+        post_json(stack, project, {"n": n})
+    wait_loaded(stack, project, missed + 1)
+    tail = Tail(stack, project, headers={"Last-Event-ID": str(first)})
+    try:
+        assert tail.greeting == f": {project}: records after 1, as they are loaded"
+        resumed = tail.events(missed)
+        post_json(stack, project, {"n": missed + 2})
+        resumed += tail.events(1)
+    finally:
+        tail.close()
+    assert [i for i, _ in resumed] == list(range(2, missed + 3))
+    assert [record["n"] for _, record in resumed] == list(range(2, missed + 3))
 
 
 def test_tail_waits_for_a_project_that_does_not_exist_yet(stack, project):
