@@ -1,0 +1,201 @@
+"""The docs' examples, run: each ``$ curl …`` of a ``console`` block against a real stack,
+its answer compared with the one the doc shows.
+
+Each doc gets a stack of its own (the examples use project ``demo`` and build on each
+other, in the doc's order), on its own port in place of ``8080``. What differs from
+run to run is masked on both sides before comparing: request ids (and the doc's ids
+in later commands are replaced by the real ones they stand for), times, curl's
+version, sizes on disk. A read is asked again until it matches, for up to
+``SETTLE_SECONDS``: ingestd loads a write within a moment, not at once. For ``curl -i``
+the documented headers must be among the real ones ("headers shortened"). A live tail
+(``curl -N``) is read for as many events as the doc shows; the posts the text says
+were made meanwhile (``curl -d`` spans in the paragraph after the block) are made once
+the tail has said where it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+SETTLE_SECONDS = 15
+RID = re.compile(r"\b[0-9a-f]{32}\b")
+MASKS = [
+    (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"), "TIME"),
+    (re.compile(r"curl/[0-9.]+"), "curl/VERSION"),
+    (re.compile(r"\b\d+% of "), "N% of "),
+    (re.compile(r'"(size_bytes|database_bytes)":\d+'), r'"\1":N'),
+    (re.compile(r'"quota_used":[0-9.e-]+'), '"quota_used":N'),
+    (RID, "ID"),
+]
+
+
+@dataclass
+class Example:
+    """One ``$ command`` of a console block, the output the doc shows, the text after the block."""
+
+    command: str
+    expected: str
+    after: str
+
+
+def examples(doc: str) -> list[Example]:
+    text = (DOCS / doc).read_text()
+    found = []
+    for block in re.finditer(r"```console\n(.*?)```\n(.*?)(?=```|\Z)", text, flags=re.S):
+        body, after = block[1], block[2]
+        for step in re.split(r"^\$ ", body, flags=re.M)[1:]:
+            command, _, expected = step.partition("\n")
+            found.append(Example(command, expected.rstrip("\n"), after))
+    return found
+
+
+def mask(text: str) -> str:
+    for pattern, replacement in MASKS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class Session:
+    """Runs a doc's commands in order against ``stack``, with the doc's ids mapped to real ones."""
+
+    def __init__(self, stack: Stack, workdir: Path) -> None:
+        self.stack, self.workdir = stack, workdir
+        self.ids: dict[str, str] = {}
+
+    def local(self, command: str) -> str:
+        command = RID.sub(lambda m: self.ids.get(m[0], m[0]), command)
+        return command.replace("localhost:8080", f"localhost:{self.stack.port}")
+
+    def shown(self, output: str) -> str:
+        return output.replace(f"localhost:{self.stack.port}", "localhost:8080").rstrip("\n")
+
+    def run(self, command: str) -> str:
+        result = subprocess.run(
+            ["bash", "-c", self.local(command)], cwd=self.workdir, capture_output=True, timeout=30
+        )
+        return self.shown(result.stdout.decode(errors="replace").replace("\r\n", "\n"))
+
+    def learn(self, expected: str, actual: str) -> None:
+        """The doc's ids are the real ones at the same places."""
+        for documented, real in zip(RID.findall(expected), RID.findall(actual), strict=False):
+            self.ids.setdefault(documented, real)
+
+    def check(self, example: Example) -> None:
+        if "X-SmallTable-Quota:" in example.expected:
+            self.wait_quota_map_served()
+        if example.command.startswith("curl -N"):
+            actual = self.tail(example)
+        else:
+            writes = re.search(r"(^|\s)(-d|-F|--data|--data-binary)\s", example.command)
+            deadline = time.monotonic() + (0 if writes else SETTLE_SECONDS)
+            while not same(example.expected, actual := self.run(example.command)):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        assert same(example.expected, actual), (
+            f"$ {example.command}\n--- the doc shows:\n{example.expected}\n--- it answers:\n{actual}"
+        )
+        self.learn(example.expected, actual)
+
+    def wait_quota_map_served(self) -> None:
+        """Until nginx's workers started after ingestd last wrote the quota map (and reloaded
+        nginx): a write answered before that would not say how full its project is."""
+        quota_map = self.stack.home / "state" / "quota.map"
+        master = int(next(self.stack.home.rglob("nginx.pid")).read_text())
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while not (quota_map.exists() and all_started_after(children(master), quota_map.stat().st_mtime)):
+            assert time.monotonic() < deadline, "nginx did not reload the quota map"
+            time.sleep(0.05)
+
+    def tail(self, example: Example) -> str:
+        """A live tail read for the doc's events, the text's posts made once it has started."""
+        events = example.expected.count("\nid: ") + example.expected.startswith("id: ")
+        command = self.local(example.command)
+        with subprocess.Popen(
+            ["bash", "-c", command], cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        ) as tail:
+            try:
+                lines = [tail.stdout.readline().decode()]
+                for post in re.findall(r"`(curl -d [^`]+)`", example.after):
+                    self.run(post)
+                deadline = time.monotonic() + SETTLE_SECONDS
+                while sum(line.startswith("id: ") for line in lines) < events or lines[-1] != "\n":
+                    assert time.monotonic() < deadline, "".join(lines)
+                    lines.append(tail.stdout.readline().decode())
+            finally:
+                tail.kill()
+        return self.shown("".join(lines))
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def all_started_after(pids: list[int], when: float) -> bool:
+    """Each process in ``pids`` started after the Unix time ``when`` (and there is one)."""
+    boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
+    ticks = os.sysconf("SC_CLK_TCK")
+    started = []
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return False
+        started.append(boot + int(fields[19]) / ticks)
+    return bool(started) and min(started) > when
+
+
+def same(expected: str, actual: str) -> bool:
+    """Equal once masked; for an answer with headers, the doc's headers among the real ones."""
+    expected, actual = mask(expected), mask(actual)
+    if not expected.startswith("HTTP/"):
+        return expected == actual
+    head, _, body = expected.partition("\n\n")
+    real_head, _, real_body = actual.partition("\n\n")
+    status, *headers = head.splitlines()
+    real_status, *real_headers = real_head.splitlines()
+    lowered = {line.lower() for line in real_headers}
+    return (status, body) == (real_status, real_body) and all(h.lower() in lowered for h in headers)
+
+
+def run_doc(stack: Stack, workdir: Path, doc: str, setup: list[str] = ()) -> int:
+    session = Session(stack, workdir)
+    for command in setup:
+        session.run(command)
+    found = examples(doc)
+    for example in found:
+        session.check(example)
+    return len(found)
+
+
+def sh_block(doc: str, heading: str) -> list[str]:
+    """The commands of the first ``sh`` block after ``heading`` (the posts examples build on)."""
+    text = (DOCS / doc).read_text()
+    start = text.index(heading)
+    block = re.search(r"```sh\n(.*?)```", text[start:], flags=re.S)
+    return [line for line in block[1].splitlines() if line and not line.startswith("#")]
+
+
+def test_api_examples_answer_as_documented(fresh_stack, tmp_path):
+    setup = sh_block("api.md", "The examples use")
+    assert run_doc(fresh_stack, tmp_path, "api.md", setup) >= 25
