@@ -6,7 +6,8 @@ other, in the doc's order), on its own port in place of ``8080``. What differs f
 run to run is masked on both sides before comparing: request ids (and the doc's ids
 in later commands are replaced by the real ones they stand for), times, curl's
 version, sizes on disk. A read is asked again until it matches, for up to
-``SETTLE_SECONDS``: ingestd loads a write within a moment, not at once. For ``curl -i``
+``SETTLE_SECONDS``: ingestd loads a write within a moment, not at once. A ``…`` in a
+documented answer stands for any text within its line. For ``curl -i``
 the documented headers must be among the real ones ("headers shortened"). A live tail
 (``curl -N``) is read for as many events as the doc shows; the posts the text says
 were made meanwhile (``curl -d`` spans in the paragraph after the block) are made once
@@ -15,6 +16,7 @@ the tail has said where it starts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -25,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Stack
+from .test_e2e_browse import png
 
 pytestmark = pytest.mark.e2e
 
@@ -169,13 +172,20 @@ def same(expected: str, actual: str) -> bool:
     """Equal once masked; for an answer with headers, the doc's headers among the real ones."""
     expected, actual = mask(expected), mask(actual)
     if not expected.startswith("HTTP/"):
-        return expected == actual
+        return matches(expected, actual)
     head, _, body = expected.partition("\n\n")
     real_head, _, real_body = actual.partition("\n\n")
     status, *headers = head.splitlines()
     real_status, *real_headers = real_head.splitlines()
     lowered = {line.lower() for line in real_headers}
-    return (status, body) == (real_status, real_body) and all(h.lower() in lowered for h in headers)
+    return status == real_status and matches(body, real_body) and all(h.lower() in lowered for h in headers)
+
+
+def matches(expected: str, actual: str) -> bool:
+    """Equal, where a ``…`` in the doc stands for any text within a line (what another
+    library words, such as the JSON parser's message)."""
+    pattern = "[^\n]*?".join(re.escape(part) for part in expected.split("…"))
+    return re.fullmatch(pattern, actual) is not None
 
 
 def run_doc(stack: Stack, workdir: Path, doc: str, setup: list[str] = ()) -> int:
@@ -194,6 +204,22 @@ def sh_block(doc: str, heading: str) -> list[str]:
     start = text.index(heading)
     block = re.search(r"```sh\n(.*?)```", text[start:], flags=re.S)
     return [line for line in block[1].splitlines() if line and not line.startswith("#")]
+
+
+def test_browse_examples_answer_as_documented(fresh_stack, tmp_path):
+    (tmp_path / "photo.png").write_bytes(png(32, 24))
+    setup = sh_block("browse.md", "Post a few records to follow along")
+    assert run_doc(fresh_stack, tmp_path, "browse.md", setup) >= 3
+    # the numbers: every key the doc shows, and the values that are the same in any run
+    documented = (DOCS / "browse.md").read_text().split("## The numbers", 1)[1]
+    shown = re.search(r"```json\n(.*?)```", documented, flags=re.S)[1]
+    keys = re.findall(r'^  "([a-z_]+)":', shown, flags=re.M)
+    stats = fresh_stack.request("GET", "demo", "/_stats.json").json()
+    assert list(stats) == keys
+    for key, value in re.findall(r'^  "([a-z_]+)": ("[^"]*"|[0-9]+|null|false|true),?$', shown, flags=re.M):
+        if key not in ("database_bytes", "last_post", "quota_used"):
+            assert stats[key] == json.loads(value), key
+    assert len(stats["hourly"]) == 48 and len(stats["daily"]) == 28
 
 
 def test_api_examples_answer_as_documented(fresh_stack, tmp_path):

@@ -407,9 +407,11 @@ BROWSE_DOC = Path(__file__).resolve().parent.parent / "docs" / "browse.md"
 
 
 def doc_curl_lines(doc: Path) -> list[str]:
-    """Every ``curl`` line of the doc's ``sh`` blocks, in order."""
+    """Every ``curl`` line on project ``demo`` of the doc's ``sh`` blocks, in order (not the
+    template for a project ``NAME``)."""
     blocks = re.findall(r"^```sh\n(.*?)^```", doc.read_text(), flags=re.MULTILINE | re.DOTALL)
-    return [line for block in blocks for line in block.splitlines() if line.startswith("curl ")]
+    lines = [line for block in blocks for line in block.splitlines() if line.startswith("curl ")]
+    return [line for line in lines if "NAME.localhost" not in line]
 
 
 def curl_request(line: str, files: dict[str, bytes]) -> dict:
