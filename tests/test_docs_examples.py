@@ -9,7 +9,8 @@ version, sizes on disk. A read is asked again until it matches, for up to
 ``SETTLE_SECONDS``: ingestd loads a write within a moment, not at once. A ``…`` in a
 documented answer stands for any text within its line. For ``curl -i``
 the documented headers must be among the real ones ("headers shortened"). A live tail
-(``curl -N``) is read for as many events as the doc shows; the posts the text says
+(``curl -N``) is read for as many events as the doc shows, and ``smalltable-home/`` is
+the stack's home; the posts the text says
 were made meanwhile (``curl -d`` spans in the paragraph after the block) are made once
 the tail has said where it starts.
 """
@@ -38,6 +39,7 @@ MASKS = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"), "TIME"),
     (re.compile(r"curl/[0-9.]+"), "curl/VERSION"),
     (re.compile(r"\b\d+% of "), "N% of "),
+    (re.compile(r'"(t|rt)":\d+\.\d+'), r'"\1":T'),
     (re.compile(r'"(size_bytes|database_bytes)":\d+'), r'"\1":N'),
     (re.compile(r'"quota_used":[0-9.e-]+'), '"quota_used":N'),
     (RID, "ID"),
@@ -79,6 +81,7 @@ class Session:
 
     def local(self, command: str) -> str:
         command = RID.sub(lambda m: self.ids.get(m[0], m[0]), command)
+        command = command.replace("smalltable-home/", f"{self.stack.home}/")
         return command.replace("localhost:8080", f"localhost:{self.stack.port}")
 
     def shown(self, output: str) -> str:
@@ -225,3 +228,16 @@ def test_browse_examples_answer_as_documented(fresh_stack, tmp_path):
 def test_api_examples_answer_as_documented(fresh_stack, tmp_path):
     setup = sh_block("api.md", "The examples use")
     assert run_doc(fresh_stack, tmp_path, "api.md", setup) >= 25
+
+
+def test_projects_examples_answer_as_documented(fresh_stack, tmp_path):
+    assert run_doc(fresh_stack, tmp_path, "projects.md") >= 4
+
+
+def test_records_examples_answer_as_documented(fresh_stack, tmp_path):
+    (tmp_path / "photo.png").write_bytes(png(32, 24))
+    assert run_doc(fresh_stack, tmp_path, "records.md") >= 4
+
+
+def test_log_format_example_is_what_nginx_writes(fresh_stack, tmp_path):
+    assert run_doc(fresh_stack, tmp_path, "log-format.md") == 3
