@@ -84,9 +84,10 @@ def test_create_with_one_curl_then_every_post_says_what_became_of_it(stack, proj
     bad = stack.post(project, '{"user":"ann","score":-1}', headers=JSON)
     rejected = status(stack, project, bad)
     assert rejected["status"] == "rejected"
-    assert rejected["reason"] == (
-        "does not match the project's schema: score: -1 is less than the minimum of 0"
-    )
+    # SmallTable's words, the place; how jsonschema-rs words the problem is its own
+    prefix = "does not match the project's schema: score: "
+    assert rejected["reason"].startswith(prefix)
+    assert "-1" in rejected["reason"].removeprefix(prefix)
     text = stack.post(project, "just words", headers={"Content-Type": "text/plain"})
     assert status(stack, project, text)["reason"] == (
         "the project takes JSON only (type json), and this is a text body"

@@ -5,6 +5,7 @@ depend on the parser they check.
 """
 
 import json
+import re
 from types import EllipsisType
 
 import pytest
@@ -163,15 +164,23 @@ def test_vendor_json_types_are_json():
 # Declared JSON: rejects
 
 
+def assert_malformed_json(reject, char: int) -> None:
+    """SmallTable's part of the reason (``malformed JSON: ``, then the parser's own
+    words, which change with its version) and the position the parser names."""
+    prefix = "malformed JSON: "
+    assert reject.reason.startswith(prefix) and len(reject.reason) > len(prefix), reject.reason
+    assert re.search(rf"\b{char}\b", reject.reason[len(prefix) :]), reject.reason
+    assert reject.code == "malformed_json"
+
+
 def test_malformed_json_is_rejected_with_position():
     reject = build_reject(b'{"a": 1,}', "application/json")
-    assert reject.reason == "malformed JSON: trailing comma is not allowed: line 1 column 8 (char 7)"
+    assert_malformed_json(reject, char=7)
     assert reject.body == '{"a": 1,}'
 
 
 def test_unterminated_json_is_rejected():
-    reject = build_reject(b'{"a": 1', "application/json")
-    assert reject.reason == "malformed JSON: unexpected end of data: line 1 column 8 (char 7)"
+    assert_malformed_json(build_reject(b'{"a": 1', "application/json"), char=7)
 
 
 def test_empty_json_body_is_rejected():
@@ -187,31 +196,21 @@ def test_json_that_is_not_utf8_is_rejected_with_offset():
 
 
 def test_nan_and_infinity_are_not_json():
-    reject = build_reject(b'{"a": NaN}', "application/json")
-    assert reject.reason == (
-        "malformed JSON: unexpected character, expected a JSON value: line 1 column 7 (char 6)"
-    )
-    reject = build_reject(b"[Infinity]", "application/json")
-    assert reject.reason == (
-        "malformed JSON: unexpected character, expected a JSON value: line 1 column 2 (char 1)"
-    )
+    assert_malformed_json(build_reject(b'{"a": NaN}', "application/json"), char=6)
+    assert_malformed_json(build_reject(b"[Infinity]", "application/json"), char=1)
 
 
 def test_numbers_too_large_for_a_float_are_rejected():
-    reject = build_reject(b'{"a": 1e400}', "application/json")
-    assert reject.reason == (
-        "malformed JSON: number is infinity when parsed as double: line 1 column 7 (char 6)"
-    )
+    assert_malformed_json(build_reject(b'{"a": 1e400}', "application/json"), char=6)
 
 
 def test_lone_surrogate_escape_is_rejected():
-    reject = build_reject(b'{"a": "\\ud800"}', "application/json")
-    assert reject.reason == "malformed JSON: no low surrogate in string: line 1 column 8 (char 7)"
+    assert_malformed_json(build_reject(b'{"a": "\\ud800"}', "application/json"), char=7)
 
 
 def test_deeply_nested_json_is_rejected():
     reject = build_reject(b"[" * 100000, "application/json")
-    assert reject.reason == "malformed JSON: depth limit exceeded: line 1 column 1026 (char 1025)"
+    assert_malformed_json(reject, char=1025)
     assert reject.body == "[" * 100000
 
 
