@@ -34,6 +34,7 @@ pytestmark = pytest.mark.e2e
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 SETTLE_SECONDS = 15
+CLOCK_SLACK = 0.05
 RID = re.compile(r"\b[0-9a-f]{32}\b")
 MASKS = [
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"), "TIME"),
@@ -160,7 +161,11 @@ def children(pid: int) -> list[int]:
 
 
 def all_started_after(pids: list[int], when: float) -> bool:
-    """Each process in ``pids`` started after the Unix time ``when`` (and there is one)."""
+    """Each process in ``pids`` started after the Unix time ``when`` (and there is one).
+
+    A start time is known to a clock tick (10 ms) and boot time to the uptime's 10 ms:
+    "after" allows ``CLOCK_SLACK`` seconds before ``when``.
+    """
     boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
     ticks = os.sysconf("SC_CLK_TCK")
     started = []
@@ -170,7 +175,7 @@ def all_started_after(pids: list[int], when: float) -> bool:
         except OSError:
             return False
         started.append(boot + int(fields[19]) / ticks)
-    return bool(started) and min(started) > when
+    return bool(started) and min(started) > when - CLOCK_SLACK
 
 
 def same(expected: str, actual: str) -> bool:
