@@ -30,6 +30,7 @@ from datasette import hookimpl
 
 from . import apex, livetail, pages, request_status, settings_api, streams
 from .databases import sync_databases
+from .errors import json_error_page
 
 
 @hookimpl
@@ -48,6 +49,11 @@ def asgi_wrapper(datasette):
         return add_new_projects_first
 
     return wrap
+
+
+@hookimpl
+def handle_exception(datasette, request, exception):
+    return json_error_page(datasette, request, exception)
 
 
 @hookimpl
