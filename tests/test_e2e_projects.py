@@ -149,6 +149,26 @@ def test_create_on_the_apex_naming_the_project_and_a_bad_name_is_explained(stack
     assert "'No_Such Name' is not a project name" in refused["reason"]
 
 
+def test_the_first_post_to_a_new_name_says_it_created_the_project_and_names_a_close_one(stack, project):
+    first = stack.post(project, '{"n": 1}', headers=JSON)
+    assert first.json()["created"] is True
+    stored = status(stack, project, first)
+    assert (stored["status"], stored["created"]) == ("stored", True)
+    assert "did_you_mean" not in stored
+    second = stack.post(project, '{"n": 2}', headers=JSON)
+    assert second.json()["created"] is False
+    assert status(stack, project, second)["created"] is False
+    typo = project + "s"
+    mistyped = stack.post(typo, '{"n": 3}', headers=JSON)
+    assert mistyped.json()["created"] is True
+    said = status(stack, typo, mistyped)
+    assert (said["created"], said["did_you_mean"]) == (True, project)
+    assert said["did_you_mean_url"] == f"http://{project}.localhost:{stack.port}/"
+    path = "/" + mistyped.json()["status_url"].split("/", 3)[3]
+    page = stack.request("GET", typo, path, headers={"Accept": "text/html"})
+    assert f"This post created the new project <strong>{typo}</strong>. Did you mean" in page.text
+
+
 def test_the_apex_form_post_is_redirected_to_its_status_page(stack, project):
     form = f"name={project}&owner=ann%40example.com&type=json&retention_days=30&quota_mb=5&schema="
     answer = stack.post(

@@ -44,10 +44,13 @@ def test_writes_are_accepted_while_ingestd_and_datasette_are_down(fresh_stack, p
     for pid in daemon + datasette:
         os.kill(int(pid), signal.SIGSTOP)
     try:
-        ids = [fresh_stack.post(project, f"while down {i}").json()["id"] for i in range(5)]
+        answers = [fresh_stack.post(project, f"while down {i}").json() for i in range(5)]
     finally:
         for pid in daemon + datasette:
             os.kill(int(pid), signal.SIGCONT)
+    # nginx alone says the project is new: none of them is loaded yet
+    assert [a["created"] for a in answers] == [True] * 5
+    ids = [a["id"] for a in answers]
     for i, rid in enumerate(ids):
         assert fresh_stack.wait_row(project, rid)["_body"] == f"while down {i}"
 

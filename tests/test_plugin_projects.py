@@ -370,6 +370,7 @@ def test_status_of_each_outcome_in_a_project(data_dir):
         "request_id": stored,
         "status": "stored",
         "id": 2,
+        "created": False,
         "project": "alpha",
         "url": "http://alpha.localhost:8080/2",
     }
@@ -418,6 +419,7 @@ def test_apex_status_finds_the_request_in_any_project(data_dir):
         "version": 1,
         "changed": ["owner", "description"],
         "action": "created",
+        "created": True,
         "project": "alpha",
         "url": "http://alpha.localhost:8080/",
     }
