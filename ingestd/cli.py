@@ -107,10 +107,17 @@ def render_config(config_file, home, out) -> None:
 @home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(config_file, home, as_json) -> None:
-    """Per project and overall: records, rejects, size, quota, last post, ingest lag."""
-    from .ops.status import collect, render_table
+    """Per project and overall: records, rejects, size, quota, last post, ingest lag.
 
+    With ``--home`` alone, the ports are those ``smalltable up`` last used for that home."""
+    from .ops.status import collect, home_problem, recorded_config, render_table
+
+    if config_file is None and home is not None:
+        config_file = recorded_config(home)
     config = _config(config_file, home=home)
+    problem = home_problem(config)
+    if problem:
+        raise click.ClickException(problem)
     data = collect(config)
     warning = config["projects.quota_warning"]
     click.echo(json.dumps(data, indent=2) if as_json else render_table(data, warning))
