@@ -310,3 +310,16 @@ def test_create_a_project_with_the_form_on_the_apex_page(stack, page):
     # and the new project is listed on the apex page
     page.goto(f"http://localhost:{stack.port}/")
     assert name in page.evaluate("document.body.textContent")
+
+
+def test_the_create_forms_labels_and_fields_line_up(stack, page):
+    page.goto(f"http://localhost:{stack.port}/")
+    edges = page.evaluate(
+        "[...document.querySelectorAll('form.st-create .st-field')].map(f => [f.children[0],"
+        " f.children[1]].map(e => { const r = e.getBoundingClientRect(); return [r.left, r.right]; }))"
+    )
+    assert len(edges) == 8
+    label_lefts = {round(label[0]) for label, _ in edges}
+    field_lefts = {round(field[0]) for _, field in edges}
+    assert len(label_lefts) == 1 and len(field_lefts) == 1, edges
+    assert all(label[1] <= field[0] for label, field in edges), edges  # no label runs into its field

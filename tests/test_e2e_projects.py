@@ -169,6 +169,34 @@ def test_the_first_post_to_a_new_name_says_it_created_the_project_and_names_a_cl
     assert f"This post created the new project <strong>{typo}</strong>. Did you mean" in page.text
 
 
+def test_a_rejected_posts_status_page_says_it_was_kept_and_offers_no_form(stack, project):
+    status(stack, project, stack.post(project, '{"n": 1}', headers=JSON))
+    answer = stack.post(project, '{"n": 2', headers=JSON)
+    assert status(stack, project, answer)["status"] == "rejected"
+    path = "/" + answer.json()["status_url"].split("/", 3)[3]
+    page = stack.request("GET", project, path, headers={"Accept": "text/html"}).text
+    assert f"Kept in {project}&#39;s rejects, not stored as a record" in page
+    assert "was accepted and is kept" in page
+    assert "Not accepted" not in page and "nothing was stored" not in page.lower()
+    assert "Back to the form" not in page
+
+
+def test_a_form_with_several_problems_hears_of_them_all_and_is_offered_the_form(stack):
+    form = "name=Bad_Name&owner=&type=any&retention_days=0&quota_mb=5&schema="
+    answer = stack.post(
+        None, form, path="/_project", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    refused = status(stack, None, answer)
+    assert refused["status"] == "rejected"
+    reason = refused["reason"]
+    assert "'Bad_Name' is not a project name" in reason
+    assert "'retention_days': expected a whole number of days" in reason
+    assert "'owner' is required" in reason
+    path = "/" + answer.json()["status_url"].split("/", 3)[3]
+    page = stack.request("GET", None, path, headers={"Accept": "text/html"}).text
+    assert "Settings not changed" in page and "Back to the form" in page
+
+
 def test_the_apex_form_post_is_redirected_to_its_status_page(stack, project):
     form = f"name={project}&owner=ann%40example.com&type=json&retention_days=30&quota_mb=5&schema="
     answer = stack.post(

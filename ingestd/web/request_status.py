@@ -57,6 +57,8 @@ PENDING_DETAIL = (
 )
 SIMILAR_CUTOFF = 0.8
 """How alike two project names must be (difflib's ratio) to ask "did you mean"."""
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+"""What a browser's form sends: only its writes are offered a way back to the form."""
 NO_STORE = {"Cache-Control": "no-store", "Vary": "Accept"}
 
 
@@ -117,12 +119,21 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
                 "created": action == "created",
             }
         rejected = fetch_one(
-            conn, "select _id, _reason, _received from rejects where _request_id = ?", [request_id]
+            conn,
+            "select _id, _reason, _received, _path, _content_type from rejects where _request_id = ?",
+            [request_id],
         )
         if rejected:
-            reject_id, reason, received = rejected
+            reject_id, reason, received, path, content_type = rejected
             created = _is_first(conn, "rejects", reject_id, received)
-            return {"status": "rejected", "reason": reason, "reject_id": reject_id, "created": created}
+            return {
+                "status": "rejected",
+                "reason": reason,
+                "reject_id": reject_id,
+                "created": created,
+                "_path": path,
+                "_content_type": content_type,
+            }
         return None
     finally:
         conn.close()
@@ -207,8 +218,10 @@ def headline(status: dict) -> str:
         return f"Settings of {project} changed"
     if kind == "applied":
         return f"Project {project} {status['action']}"
+    if kind == "rejected" and status["settings_write"]:
+        return "Settings not changed"
     if kind == "rejected":
-        return "Not accepted"
+        return f"Kept in {project}'s rejects, not stored as a record"
     if kind == "held":
         return f"Held for {project}"
     if kind == "expired":
@@ -225,6 +238,7 @@ async def answer(datasette: Datasette, request: Request, project: str | None, fo
     project_url = project_address(config, request, project) if is_valid_project_name(project or "") else None
     body = {"request_id": request_id, "project": project, **status}
     reject_id = body.pop("reject_id", None)
+    path, content_type = body.pop("_path", None), body.pop("_content_type", None)
     if project_url and status["status"] == "stored":
         body["url"] = f"{project_url}{status['id']}"
     elif project_url and status["status"] in ("applied", "held"):
@@ -237,9 +251,12 @@ async def answer(datasette: Datasette, request: Request, project: str | None, fo
         response = json_response(body)
         response.headers.update(NO_STORE)
         return response
+    settings_write = (path or "").partition("?")[0] == "/_project"
     context = {
         "status": body,
-        "headline": headline(body),
+        "headline": headline({**body, "settings_write": settings_write}),
+        "settings_write": settings_write,
+        "from_form": settings_write and (content_type or "").startswith(FORM_TYPES),
         "project_url": project_url,
         "why": holding_area.WHY.get(body.get("code", "")),
         "form_url": f"{apex_address(config, request)}/#create",
