@@ -197,6 +197,16 @@ def test_a_form_with_several_problems_hears_of_them_all_and_is_offered_the_form(
     assert "Settings not changed" in page and "Back to the form" in page
 
 
+def test_an_apex_202_says_its_status_url_in_location_and_a_303_says_it_once(stack, project):
+    form = f"name={project}&owner=ann%40example.com"
+    answer = stack.post(None, form, path="/_project")
+    assert answer.status_code == 202
+    assert answer.headers["Location"] == answer.json()["status_url"]
+    redirected = stack.post(None, form, path="/_project", headers={"Accept": "text/html"})
+    assert redirected.status_code == 303
+    assert len(redirected.headers.get_list("Location")) == 1
+
+
 def test_the_apex_form_post_is_redirected_to_its_status_page(stack, project):
     form = f"name={project}&owner=ann%40example.com&type=json&retention_days=30&quota_mb=5&schema="
     answer = stack.post(
