@@ -375,3 +375,24 @@ def test_the_create_forms_labels_and_fields_line_up(stack, page):
     field_lefts = {round(field[0]) for _, field in edges}
     assert len(label_lefts) == 1 and len(field_lefts) == 1, edges
     assert all(label[1] <= field[0] for label, field in edges), edges  # no label runs into its field
+
+
+def test_datasettes_table_view_opens_newest_first_with_the_users_columns_first(stack, demo, page):
+    page.send("Page.navigate", {"url": project_url(stack, f"/{PROJECT}/records")})
+    page.wait_for("location.search.startsWith('?_sort_desc=_id') && document.readyState === 'complete'")
+    columns = page.evaluate(
+        "[...document.querySelectorAll('table.rows-and-columns thead th[data-column]')]"
+        ".map(th => th.dataset.column)"
+    )
+    assert columns[0] == "_id"
+    first_system = columns.index("_request_id")
+    assert {"user", "page", "ms", "name", "rating", "caption"} <= set(columns[1:first_system])
+    assert all(not column.startswith("_") for column in columns[1:first_system])
+    ids = page.evaluate(
+        "[...document.querySelectorAll('table.rows-and-columns tbody tr')]"
+        ".map(tr => Number(tr.querySelector('td').textContent.trim()))"
+    )
+    assert ids == sorted(ids, reverse=True) and ids[0] == max(row["_id"] for row in demo.values())
+    # a choice of the user's stands: no redirect when the URL says anything
+    page.goto(project_url(stack, f"/{PROJECT}/records?_sort=_id"))
+    assert page.evaluate("location.search") == "?_sort=_id"
