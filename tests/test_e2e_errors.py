@@ -22,7 +22,7 @@ def test_a_post_to_the_apex_is_refused_in_json_and_names_the_project_host(stack,
     assert answer.headers["Content-Type"] == "application/json"
     assert answer.headers["Allow"] == "GET, HEAD, OPTIONS"
     body = answer.json()
-    assert body["error"] == f"the apex stores nothing: POST {path} was not kept"
+    assert body["error"] == "the apex stores nothing: this POST was not kept"
     assert body["post_to"] == f"http://PROJECT.localhost:{stack.port}/"
     assert body["create"] == f'POST {{"project":"NAME"}} to http://localhost:{stack.port}/_project'
 
