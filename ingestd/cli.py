@@ -270,9 +270,11 @@ def post(url, source, content_type, wait, timeout) -> None:
 
 @cli.command()
 @click.argument("url")
-@click.option("--json", "as_json", is_flag=True, help="Ask for JSON (a record's /N becomes /N.json).")
+@click.option("--json", "as_json", is_flag=True, help="Ask for JSON: a record's /N as /N.json.")
 def get(url, as_json) -> None:
-    """GET URL (a record, an export, a stream range) and write it to stdout as it arrives."""
+    """GET URL (a record, an export, a stream range) and write it to stdout as it arrives.
+
+    A record's URL (/N) gives its body byte for byte (/N/raw), or with --json the record."""
     from .client import actions
 
     _client(lambda: actions.get(url, as_json, sys.stdout.buffer))

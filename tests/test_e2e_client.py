@@ -91,6 +91,8 @@ def test_get_a_record_as_json_and_an_export(stack, project):
     got = smalltable("get", url(stack, project, f"/{record}"), "--json")
     assert got.returncode == 0, got.stderr
     assert got.stdout.endswith(b"\n") and json.loads(got.stdout)["user"] == "bob"
+    raw = smalltable("get", url(stack, project, f"/{record}"))
+    assert raw.stdout == b'{"user": "bob"}'  # the body exactly as posted
     export = smalltable("get", url(stack, project, "/_export.csv"))
     assert export.stdout.splitlines()[0].startswith(b"_id,_request_id")
     assert len(export.stdout.splitlines()) == 2

@@ -89,12 +89,14 @@ def wait_for(status_url: str, timeout: float, out: TextIO) -> int:
 def get(url: str, as_json: bool, out: BinaryIO) -> None:
     """Copy what ``url`` answers to ``out`` as it arrives (an export can be large).
 
-    ``as_json`` asks for JSON: a record's URL (``/7``) becomes ``/7.json``."""
+    A record's URL (``/7``) gives the body exactly as it was posted (``/7/raw``: an
+    image can go straight to a file), or with ``as_json`` the record as JSON (``/7.json``)."""
     where = target(url)
     headers = {"Accept": "application/json" if as_json else "*/*"}
     path, mark, query = where.path.partition("?")
-    if as_json and RECORD_PATH.match(path):
-        where = target(f"{where.scheme}://{where.host_header}{path}.json{mark}{query}")
+    if RECORD_PATH.match(path):
+        suffix = ".json" if as_json else "/raw"
+        where = target(f"{where.scheme}://{where.host_header}{path}{suffix}{mark}{query}")
     connection, response = send(where, "GET", headers=headers)
     try:
         if response.status >= 400:
