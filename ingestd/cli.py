@@ -107,10 +107,17 @@ def render_config(config_file, home, out) -> None:
 @home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(config_file, home, as_json) -> None:
-    """Per project and overall: records, rejects, size, quota, last post, ingest lag."""
-    from .ops.status import collect, render_table
+    """Per project and overall: records, rejects, size, quota, last post, ingest lag.
 
+    With ``--home`` alone, the ports are those ``smalltable up`` last used for that home."""
+    from .ops.status import collect, home_problem, recorded_config, render_table
+
+    if config_file is None and home is not None:
+        config_file = recorded_config(home)
     config = _config(config_file, home=home)
+    problem = home_problem(config)
+    if problem:
+        raise click.ClickException(problem)
     data = collect(config)
     warning = config["projects.quota_warning"]
     click.echo(json.dumps(data, indent=2) if as_json else render_table(data, warning))
@@ -220,3 +227,73 @@ def show_config(config_file, defaults) -> None:
     config = _config(config_file)
     for key, value in config.values.items():
         click.echo(f"{key}: {value!r}")
+
+
+# -- the terminal client: SmallTable's HTTP API from a shell ----------------------
+
+
+def _client(action) -> None:
+    """Run a client action; its ClientError becomes a message and exit code, Ctrl-C a quiet exit."""
+    from .client.transport import ClientError
+
+    try:
+        action()
+    except ClientError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@cli.command()
+@click.argument("url")
+@click.argument("source", default="-", metavar="[FILE|-]")
+@click.option(
+    "--type", "content_type", help="Content-Type [default: from the file name, else JSON, text or bytes]."
+)
+@click.option(
+    "--wait", is_flag=True, help="Wait for the status; exit 2 if rejected, 3 if held, 4 if still pending."
+)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits.")
+def post(url, source, content_type, wait, timeout) -> None:
+    """POST FILE (or stdin) to URL, e.g. http://demo.localhost:8080/, and print the answer."""
+    from .client import actions
+
+    def run() -> None:
+        body, name = actions.read_body(source, sys.stdin.buffer, actions.MAX_BODY_BYTES)
+        answer = actions.post(url, body, name, content_type, sys.stdout)
+        if wait:
+            sys.exit(actions.wait_for(answer["status_url"], timeout, sys.stdout))
+
+    _client(run)
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--json", "as_json", is_flag=True, help="Ask for JSON: a record's /N as /N.json.")
+def get(url, as_json) -> None:
+    """GET URL (a record, an export, a stream range) and write it to stdout as it arrives.
+
+    A record's URL (/N) gives its body byte for byte (/N/raw), or with --json the record."""
+    from .client import actions
+
+    _client(lambda: actions.get(url, as_json, sys.stdout.buffer))
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--after", type=int, help="Start after this record id [default: new records only].")
+def tail(url, after) -> None:
+    """Print a project's new records as they are loaded, one JSON line each (resumes if dropped)."""
+    from .client.tail import tail as follow
+
+    _client(lambda: follow(url, after, sys.stdout))
+
+
+@cli.command("open")
+@click.argument("url")
+def open_command(url) -> None:
+    """Open URL (a project, a record) in the browser."""
+    from .client import actions
+
+    _client(lambda: click.echo(actions.open_page(url)))

@@ -43,6 +43,23 @@ CHROMIUM_FLAGS = [
     "--no-proxy-server",
     "--hide-scrollbars",
 ]
+WEBHOOK = {
+    "event": "push",
+    "delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    "ref": "refs/heads/main",
+    "before": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+    "after": "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c",
+    "created": False,
+    "forced": False,
+    "repository": {"id": 35129377, "full_name": "ann/checkout", "private": True, "owner": {"login": "ann"}},
+    "pusher": {"name": "ann", "email": "ann@example.com"},
+    "commits": [
+        {"id": "0d1a26e6", "message": "Move the checkout button up", "added": [], "modified": ["app.css"]}
+    ],
+    "head_commit": {"id": "0d1a26e6", "timestamp": "2026-11-21T09:27:37Z"},
+    "sender": {"login": "ann", "type": "User"},
+}
+"""A webhook-like body: many keys, nested objects and arrays, booleans."""
 PROJECT = "demo"
 """The browser tests' project: a readable name for the screenshots the docs show. Only
 the ``demo`` fixture writes to it, so its pages are the same in any order of the tests."""
@@ -203,6 +220,8 @@ def demo(stack) -> dict[str, dict]:
         "click2": ({"user": "bob", "page": "/cart", "ms": 260}, {}),
         "note": ("Remember: the checkout button moved below the fold on small screens.", {}),
         "form": ("name=carol&rating=5", {"Content-Type": "application/x-www-form-urlencoded"}),
+        "flags": ({"user": "eve", "subscribed": True, "trial": False, "plan": None}, {}),
+        "webhook": (WEBHOOK, {}),
         "report": (bytes(range(256)) * 12, {"Content-Type": "application/pdf"}),
         "photo": (png(160, 100), {"Content-Type": "image/png"}),
     }
@@ -247,6 +266,38 @@ def test_project_page_shows_records_images_and_charts(stack, demo, page):
     page.screenshot("browser-project-page.png", docs_name="project-page.png")
 
 
+FIELDS = (
+    "[...ROW.querySelectorAll('.st-field-list div')]"
+    ".map(d => [d.children[0].textContent, d.children[1].textContent])"
+)
+"""The fields a row shows, as [name, value] pairs (ROW: an expression for the row)."""
+
+
+def test_each_record_shows_its_own_fields_and_a_readable_body(stack, demo, page):
+    page.goto(project_url(stack))
+
+    def fields(name: str) -> list[list[str]]:
+        return page.evaluate(FIELDS.replace("ROW", f"document.getElementById('r{demo[name]['_id']}')"))
+
+    assert fields("form") == [["name", "carol"], ["rating", "5"]]
+    assert fields("click") == [["user", "ann"], ["page", "/checkout"], ["ms", "130"]]
+    assert fields("flags") == [["user", "eve"], ["subscribed", "true"], ["trial", "false"], ["plan", "null"]]
+    hook = fields("webhook")
+    assert hook[0] == ["event", "push"] and ["forced", "false"] in hook
+    assert ["pusher", '{"name":"ann","email":"ann@example.com"}'] in hook
+    assert fields("note") == [] and fields("photo") == []
+    # the body keeps a readable width, so no row grows into a tower
+    body = page.evaluate(
+        f"document.querySelector('#r{demo['webhook']['_id']} td.st-body').getBoundingClientRect().width"
+    )
+    assert body >= 300, body
+    heights = page.evaluate(
+        "[...document.querySelectorAll('#st-records tbody tr')].map(tr => tr.offsetHeight)"
+    )
+    assert max(heights) < 320, heights
+    page.screenshot("browser-project-fields.png")
+
+
 def test_record_page_shows_the_image(stack, demo, page):
     record = demo["photo"]
     page.goto(project_url(stack, f"/{record['_id']}"))
@@ -268,7 +319,8 @@ def test_live_view_adds_a_record_posted_while_the_page_is_open(stack, project, p
     assert page.evaluate("window.loadedOnce") == "still the same page"  # no reload
     assert page.evaluate(f"{row} === document.querySelector('#st-records tbody tr')")  # on top
     cells = page.evaluate(f"[...{row}.cells].map(td => td.textContent.trim())")
-    assert "dave" in cells and "/live" in cells and "POST /" in cells
+    assert "POST /" in cells
+    assert page.evaluate(FIELDS.replace("ROW", row)) == [["user", "dave"], ["page", "/live"], ["ms", "42"]]
     assert int(page.evaluate("document.getElementById('st-record-count').textContent")) == int(count) + 1
     # an image that arrives is drawn as an image
     image = accepted(stack.post(project, png(48, 32), headers={"Content-Type": "image/png"}))
@@ -308,3 +360,37 @@ def test_create_a_project_with_the_form_on_the_apex_page(stack, page):
     # and the new project is listed on the apex page
     page.goto(f"http://localhost:{stack.port}/")
     assert name in page.evaluate("document.body.textContent")
+
+
+def test_the_create_forms_labels_and_fields_line_up(stack, page):
+    page.goto(f"http://localhost:{stack.port}/")
+    edges = page.evaluate(
+        "[...document.querySelectorAll('form.st-create .st-field')].map(f => [f.children[0],"
+        " f.children[1]].map(e => { const r = e.getBoundingClientRect(); return [r.left, r.right]; }))"
+    )
+    assert len(edges) == 8
+    label_lefts = {round(label[0]) for label, _ in edges}
+    field_lefts = {round(field[0]) for _, field in edges}
+    assert len(label_lefts) == 1 and len(field_lefts) == 1, edges
+    assert all(label[1] <= field[0] for label, field in edges), edges  # no label runs into its field
+
+
+def test_datasettes_table_view_opens_newest_first_with_the_users_columns_first(stack, demo, page):
+    page.send("Page.navigate", {"url": project_url(stack, f"/{PROJECT}/records")})
+    page.wait_for("location.search.startsWith('?_sort_desc=_id') && document.readyState === 'complete'")
+    columns = page.evaluate(
+        "[...document.querySelectorAll('table.rows-and-columns thead th[data-column]')]"
+        ".map(th => th.dataset.column)"
+    )
+    assert columns[0] == "_id"
+    first_system = columns.index("_request_id")
+    assert {"user", "page", "ms", "name", "rating", "caption"} <= set(columns[1:first_system])
+    assert all(not column.startswith("_") for column in columns[1:first_system])
+    ids = page.evaluate(
+        "[...document.querySelectorAll('table.rows-and-columns tbody tr')]"
+        ".map(tr => Number(tr.querySelector('td').textContent.trim()))"
+    )
+    assert ids == sorted(ids, reverse=True) and ids[0] == max(row["_id"] for row in stack.rows(PROJECT))
+    # a choice of the user's stands: no redirect when the URL says anything
+    page.goto(project_url(stack, f"/{PROJECT}/records?_sort=_id"))
+    assert page.evaluate("location.search") == "?_sort=_id"

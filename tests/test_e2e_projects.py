@@ -150,6 +150,64 @@ def test_create_on_the_apex_naming_the_project_and_a_bad_name_is_explained(stack
     assert "'No_Such Name' is not a project name" in refused["reason"]
 
 
+def test_the_first_post_to_a_new_name_says_it_created_the_project_and_names_a_close_one(stack, project):
+    first = stack.post(project, '{"n": 1}', headers=JSON)
+    assert first.json()["created"] is True
+    stored = status(stack, project, first)
+    assert (stored["status"], stored["created"]) == ("stored", True)
+    assert "did_you_mean" not in stored
+    second = stack.post(project, '{"n": 2}', headers=JSON)
+    assert second.json()["created"] is False
+    assert status(stack, project, second)["created"] is False
+    typo = project + "s"
+    mistyped = stack.post(typo, '{"n": 3}', headers=JSON)
+    assert mistyped.json()["created"] is True
+    said = status(stack, typo, mistyped)
+    assert (said["created"], said["did_you_mean"]) == (True, project)
+    assert said["did_you_mean_url"] == f"http://{project}.localhost:{stack.port}/"
+    path = "/" + mistyped.json()["status_url"].split("/", 3)[3]
+    page = stack.request("GET", typo, path, headers={"Accept": "text/html"})
+    assert f"This post created the new project <strong>{typo}</strong>. Did you mean" in page.text
+
+
+def test_a_rejected_posts_status_page_says_it_was_kept_and_offers_no_form(stack, project):
+    status(stack, project, stack.post(project, '{"n": 1}', headers=JSON))
+    answer = stack.post(project, '{"n": 2', headers=JSON)
+    assert status(stack, project, answer)["status"] == "rejected"
+    path = "/" + answer.json()["status_url"].split("/", 3)[3]
+    page = stack.request("GET", project, path, headers={"Accept": "text/html"}).text
+    assert f"Kept in {project}&#39;s rejects, not stored as a record" in page
+    assert "was accepted and is kept" in page
+    assert "Not accepted" not in page and "nothing was stored" not in page.lower()
+    assert "Back to the form" not in page
+
+
+def test_a_form_with_several_problems_hears_of_them_all_and_is_offered_the_form(stack):
+    form = "name=Bad_Name&owner=&type=any&retention_days=0&quota_mb=5&schema="
+    answer = stack.post(
+        None, form, path="/_project", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    refused = status(stack, None, answer)
+    assert refused["status"] == "rejected"
+    reason = refused["reason"]
+    assert "'Bad_Name' is not a project name" in reason
+    assert "'retention_days': expected a whole number of days" in reason
+    assert "'owner' is required" in reason
+    path = "/" + answer.json()["status_url"].split("/", 3)[3]
+    page = stack.request("GET", None, path, headers={"Accept": "text/html"}).text
+    assert "Settings not changed" in page and "Back to the form" in page
+
+
+def test_an_apex_202_says_its_status_url_in_location_and_a_303_says_it_once(stack, project):
+    form = f"name={project}&owner=ann%40example.com"
+    answer = stack.post(None, form, path="/_project")
+    assert answer.status_code == 202
+    assert answer.headers["Location"] == answer.json()["status_url"]
+    redirected = stack.post(None, form, path="/_project", headers={"Accept": "text/html"})
+    assert redirected.status_code == 303
+    assert len(redirected.headers.get_list("Location")) == 1
+
+
 def test_the_apex_form_post_is_redirected_to_its_status_page(stack, project):
     form = f"name={project}&owner=ann%40example.com&type=json&retention_days=30&quota_mb=5&schema="
     answer = stack.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -44,10 +45,13 @@ def test_writes_are_accepted_while_ingestd_and_datasette_are_down(fresh_stack, p
     for pid in daemon + datasette:
         os.kill(int(pid), signal.SIGSTOP)
     try:
-        ids = [fresh_stack.post(project, f"while down {i}").json()["id"] for i in range(5)]
+        answers = [fresh_stack.post(project, f"while down {i}").json() for i in range(5)]
     finally:
         for pid in daemon + datasette:
             os.kill(int(pid), signal.SIGCONT)
+    # nginx alone says the project is new: none of them is loaded yet
+    assert [a["created"] for a in answers] == [True] * 5
+    ids = [a["id"] for a in answers]
     for i, rid in enumerate(ids):
         assert fresh_stack.wait_row(project, rid)["_body"] == f"while down {i}"
 
@@ -141,3 +145,42 @@ def test_a_second_up_on_a_running_home_changes_nothing(fresh_stack):
     assert result.returncode == 1
     assert f"{fresh_stack.home} is in use by a running stack" in result.stderr
     assert conf.read_text() == before
+
+
+def smalltable(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ingestd", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_status_of_a_home_uses_the_ports_up_ran_it_with(stack):
+    result = smalltable("status", "--home", str(stack.home))
+    assert result.returncode == 0, result.stderr
+    assert "ingestd: up;" in result.stdout
+
+
+def test_status_shows_each_projects_own_quota(stack, project):
+    answer = stack.post(project, '{"owner": "ann", "quota_mb": 5}', path="/_project")
+    deadline = time.monotonic() + 15
+    status_path = "/" + answer.json()["status_url"].split("/", 3)[3]
+    while stack.request("GET", project, status_path).json()["status"] != "applied":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    data = json.loads(smalltable("status", "--home", str(stack.home), "--json").stdout)
+    mine = next(p for p in data["projects"] if p["project"] == project)
+    assert mine["quota_bytes"] == 5 * 1024 * 1024
+    table = smalltable("status", "--home", str(stack.home)).stdout
+    row = next(line for line in table.splitlines() if line.startswith(project))
+    assert row.split()[5:7] == ["5.0", "MiB"]
+
+
+@pytest.mark.parametrize("made", [False, True])
+def test_status_of_a_home_that_is_not_one_says_so(tmp_path, made):
+    home = tmp_path / "no-home"
+    if made:
+        home.mkdir()
+    result = smalltable("status", "--home", str(home))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    expected = "is not a SmallTable home: it has no data directory" if made else "does not exist"
+    assert f"Error: {home} {expected}" in result.stderr

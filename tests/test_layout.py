@@ -2,7 +2,8 @@
 
 The rooms, lowest first: ``support`` and ``model`` know nothing of SmallTable's
 flow, ``config`` every setting, ``store`` keeps what ``ingest`` decides, ``web``
-shows what ``store`` holds, ``ops`` runs and watches them all, and the top-level
+shows what ``store`` holds, ``ops`` runs and watches them all, ``client`` (the
+terminal client) talks to a running SmallTable over HTTP only, and the top-level
 ``daemon`` and ``cli`` wire everything. A module may import its own room and the
 rooms below it; ``ingest`` and ``web`` are beside each other and never import
 each other. Within ``web``, a view (a module with ``ROUTES``) never imports
@@ -19,7 +20,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ingestd"
-RANK = {"support": 0, "model": 1, "config": 2, "store": 3, "ingest": 4, "web": 4, "ops": 5, "top": 6}
+RANK = {
+    "support": 0,
+    "model": 1,
+    "config": 2,
+    "store": 3,
+    "ingest": 4,
+    "web": 4,
+    "ops": 5,
+    "client": 5,
+    "top": 6,
+}
 
 
 def modules() -> list[Path]:

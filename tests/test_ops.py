@@ -80,7 +80,17 @@ def test_status_table_for_people(loaded):
     daemon, _ = loaded
     result = smalltable("status", "--config", str(daemon.config_path))
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["project", "records", "rejects", "size", "quota", "used", "last", "post"]
+    assert lines[0].split() == [
+        "project",
+        "records",
+        "rejects",
+        "size",
+        "quota",
+        "quota",
+        "used",
+        "last",
+        "post",
+    ]
     assert any(line.split()[:3] == ["alpha", "30", "0"] for line in lines)
     assert any(line.split()[:3] == ["TOTAL", "42", "1"] for line in lines)
     assert "ingestd: NOT RUNNING; lag 0.0 s, 0 B in 0 file(s)" in result.stdout

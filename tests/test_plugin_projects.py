@@ -48,12 +48,14 @@ def add_records(path: Path, *request_ids: str, received: str = "2026-11-21T08:00
     conn.close()
 
 
-def add_reject(path: Path, request_id: str, reason: str, request_path: str = "/") -> None:
+def add_reject(
+    path: Path, request_id: str, reason: str, request_path: str = "/", content_type: str | None = None
+) -> None:
     conn = open_database(path)
     conn.execute(
-        "insert into rejects (_request_id, _received, _method, _path, _size, _reason) "
-        "values (?, '2026-11-21T08:00:01.000Z', 'POST', ?, 0, ?)",
-        [request_id, request_path, reason],
+        "insert into rejects (_request_id, _received, _method, _path, _content_type, _size, _reason) "
+        "values (?, '2026-11-21T08:00:01.000Z', 'POST', ?, ?, 0, ?)",
+        [request_id, request_path, content_type, reason],
     )
     conn.close()
 
@@ -368,6 +370,7 @@ def test_status_of_each_outcome_in_a_project(data_dir):
         "request_id": stored,
         "status": "stored",
         "id": 2,
+        "created": False,
         "project": "alpha",
         "url": "http://alpha.localhost:8080/2",
     }
@@ -416,6 +419,7 @@ def test_apex_status_finds_the_request_in_any_project(data_dir):
         "version": 1,
         "changed": ["owner", "description"],
         "action": "created",
+        "created": True,
         "project": "alpha",
         "url": "http://alpha.localhost:8080/",
     }
@@ -486,7 +490,9 @@ def test_status_of_a_write_deleted_by_retention_says_expired(data_dir):
 def test_status_pages_for_browsers_reload_only_while_pending(data_dir):
     created, refused = rid(), rid()
     add_settings(data_dir / "alpha.db", created)
-    add_reject(data_dir / "gamma.db", refused, "settings not changed: 'quota_mb': expected a number")
+    form = "application/x-www-form-urlencoded"
+    reason = "settings not changed: 'quota_mb': expected a number"
+    add_reject(data_dir / "gamma.db", refused, reason, "/_project", form)
     site = Site(data_dir)
     browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
     refresh = '<meta http-equiv="refresh" content="1">'

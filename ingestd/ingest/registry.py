@@ -288,13 +288,23 @@ def _body(request: Request) -> str | bytes:
 
 
 def named_project(request: Request) -> str:
-    """The project a settings write to the apex names in its ``name``; SettingsError if none."""
-    name = read_change(request.body, request.content_type).get("name")
+    """The project a settings write to the apex names in its ``name``; SettingsError if none.
+
+    A missing or bad name is reported with every other problem of the write at once
+    (as a new project's settings), so a form is corrected in one go."""
+    change = read_change(request.body, request.content_type)
+    name = change.get("name")
+    if isinstance(name, str) and is_valid_project_name(name):
+        return name
     if not isinstance(name, str) or not name:
-        raise SettingsError("'name' is required: the project to create or change")
-    if not is_valid_project_name(name):
-        raise SettingsError(f"'name': {name!r} is not a project name ({PROJECT_NAME_RULE})")
-    return name
+        problem = "'name' is required: the project to create or change"
+    else:
+        problem = f"'name': {name!r} is not a project name ({PROJECT_NAME_RULE})"
+    try:
+        apply_change(default_settings(), change)
+    except SettingsError as others:
+        problem = f"{problem}; {others}"
+    raise SettingsError(problem)
 
 
 def given_name(request: Request) -> str:

@@ -69,6 +69,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "run_as_root": os.geteuid() == 0,
         "repo": REPO,
         "data_dir": config.path("data_dir"),
+        "auto_create": config["projects.auto_create"],
         "state_dir": config.path("state_dir"),
         "config_file": conf_dir / "smalltable.yaml",
         "datasette_metadata": conf_dir / "datasette.json",

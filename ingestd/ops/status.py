@@ -1,8 +1,10 @@
 """``smalltable status``: every project and the ingest itself, read from disk.
 
 Nothing here needs the daemon: project figures come from the databases (opened
-read-only), the lag from the checkpoint and the log files (:mod:`.lag`), and
-whether ingestd is up from its metrics port.
+read-only), each against its own quota (its settings, else the config's default),
+the lag from the checkpoint and the log files (:mod:`.lag`), and whether ingestd
+is up from its metrics port: the one ``smalltable up`` used for the home, which it
+records in ``HOME/conf/smalltable.yaml``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from ..config import Config
 from ..ingest import checkpoint
 from ..model.project import is_valid_project_name, quota_level
-from ..store.schema import database_bytes
+from ..store.schema import database_bytes, read_settings
 from .lag import measure
 from .stack import port_in_use
 
@@ -30,18 +32,39 @@ class ProjectStatus:
     last_post: str | None
 
 
-def project_status(path: Path, quota_bytes: int) -> ProjectStatus:
-    """One project's figures, from its database opened read-only."""
+def project_status(path: Path, default_quota_bytes: int) -> ProjectStatus:
+    """One project's figures, from its database opened read-only, against its own quota
+    (``default_quota_bytes`` while nobody has set one)."""
     size = database_bytes(path)
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    quota_bytes = default_quota_bytes
     try:
         records, last = conn.execute("select count(*), max(_received) from records").fetchone()
         rejects = conn.execute("select count(*) from rejects").fetchone()[0]
+        settings = read_settings(conn)
+        if settings is not None:
+            quota_bytes = settings.quota_bytes
     except sqlite3.OperationalError:
         records, last, rejects = 0, None, 0
     finally:
         conn.close()
     return ProjectStatus(path.stem, records, rejects, size, quota_bytes, size / quota_bytes, last)
+
+
+def recorded_config(home: Path) -> Path | None:
+    """The config ``smalltable up`` last ran ``home`` with (its ports), if it ever did."""
+    path = home / "conf" / "smalltable.yaml"
+    return path if path.is_file() else None
+
+
+def home_problem(config: Config) -> str | None:
+    """Why the config's home holds nothing to report on, in words; None when it is a home."""
+    home = config.home
+    if not home.exists():
+        return f"{home} does not exist: no SmallTable home there (smalltable up --home {home} makes one)"
+    if not config.path("data_dir").is_dir():
+        return f"{home} is not a SmallTable home: it has no data directory ({config.path('data_dir')})"
+    return None
 
 
 def daemon_up(config: Config) -> bool:
@@ -92,22 +115,22 @@ def human_bytes(n: float) -> str:
 def render_table(data: dict, warning: float) -> str:
     """``collect``'s data as the table people read; ``!`` marks a project whose
     quota level (:func:`~ingestd.model.project.quota_level`) is not ``ok``."""
-    header = ("project", "records", "rejects", "size", "quota used", "last post")
+    header = ("project", "records", "rejects", "size", "quota", "quota used", "last post")
     rows = [
         (
             p["project"],
             f"{p['records']:,}",
             f"{p['rejects']:,}",
             human_bytes(p["bytes"]),
+            human_bytes(p["quota_bytes"]),
             f"{p['quota_used']:.0%}" + (" !" if quota_level(p["quota_used"], warning) != "ok" else ""),
             p["last_post"] or "-",
         )
         for p in data["projects"]
     ]
     totals = data["totals"]
-    rows.append(
-        ("TOTAL", f"{totals['records']:,}", f"{totals['rejects']:,}", human_bytes(totals["bytes"]), "", "")
-    )
+    total = ("TOTAL", f"{totals['records']:,}", f"{totals['rejects']:,}", human_bytes(totals["bytes"]))
+    rows.append((*total, "", "", ""))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))

@@ -18,6 +18,9 @@ nginx maps onto the apex and each project's host:
 ``PROJECT.DOMAIN/_tail``        new records as server-sent events
 ==============================  ==========================================
 
+Datasette's table view of a project's records opens newest first with the
+user's columns first (:mod:`.tableview`).
+
 Configure it with Datasette metadata (``smalltable up`` writes it; :mod:`.site`
 lists every key and its default)::
 
@@ -27,9 +30,12 @@ lists every key and its default)::
 from __future__ import annotations
 
 from datasette import hookimpl
+from datasette.utils.asgi import Response
 
 from . import apex, livetail, pages, request_status, settings_api, streams
 from .databases import sync_databases
+from .errors import json_error_page
+from .tableview import default_view
 
 
 @hookimpl
@@ -43,11 +49,20 @@ def asgi_wrapper(datasette):
         async def add_new_projects_first(scope, receive, send):
             if scope["type"] == "http":
                 sync_databases(datasette)
+                location = await default_view(datasette, scope)
+                if location is not None:
+                    await Response.redirect(location).asgi_send(send)
+                    return
             await app(scope, receive, send)
 
         return add_new_projects_first
 
     return wrap
+
+
+@hookimpl
+def handle_exception(datasette, request, exception):
+    return json_error_page(datasette, request, exception)
 
 
 @hookimpl

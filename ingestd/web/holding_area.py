@@ -96,7 +96,8 @@ def find_request(data_dir: Path, request_id: str) -> dict | None:
 
     ``{"status": "held", "project", "code", "reason"}`` while it waits, or
     ``{"status": "rejected", "project", "reason"}`` for a refused settings
-    request naming a project that does not exist.
+    request naming a project that does not exist (and its ``_path`` and
+    ``_content_type``, which say whether a form sent it, for the page only).
     """
     path = path_in(data_dir)
     if not path.exists():
@@ -106,7 +107,20 @@ def find_request(data_dir: Path, request_id: str) -> dict | None:
         held = fetch_one(conn, "select project, code, reason from held where _request_id = ?", [request_id])
         if held:
             return {"status": "held", "project": held[0], "code": held[1], "reason": held[2]}
-        rejected = fetch_one(conn, "select project, _reason from rejects where _request_id = ?", [request_id])
+        rejected = fetch_one(
+            conn,
+            "select project, _reason, _path, _content_type from rejects where _request_id = ?",
+            [request_id],
+        )
     finally:
         conn.close()
-    return {"status": "rejected", "project": rejected[0], "reason": rejected[1]} if rejected else None
+    if not rejected:
+        return None
+    project, reason, path, content_type = rejected
+    return {
+        "status": "rejected",
+        "project": project,
+        "reason": reason,
+        "_path": path,
+        "_content_type": content_type,
+    }

@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 PAGE_SIZE = 50
 PREVIEW_CHARS = 120
 CELL_CHARS = 60
-SHOWN_COLUMNS = 8
+MAX_FIELDS = 12
+"""The most fields a record shows in the project page's list (its own page shows them all)."""
 RECORD_REF = "(?P<ref>[0-9]{1,19}|[0-9a-f]{32})"
 """A record's ``_id``, or the 32-hex request id its POST was answered with."""
 MAX_ID = 2**63 - 1
@@ -182,14 +183,33 @@ def received_text(received: str) -> str:
     return received[:19].replace("T", " ")
 
 
-def list_row(record: dict, preview: str | None, values: list, files: list[dict]) -> dict:
+def field_text(kind: str, value: object) -> str:
+    """A JSON value as the page shows it: ``true``/``false``/``null`` as JSON writes them."""
+    if kind in ("true", "false", "null"):
+        return kind
+    return cell_text(value)
+
+
+def record_fields(json_fields: str | None, columns: dict[str, object]) -> list[tuple[str, str]]:
+    """A record's own fields, ``(name, text)``, at most MAX_FIELDS + 1 (the last says more).
+
+    A JSON object's are its top-level keys in its own order, typed as JSON (``json_each``
+    read them in SQL); any other record's are its non-empty columns (form fields)."""
+    if json_fields is not None:
+        return [(key, field_text(kind, value)) for key, kind, value in json.loads(json_fields)]
+    present = [(name, cell_text(value)) for name, value in columns.items() if value is not None]
+    return present[: MAX_FIELDS + 1]
+
+
+def list_row(record: dict, preview: str | None, fields: list[tuple[str, str]], files: list[dict]) -> dict:
     """One row of the project page's table: what the template shows of a record."""
     truncated = preview is not None and len(preview) > PREVIEW_CHARS
     return {
         **record,
         "received": received_text(record["_received"]),
         "request": record["_path"] + (f"?{record['_query']}" if record["_query"] is not None else ""),
-        "cells": [cell_text(value) for value in values],
+        "fields": fields[:MAX_FIELDS],
+        "more_fields": len(fields) > MAX_FIELDS,
         "body": body_view(record, files, preview[:PREVIEW_CHARS] if truncated else preview, truncated),
     }
 
@@ -227,22 +247,29 @@ def before_arg(request: Request) -> int | None:
     return min(int(value), MAX_ID)
 
 
-async def list_rows(db: Database, shown: list[str], before: int | None) -> list[dict]:
+JSON_FIELDS = f"""case when _kind = 'json' and json_valid(_body) and json_type(_body) = 'object' then (
+    select json_group_array(json_array(key, type, substr(
+        case when type in ('object', 'array') then json(value) else value end, 1, {CELL_CHARS + 1})))
+    from (select key, type, value from json_each(records._body) limit {MAX_FIELDS + 1})) end"""
+"""A JSON object body's first fields as ``[[key, JSON type, value], …]``: SQLite reads them."""
+
+
+async def list_rows(db: Database, columns: list[str], before: int | None) -> list[dict]:
     """Up to one more than a page of records, newest first, older than ``before``.
 
     Each is its system columns (``record``), the start of a text body
-    (``preview``) and the values of the ``shown`` columns (``values``).
+    (``preview``) and its own fields (``fields``, :func:`record_fields`).
     """
     preview = f"case when typeof(_body) = 'text' then substr(_body, 1, {PREVIEW_CHARS + 1}) end"
-    columns = ", ".join([*_LIST_COLUMNS, preview, *(quote(column) for column in shown)])
+    own = ", ".join([*_LIST_COLUMNS, preview, JSON_FIELDS, *(quote(column) for column in columns)])
     where = "where _id < :before" if before is not None else ""
-    sql = f"select {columns} from records {where} order by _id desc limit {PAGE_SIZE + 1}"
+    sql = f"select {own} from records {where} order by _id desc limit {PAGE_SIZE + 1}"
     fixed = len(_LIST_COLUMNS)
     return [
         {
             "record": dict(zip(_LIST_COLUMNS, row[:fixed], strict=True)),
             "preview": row[fixed],
-            "values": row[fixed + 1 :],
+            "fields": record_fields(row[fixed + 1], dict(zip(columns, row[fixed + 2 :], strict=True))),
         }
         for row in (await db.execute(sql, {"before": before})).rows
     ]
@@ -260,9 +287,7 @@ async def project_page(request: Request, datasette: Datasette) -> Response:
     """The project's records, newest first, with its numbers and a live view."""
     db = await open_project(request, datasette)
     before = before_arg(request)
-    columns = await user_columns(db)
-    shown = columns[:SHOWN_COLUMNS]
-    rows = await list_rows(db, shown, before)
+    rows = await list_rows(db, await user_columns(db), before)
     ids = [row["record"]["_id"] for row in rows]
     older = f"?before={ids[PAGE_SIZE - 1]}" if len(rows) > PAGE_SIZE else None
     rows = rows[:PAGE_SIZE]
@@ -287,8 +312,8 @@ async def project_page(request: Request, datasette: Datasette) -> Response:
         ),
         "schema_text": None if schema is None else json.dumps(schema, indent=2, ensure_ascii=False),
         "rows": [list_row(**row, files=files.get(row["record"]["_id"], [])) for row in rows],
-        "shown_columns": shown,
-        "hidden_columns": len(columns) - len(shown),
+        "max_fields": MAX_FIELDS,
+        "system_columns": [*SYSTEM_COLUMNS, "_base64"],
         "older": older,
         "newer": newer,
         "live": before is None,

@@ -30,6 +30,7 @@ gets a page that says it in words and reloads itself while the write is pending.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import sqlite3
 from pathlib import Path
@@ -54,6 +55,10 @@ EARLIEST_ID_MS = 1_577_836_800_000
 PENDING_DETAIL = (
     "not loaded yet: ingest usually takes well under a second; if it stays pending, the id may be wrong"
 )
+SIMILAR_CUTOFF = 0.75
+"""How alike two project names must be (difflib's ratio) to ask "did you mean"."""
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+"""What a browser's form sends: only its writes are offered a way back to the form."""
 NO_STORE = {"Cache-Control": "no-store", "Vary": "Accept"}
 
 
@@ -68,6 +73,25 @@ def _settings_action(conn: sqlite3.Connection, version: int, applied_at: str) ->
     return "claimed" if any(row and row[0] < applied_at for row in earlier) else "created"
 
 
+def _is_first(conn: sqlite3.Connection, table: str, row_id: int, received: str) -> bool:
+    """True when the row is the first thing its project ever held: the write that created it.
+
+    Each table's first row by ``_id`` is its earliest (rows are loaded in log order),
+    so this reads one row per table."""
+    if row_id != 1:
+        return False
+    others = [t for t in ("records", "rejects", "settings") if t != table]
+    firsts = [fetch_one(conn, f"select _received from {t} order by _id limit 1") for t in others]
+    return not any(row and row[0] < received for row in firsts)
+
+
+def similar_project(data_dir: Path, project: str) -> str | None:
+    """An existing project whose name is close to ``project`` (a likely typo), or None."""
+    names = [p.stem for p in data_dir.glob("*.db") if p.stem != project and is_valid_project_name(p.stem)]
+    close = difflib.get_close_matches(project, names, n=1, cutoff=SIMILAR_CUTOFF)
+    return close[0] if close else None
+
+
 def in_project(db_path: Path, request_id: str) -> dict | None:
     """The request in one project's database (blocking): stored, applied or rejected; else None."""
     if not db_path.exists():
@@ -77,19 +101,39 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
     except sqlite3.OperationalError:
         return None  # deleted since: as good as not there
     try:
-        record = fetch_one(conn, "select _id from records where _request_id = ?", [request_id])
+        record = fetch_one(conn, "select _id, _received from records where _request_id = ?", [request_id])
         if record:
-            return {"status": "stored", "id": record[0]}
+            return {"status": "stored", "id": record[0], "created": _is_first(conn, "records", *record)}
         applied = fetch_one(
             conn, "select _id, changed, _received from settings where _request_id = ?", [request_id]
         )
         if applied:
             version, changed, at = applied
             action = _settings_action(conn, version, at)
-            return {"status": "applied", "version": version, "changed": json.loads(changed), "action": action}
-        rejected = fetch_one(conn, "select _id, _reason from rejects where _request_id = ?", [request_id])
+            changed = json.loads(changed)
+            return {
+                "status": "applied",
+                "version": version,
+                "changed": changed,
+                "action": action,
+                "created": action == "created",
+            }
+        rejected = fetch_one(
+            conn,
+            "select _id, _reason, _received, _path, _content_type from rejects where _request_id = ?",
+            [request_id],
+        )
         if rejected:
-            return {"status": "rejected", "reason": rejected[1], "reject_id": rejected[0]}
+            reject_id, reason, received, path, content_type = rejected
+            created = _is_first(conn, "rejects", reject_id, received)
+            return {
+                "status": "rejected",
+                "reason": reason,
+                "reject_id": reject_id,
+                "created": created,
+                "_path": path,
+                "_content_type": content_type,
+            }
         return None
     finally:
         conn.close()
@@ -140,8 +184,16 @@ def find_in_project(data_dir: Path, project: str, request_id: str) -> dict | Non
     if found is None:
         found = expired_in_project(path, request_id)
     if found is not None:
-        return {"project": project, **found}
+        return {"project": project, **found, **_did_you_mean(data_dir, project, found)}
     return None
+
+
+def _did_you_mean(data_dir: Path, project: str, found: dict) -> dict[str, str]:
+    """``did_you_mean``, for a write that created its project when a close name exists."""
+    if not found.get("created"):
+        return {}
+    similar = similar_project(data_dir, project)
+    return {"did_you_mean": similar} if similar else {}
 
 
 def find_anywhere(data_dir: Path, request_id: str) -> dict | None:
@@ -153,7 +205,7 @@ def find_anywhere(data_dir: Path, request_id: str) -> dict | None:
         if is_valid_project_name(path.stem):
             found = in_project(path, request_id)
             if found is not None:
-                return {**found, "project": path.stem}
+                return {**found, "project": path.stem, **_did_you_mean(data_dir, path.stem, found)}
     return None
 
 
@@ -166,8 +218,10 @@ def headline(status: dict) -> str:
         return f"Settings of {project} changed"
     if kind == "applied":
         return f"Project {project} {status['action']}"
+    if kind == "rejected" and status["settings_write"]:
+        return "Settings not changed"
     if kind == "rejected":
-        return "Not accepted"
+        return f"Kept in {project}'s rejects, not stored as a record"
     if kind == "held":
         return f"Held for {project}"
     if kind == "expired":
@@ -184,19 +238,25 @@ async def answer(datasette: Datasette, request: Request, project: str | None, fo
     project_url = project_address(config, request, project) if is_valid_project_name(project or "") else None
     body = {"request_id": request_id, "project": project, **status}
     reject_id = body.pop("reject_id", None)
+    path, content_type = body.pop("_path", None), body.pop("_content_type", None)
     if project_url and status["status"] == "stored":
         body["url"] = f"{project_url}{status['id']}"
     elif project_url and status["status"] in ("applied", "held"):
         body["url"] = project_url
     elif project_url and reject_id is not None:
         body["url"] = f"{project_url}{project}/rejects/{reject_id}"
+    if body.get("did_you_mean"):
+        body["did_you_mean_url"] = project_address(config, request, body["did_you_mean"])
     if not wants_html(request):
         response = json_response(body)
         response.headers.update(NO_STORE)
         return response
+    settings_write = (path or "").partition("?")[0] == "/_project"
     context = {
         "status": body,
-        "headline": headline(body),
+        "headline": headline({**body, "settings_write": settings_write}),
+        "settings_write": settings_write,
+        "from_form": settings_write and (content_type or "").startswith(FORM_TYPES),
         "project_url": project_url,
         "why": holding_area.WHY.get(body.get("code", "")),
         "form_url": f"{apex_address(config, request)}/#create",

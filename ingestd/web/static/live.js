@@ -10,7 +10,8 @@
   const status = document.getElementById("st-live-status");
   if (!table || !toggle) return;
   const tbody = table.tBodies[0];
-  const columns = JSON.parse(table.dataset.columns);
+  const systemColumns = new Set(JSON.parse(table.dataset.systemColumns));
+  const maxFields = Number(table.dataset.maxFields);
   const previewChars = Number(table.dataset.previewChars);
   const cellChars = Number(table.dataset.cellChars);
   let source = null;
@@ -29,11 +30,35 @@
     return unit === 0 ? n + " bytes" : n.toFixed(1) + " " + units[unit];
   }
 
-  function cellText(value) {
-    if (value === undefined || value === null) return "";
-    if (typeof value === "object") return "<" + (value.encoded ? "binary" : "value") + ">";
-    const text = value === true ? "1" : value === false ? "0" : String(value);
+  function cut(text) {
     return text.length <= cellChars ? text : text.slice(0, cellChars - 1) + "…";
+  }
+
+  // A record's own fields, as pages.record_fields finds them: a JSON object's
+  // top-level keys, typed as JSON; any other record's non-empty columns.
+  function ownFields(record) {
+    if (record._kind === "json" && typeof record._body === "string") {
+      try {
+        const value = JSON.parse(record._body);
+        if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+          return Object.entries(value).map(([key, item]) =>
+            [key, cut(typeof item === "string" ? item : JSON.stringify(item))]);
+        }
+      } catch (error) { /* not JSON after all: its columns, as below */ }
+    }
+    return Object.entries(record)
+      .filter(([key, item]) => !systemColumns.has(key) && item !== null && item !== undefined)
+      .map(([key, item]) => [key, cut(typeof item === "object" ? "<binary>" : String(item))]);
+  }
+
+  function fields(record) {
+    const found = ownFields(record);
+    if (!found.length) return "";
+    const list = el("dl", {class: "st-field-list"},
+      ...found.slice(0, maxFields).map(([key, text]) => el("div", {}, el("dt", {}, key), el("dd", {}, text))));
+    if (found.length <= maxFields) return list;
+    const more = el("span", {}, list, el("a", {href: "/" + record._id, class: "st-muted"}, "more fields…"));
+    return more;
   }
 
   function body(record) {
@@ -66,7 +91,7 @@
       el("td", {}, record._method + " " + request),
       el("td", {title: record._content_type || ""}, record._kind),
       el("td", {class: "st-nowrap"}, formatBytes(record._size)),
-      ...columns.map((column) => el("td", {}, cellText(record[column]))),
+      el("td", {class: "st-fields"}, fields(record)),
       el("td", {class: "st-body"}, body(record)));
     return tr;
   }

@@ -1,0 +1,1 @@
+"""The terminal client (`smalltable post`, `get`, `tail`, `open`): SmallTable's HTTP API from a shell."""

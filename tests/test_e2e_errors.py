@@ -1,0 +1,71 @@
+"""Every API error is JSON, through the real nginx and Datasette: a reason and what to do instead.
+
+A new user's mistakes: a post to the apex (which stores nothing), a method
+SmallTable does not take, a mistyped status id, a record or database that is
+not there. API clients (``Accept: application/json``) get JSON every time; a
+browser still gets a page.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+API = {"Accept": "application/json"}
+
+
+@pytest.mark.parametrize("path", ["/", "/records", "/_projects.json"])
+def test_a_post_to_the_apex_is_refused_in_json_and_names_the_project_host(stack, path):
+    answer = stack.post(None, '{"a": 1}', path=path, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 405
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.headers["Allow"] == "GET, HEAD, OPTIONS"
+    body = answer.json()
+    assert body["error"] == "the apex stores nothing: this POST was not kept"
+    assert body["post_to"] == f"http://PROJECT.localhost:{stack.port}/"
+    assert body["create"] == f'POST {{"project":"NAME"}} to http://localhost:{stack.port}/_project'
+
+
+def test_a_method_a_project_does_not_take_is_refused_in_json(stack, project):
+    answer = stack.request("PATCH", project, "/", content=b'{"a": 1}')
+    assert answer.status_code == 405
+    assert answer.json()["error"] == "PATCH is not a method SmallTable takes"
+    assert "POST" in answer.headers["Allow"]
+
+
+@pytest.mark.parametrize("on_project", [False, True])
+def test_a_mistyped_status_id_is_a_json_404(stack, project, on_project):
+    answer = stack.request("GET", project if on_project else None, "/_status/abc123", headers=API)
+    assert answer.status_code == 404
+    body = answer.json()
+    assert body["error"] == "not a request id: 'abc123'"
+    assert "32 lowercase hex digits" in body["expected"]
+
+
+def test_an_unknown_record_in_datasettes_table_view_is_a_json_404(stack, project):
+    answer = stack.request("GET", project, f"/{project}/records/999999", headers=API)
+    assert answer.status_code == 404
+    body = answer.json()
+    assert body["error"].startswith(f"There is no record 999999 in {project}")
+    assert body["records"] == f"http://{project}.localhost:{stack.port}/{project}/records.json"
+
+
+def test_another_projects_database_on_a_project_host_is_a_json_404(stack, project):
+    answer = stack.request("GET", project, "/no-such-db/records", headers=API)
+    assert answer.status_code == 404
+    body = answer.json()
+    assert body["error"] == "Database not found"
+    assert body["detail"] == f"this host serves the project {project}: its tables are under /{project}/"
+
+
+def test_an_unknown_database_on_the_apex_is_a_json_404_naming_the_project_list(stack):
+    answer = stack.request("GET", None, "/no-such-db", headers=API)
+    assert answer.status_code == 404
+    assert answer.json()["projects"] == f"http://localhost:{stack.port}/_projects.json"
+
+
+def test_a_browser_still_gets_datasettes_page(stack):
+    answer = stack.request("GET", None, "/no-such-db", headers={"Accept": "text/html"})
+    assert answer.status_code == 404
+    assert answer.headers["Content-Type"].startswith("text/html")
