@@ -28,8 +28,9 @@ including interpreter start-up; CPU time (user + system) is shown too, as it
 depends less on the disk and on other work on the machine. Printed: a table with
 the ratios, the goals of issue 7, peak memory of replay at 1/10, 1/2 and all of
 the log (it must not grow with the log), and a pyinstrument profile of replay
-(top self time, and inclusive time of ingestd's functions). pyinstrument must be
-installed (``.venv/bin/pip install pyinstrument``) unless ``--no-profile``.
+(top self time, and inclusive time of ingestd's functions). pyinstrument is setup.py's
+``bench`` extra, which ``make bench`` installs (alone: ``.venv/bin/pip install -e
+'.[test,bench]'``); ``--no-profile`` skips the profile.
 
     .venv/bin/python bench/load_rate.py            # 1,000,000 lines; memory also at 100k, 500k; profile 200k
     .venv/bin/python bench/load_rate.py --short    # 100,000 lines; memory also at 10k, 50k; profile 50k
