@@ -506,9 +506,14 @@ def profile(log: Path, root: Path | None, top: int = 10) -> None:
     inclusive: Counter = Counter()
 
     def name(frame) -> str:
+        """``function (file:line)``; SmallTable's files by their path in the repository
+        (``ingestd/ingest/replay.py``), others by their last two parts."""
         path = frame.file_path or ""
-        where = path.split("/site-packages/")[-1].removeprefix(f"{REPO}/").rsplit("/", 2)[-2:]
-        return f"{frame.function} ({'/'.join(where)}:{frame.line_no})" if path else frame.function
+        if path.startswith(f"{REPO}/"):
+            where = path.removeprefix(f"{REPO}/")
+        else:
+            where = "/".join(path.split("/site-packages/")[-1].rsplit("/", 2)[-2:])
+        return f"{frame.function} ({where}:{frame.line_no})" if path else frame.function
 
     def walk(frame, open_names: frozenset) -> None:
         key = name(frame)
