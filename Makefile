@@ -11,7 +11,11 @@ BIN := $(VENV)/bin
 # (promtool, headless Chromium with a font for screenshots, systemd-analyze).
 SYSTEM_PACKAGES := nginx logrotate
 TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core systemd
+# bench/ needs what the tests need (it reuses tests/), wrk (end_to_end.py) and the
+# Python packages of setup.py's `bench` extra (pyinstrument, for load_rate.py's profile).
+BENCH_PACKAGES := $(TEST_PACKAGES) wrk
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 # Run one at a time: they measure a 2-core machine, and would measure each other.
 BENCHMARKS := load_rate end_to_end read_side idle_cost checkpoint_cost watch_cost
@@ -27,7 +31,8 @@ test: system-deps $(STAMP)
 	$(BIN)/ruff format --check ingestd tests bench setup.py
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: system-deps $(STAMP)
+bench: SYSTEM_PACKAGES := $(BENCH_PACKAGES)
+bench: system-deps $(BENCH_STAMP)
 	@for b in $(BENCHMARKS); do \
 	  echo "== bench/$$b.py $(if $(FULL),,--short)"; \
 	  $(BIN)/python bench/$$b.py $(if $(FULL),,--short) || exit 1; \
@@ -61,6 +66,11 @@ $(STAMP): setup.py pyproject.toml
 	$(BIN)/pip install -q -U pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# The bench extra on top of the test one; `make test` never needs it.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
 
 venv: $(STAMP)
 

@@ -28,6 +28,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-randomly>=3.15", "hypothesis>=6.100", "httpx>=0.27", "ruff>=0.8"],
+        # what bench/ needs on top of the tests' (it reuses tests/ to make log lines):
+        # load_rate.py's profile of replay
+        "bench": ["pyinstrument>=5.0"],
     },
     entry_points={
         "console_scripts": ["smalltable = ingestd.cli:cli"],

@@ -28,8 +28,9 @@ including interpreter start-up; CPU time (user + system) is shown too, as it
 depends less on the disk and on other work on the machine. Printed: a table with
 the ratios, the goals of issue 7, peak memory of replay at 1/10, 1/2 and all of
 the log (it must not grow with the log), and a pyinstrument profile of replay
-(top self time, and inclusive time of ingestd's functions). pyinstrument must be
-installed (``.venv/bin/pip install pyinstrument``) unless ``--no-profile``.
+(top self time, and inclusive time of ingestd's functions). pyinstrument is setup.py's
+``bench`` extra, which ``make bench`` installs (alone: ``.venv/bin/pip install -e
+'.[test,bench]'``); ``--no-profile`` skips the profile.
 
     .venv/bin/python bench/load_rate.py            # 1,000,000 lines; memory also at 100k, 500k; profile 200k
     .venv/bin/python bench/load_rate.py --short    # 100,000 lines; memory also at 10k, 50k; profile 50k
@@ -505,9 +506,14 @@ def profile(log: Path, root: Path | None, top: int = 10) -> None:
     inclusive: Counter = Counter()
 
     def name(frame) -> str:
+        """``function (file:line)``; SmallTable's files by their path in the repository
+        (``ingestd/ingest/replay.py``), others by their last two parts."""
         path = frame.file_path or ""
-        where = path.split("/site-packages/")[-1].removeprefix(f"{REPO}/").rsplit("/", 2)[-2:]
-        return f"{frame.function} ({'/'.join(where)}:{frame.line_no})" if path else frame.function
+        if path.startswith(f"{REPO}/"):
+            where = path.removeprefix(f"{REPO}/")
+        else:
+            where = "/".join(path.split("/site-packages/")[-1].rsplit("/", 2)[-2:])
+        return f"{frame.function} ({where}:{frame.line_no})" if path else frame.function
 
     def walk(frame, open_names: frozenset) -> None:
         key = name(frame)

@@ -173,7 +173,8 @@ def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
             summary = replay_in_parallel(config, data_dir, files, shares, bar.update)
         else:
             with open_registry(config, data_dir) as registry:
-                summary = run_replay(registry, files, config["ingest.batch_lines"], shares[0], bar.update)
+                batching = config["ingest.batch_lines"], config["ingest.batch_bytes"]
+                summary = run_replay(registry, files, *batching, shares[0], bar.update)
     seconds = time.monotonic() - started  # sharing the projects out included
     rate = summary.lines / seconds if seconds else 0
     parts = [

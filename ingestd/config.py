@@ -231,6 +231,14 @@ SETTINGS: dict[str, Setting] = {
         "a positive integer",
         "Most lines loaded in one transaction per project.",
     ),
+    "ingest.batch_bytes": Setting(
+        4194304,
+        _int_range(1, 1 << 30),
+        "a positive number of bytes",
+        "Most bytes of log lines `smalltable replay` loads in one batch (with ingest.batch_lines, "
+        "whichever is reached first), so that its memory is bounded whatever the size of the "
+        "bodies; it holds about 5 times this while it loads a batch.",
+    ),
     "ingest.nice": Setting(
         19,
         _int_range(0, 19),

@@ -33,6 +33,7 @@ DEFAULTS = {
     "paths.run_dir": "run",
     "paths.nginx_pid": "run/nginx.pid",
     "ingest.batch_lines": 20000,
+    "ingest.batch_bytes": 4194304,
     "ingest.nice": 19,
     "ingest.rescan_interval": 1.0,
     "ingest.poll_interval": 0.05,

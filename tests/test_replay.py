@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -251,3 +252,33 @@ def test_lines_come_out_whole_and_in_order_whatever_the_chunk_size(tmp_path, mon
     runs = list(replay_module._runs(path, lambda n: None, summary))
     assert all(runs) and [line for run in runs for line in run] == lines
     assert summary.partial_lines == 1
+
+
+def peak_rss_mib(argv: list[str]) -> float:
+    """Run ``argv`` to its end; its peak resident memory (``wait4``'s ``ru_maxrss``), in MiB."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, process.stderr.read().decode()
+    process.stderr.close()
+    return usage.ru_maxrss / 1024
+
+
+def test_replay_memory_does_not_grow_with_the_log(tmp_path):
+    """Replay holds a batch at a time, bounded in bytes as well as in lines: 10 times
+    the log (of 2 KB bodies, far below ``ingest.batch_lines``) takes about the same
+    peak memory, not the whole log parsed at once."""
+    body = json.dumps({"kind": "reading", "text": "x" * 2000}).encode()
+    template = line(0, "bulk", body)
+    config = tmp_path / "smalltable.yaml"
+    config.write_text(json.dumps({"home": str(tmp_path / "home"), "ingest": {"batch_bytes": 262144}}))
+    peaks = {}
+    for lines in (1500, 15000):
+        log = tmp_path / f"{lines}.log"
+        with open(log, "wb") as out:
+            for n in range(1, lines + 1):
+                out.write(template.replace(f"{0:032x}".encode(), f"{n:032x}".encode(), 1) + b"\n")
+        argv = [sys.executable, "-m", "ingestd", "replay", "--config", str(config), "--from", str(log)]
+        peaks[lines] = peak_rss_mib([*argv, "--data-dir", str(tmp_path / f"data-{lines}"), "--jobs", "1"])
+        assert table(tmp_path / f"data-{lines}" / "bulk.db", "SELECT count(*) FROM records") == [(lines,)]
+    assert peaks[15000] < 1.3 * peaks[1500], f"peak RSS by log lines: {peaks}"

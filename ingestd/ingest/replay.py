@@ -169,17 +169,29 @@ def replay(
     registry: Registry,
     files: list[Path],
     batch_lines: int,
+    batch_bytes: int,
     share: Share = Share(),
     advance: Callable[[int], None] = lambda n: None,
 ) -> Summary:
-    """Load the lines of ``files`` that ``share`` wants through ``registry``, in one process."""
+    """Load the lines of ``files`` that ``share`` wants through ``registry``, in one process.
+
+    A batch is loaded once it has ``batch_lines`` lines or ``batch_bytes`` bytes of
+    them, whichever comes first: its lines and what they are parsed into are all
+    replay holds, so its memory is bounded whatever the log's length or its bodies'
+    sizes (at most ``batch_bytes`` and one read's :data:`CHUNK` of lines).
+    """
     summary = Summary(files=len(files))
     batch: list[bytes] = []
+    held = 0
+    """Bytes of the lines in ``batch``."""
 
     def flush(count: int) -> None:
-        with gcpause.paused():
-            load(batch[:count])
+        nonlocal held
+        lines = batch[:count]
         del batch[:count]
+        held -= sum(map(len, lines))
+        with gcpause.paused():
+            load(lines)
 
     def load(lines: list[bytes]) -> None:
         requests: list[Request] = []
@@ -206,7 +218,8 @@ def replay(
             summary.lines += len(lines)
             summary.skipped_other_projects += len(lines) - len(chosen)
             batch += chosen
-            while len(batch) >= batch_lines:
+            held += sum(map(len, chosen))
+            while len(batch) >= batch_lines or (batch and held >= batch_bytes):
                 flush(batch_lines)
     flush(len(batch))
     return summary
@@ -300,7 +313,9 @@ def _replay_share(config: Config, data_dir: Path, files: list[Path], share: Shar
         _progress[slot] += n
 
     with open_registry(config, data_dir) as registry:
-        return replay(registry, files, config["ingest.batch_lines"], share, advance)
+        return replay(
+            registry, files, config["ingest.batch_lines"], config["ingest.batch_bytes"], share, advance
+        )
 
 
 def replay_in_parallel(
