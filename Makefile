@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: what `make run` needs, and what the tests need on top
 # (promtool, headless Chromium with a font for screenshots, systemd-analyze).
-SYSTEM_PACKAGES := nginx logrotate
+SYSTEM_PACKAGES := nginx libnginx-mod-http-js logrotate
 TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core systemd
 STAMP := $(VENV)/.installed
 

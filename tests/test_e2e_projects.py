@@ -9,6 +9,7 @@ a post, retention with a clock the test moves, and replay of settings.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -149,7 +150,7 @@ def test_create_on_the_apex_naming_the_project_and_a_bad_name_is_explained(stack
     assert "'No_Such Name' is not a project name" in refused["reason"]
 
 
-def test_the_apex_form_post_is_redirected_to_its_status_page(stack, project):
+def test_the_apex_form_post_shows_the_owner_key_once_and_links_its_status_page(stack, project):
     form = f"name={project}&owner=ann%40example.com&type=json&retention_days=30&quota_mb=5&schema="
     answer = stack.post(
         None,
@@ -157,10 +158,14 @@ def test_the_apex_form_post_is_redirected_to_its_status_page(stack, project):
         path="/_project",
         headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html,*/*;q=0.8"},
     )
-    assert answer.status_code == 303
-    location = answer.headers["Location"]
+    assert answer.status_code == 202 and answer.headers["content-type"].startswith("text/html")
+    assert answer.headers["Cache-Control"] == "no-store"
+    key = re.search(r'<code id="owner-key">(stk_[0-9a-f]{32})</code>', answer.text).group(1)
+    assert "This key is shown only once." in answer.text
+    location = re.search(r'<a href="([^"]+)">Follow your change</a>', answer.text).group(1)
     assert location.startswith(f"http://localhost:{stack.port}/_status/")
     request_id = location.rsplit("/", 1)[1]
+    assert key not in stack.request("GET", None, f"/_status/{request_id}").text
     deadline = time.monotonic() + 15
     while (got := stack.request("GET", None, f"/_status/{request_id}").json())["status"] == "pending":
         assert time.monotonic() < deadline

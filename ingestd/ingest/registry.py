@@ -34,8 +34,10 @@ from ..model.record import Record, Reject
 from ..model.request import Request
 from ..store.database import Store, WriteResult
 from ..store.holding import Held, Holding
+from ..store.keys import KeyStore
 from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
+from .keychange import claim_key, refusal
 from .records import build
 from .settings_write import SettingsError, apply_change, read_change
 from .validate import Rules, check, rules_for
@@ -84,8 +86,10 @@ class Registry:
         defaults: Settings,
         auto_create: bool,
         release_batch: int = 10000,
+        keys: KeyStore | None = None,
     ) -> None:
         self.store = store
+        self.keys = keys
         self.holding = holding
         self.defaults = defaults
         self.auto_create = auto_create
@@ -116,6 +120,8 @@ class Registry:
             if number == 1:
                 failpoints.hit("load.after_first_project")
             outcomes[project] = self._load_project(project, project_requests)
+        if self.keys is not None:
+            self.keys.save()  # before the checkpoint moves past the lines that changed keys
         return outcomes
 
     def _load_project(self, project: str, requests: list[Request]) -> Outcome:
@@ -173,7 +179,11 @@ class Registry:
 
     def _change_settings(self, project: str, request: Request, state: _State, out: Outcome) -> None:
         """Apply one settings write, or keep it as a reject saying why not."""
+        owner = self.keys.owner(project) if self.keys is not None else None
         try:
+            refused = refusal(project, request, owner)
+            if refused:
+                raise SettingsError(refused)
             change = read_change(request.body, request.content_type)
             named = change.get("name", project)
             if named != project:
@@ -189,6 +199,10 @@ class Registry:
             return
         if self.store.change_settings(project, request, settings.as_dict(), changed):
             out.settings_changed += 1
+        if self.keys is not None and owner is None and not state.settings.claimed:
+            key = claim_key(request)
+            if key is not None:
+                self.keys.add(project, key)
         state.exists = True
         state.settings = settings
         state.rules = self._rules(settings)
@@ -253,12 +267,14 @@ class Registry:
             self._measure(project, state)
 
 
-def for_config(config: Config, store: Store, holding: Holding) -> Registry:
+def for_config(config: Config, store: Store, holding: Holding, keys: KeyStore | None = None) -> Registry:
     """The registry a deployment's config describes (its ``projects.*`` defaults)."""
     defaults = default_settings(
         config["projects.type"], config["projects.retention_days"], config["projects.quota_mb"]
     )
-    return Registry(store, holding, defaults, config["projects.auto_create"], config["ingest.batch_lines"])
+    return Registry(
+        store, holding, defaults, config["projects.auto_create"], config["ingest.batch_lines"], keys
+    )
 
 
 _NO_PROJECT = (

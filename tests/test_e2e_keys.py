@@ -1,0 +1,152 @@
+"""Keys through the real nginx (njs), ingestd and Datasette: owning a project, secrets kept.
+
+nginx decides every key alone (nginx/smalltable.js) from the maps ingestd writes;
+these tests go through nginx as a client would, and read what was stored on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+
+import httpx
+import pytest
+
+from .test_e2e_projects import JSON, settings_of, status
+
+pytestmark = pytest.mark.e2e
+
+KEY = re.compile(r"stk_[0-9a-f]{32}")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", **JSON}
+
+
+def claim(stack, project: str, owner: str = "ann@example.com") -> str:
+    """Claim ``project``; its owner key, once the claim is applied."""
+    answer = stack.post(project, json.dumps({"owner": owner}), path="/_project", headers=JSON)
+    assert answer.status_code == 202, answer.text
+    assert status(stack, project, answer)["status"] == "applied"
+    return answer.json()["key"]
+
+
+def wait_owned(stack, project: str, timeout: float = 5) -> float:
+    """Seconds until nginx knows ``project``'s owner key (a refusal that writes nothing says so)."""
+    start = time.monotonic()
+    while True:
+        answer = stack.request("POST", project, "/_project/keys", as_owner=False, content=b"{}")
+        if answer.json()["error"] != "the project has no owner key":
+            return time.monotonic() - start
+        assert time.monotonic() - start < timeout, answer.text
+        time.sleep(0.02)
+
+
+def test_a_claim_answers_its_owner_key_once_and_only_its_hash_is_kept(stack, project):
+    answer = stack.post(project, json.dumps({"owner": "ann@example.com"}), path="/_project", headers=JSON)
+    assert answer.status_code == 202, answer.text
+    key = answer.json()["key"]
+    assert KEY.fullmatch(key) and "only once" in answer.json()["key_note"]
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert answer.json()["key_id"] == digest[:12]
+    applied = status(stack, project, answer)
+    assert applied["status"] == "applied" and key not in json.dumps(applied)
+    line = next(line for line in stack.log_lines() if line["id"] == answer.json()["id"])
+    assert line["mint"] == digest and line["key"] == ""
+    assert key not in stack.ingest_log.read_text()
+    keys = json.loads((stack.home / "state" / "keys.json").read_text())["keys"][project]
+    assert [(k["key_id"], k["hash"], k["scope"]) for k in keys] == [(digest[:12], digest, "owner")]
+    # a write that is not a claim gets no key
+    post = stack.post(project, b'{"n": 1}', headers=JSON)
+    assert post.status_code == 202 and "key" not in post.json()
+
+
+def test_a_claimed_project_keeps_its_settings_without_the_owner_key(stack, project):
+    key = claim(stack, project)
+    wait_owned(stack, project)
+    before = settings_of(stack, project)
+    for headers in (JSON, bearer("stk_" + "0" * 32), {"Authorization": "Basic YW5uOnB3", **JSON}):
+        refused = stack.post(
+            project,
+            json.dumps({"owner": "eve", "quota_mb": 1}),
+            path="/_project",
+            headers=headers,
+            as_owner=False,
+        )
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["content-type"] == "application/json"
+        assert refused.json()["error"] and "Authorization: Bearer" in refused.json()["fix"]
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    ids = {line["id"] for line in stack.log_lines()}
+    assert not any(line["project"] == project and "eve" in line["body"] for line in stack.log_lines())
+    assert settings_of(stack, project) == before and len(ids) == len(stack.log_lines())
+    # with the owner key: a change as before
+    changed = stack.post(
+        project, json.dumps({"quota_mb": 7}), path="/_project", headers=bearer(key), as_owner=False
+    )
+    assert changed.status_code == 202 and "key" not in changed.json()
+    assert status(stack, project, changed)["status"] == "applied"
+    assert settings_of(stack, project)["settings"]["quota_mb"] == 7
+    line = next(line for line in stack.log_lines() if line["id"] == changed.json()["id"])
+    assert line["key"] == f"owner:{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def test_a_change_sent_with_the_key_right_after_the_claim_is_applied(stack, project):
+    """Before nginx has reloaded for the new key, ingestd checks the key's hash in log order."""
+    answer = stack.post(project, json.dumps({"owner": "ann"}), path="/_project", headers=JSON)
+    key = answer.json()["key"]
+    at_once = stack.post(project, b'{"description": "mine"}', path="/_project", headers=bearer(key))
+    wrong = stack.post(
+        project, b'{"description": "not yours"}', path="/_project", headers=bearer("stk_" + "1" * 32)
+    )
+    assert status(stack, project, at_once)["status"] == "applied", at_once.text
+    if wrong.status_code == 202:  # nginx had not reloaded yet: ingestd refuses it
+        assert "is claimed" in status(stack, project, wrong)["reason"]
+    else:
+        assert wrong.status_code == 401
+    assert settings_of(stack, project)["settings"]["description"] == "mine"
+
+
+def test_two_claims_at_once_have_one_owner_and_the_other_is_told(stack, project):
+    barrier = threading.Barrier(2)
+    answers: list[httpx.Response] = []
+
+    def send(owner: str) -> None:
+        with httpx.Client(timeout=30) as client:
+            barrier.wait()
+            answers.append(
+                client.post(
+                    stack.url("/_project"),
+                    content=json.dumps({"owner": owner}),
+                    headers={"Host": stack.host(project), **JSON},
+                )
+            )
+
+    threads = [threading.Thread(target=send, args=(owner,)) for owner in ("ann", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    accepted = [a for a in answers if a.status_code == 202]
+    if len(accepted) == 1:  # nginx had already reloaded for the first: it refused the second
+        assert sorted(a.status_code for a in answers) == [202, 401]
+    else:
+        outcomes = sorted((status(stack, project, a)["status"], a) for a in accepted)
+        assert [s for s, _ in outcomes] == ["applied", "rejected"]
+        loser = status(stack, project, outcomes[1][1])
+        assert "the other one was first and owns it" in loser["reason"]
+    winner = next(a for a in accepted if status(stack, project, a)["status"] == "applied")
+    assert settings_of(stack, project)["settings"]["owner"] == json.loads(winner.request.content)["owner"]
+    wait_owned(stack, project)
+    for answer in accepted:
+        attempt = stack.post(
+            project,
+            b'{"description": "x"}',
+            path="/_project",
+            headers=bearer(answer.json()["key"]),
+            as_owner=False,
+        )
+        assert attempt.status_code == (202 if answer is winner else 401), attempt.text
