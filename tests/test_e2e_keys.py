@@ -6,9 +6,11 @@ these tests go through nginx as a client would, and read what was stored on disk
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
+import secrets
 import threading
 import time
 
@@ -150,3 +152,67 @@ def test_two_claims_at_once_have_one_owner_and_the_other_is_told(stack, project)
             as_owner=False,
         )
         assert attempt.status_code == (202 if answer is winner else 401), attempt.text
+
+
+def every_file_holding(home, secrets: list[bytes]) -> list[str]:
+    """The files under ``home`` (compressed ones read uncompressed) holding any of ``secrets``."""
+    found = []
+    for path in sorted(p for p in home.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        if path.suffix == ".gz":
+            data = gzip.decompress(data)
+        found += [f"{path}: {secret!r}" for secret in secrets if secret in data]
+    return found
+
+
+def test_secrets_sent_in_headers_reach_no_file_page_export_or_metric(stack, project):
+    key = claim(stack, project)
+    wait_owned(stack, project)
+    cookie, proxy, api = (
+        "ck-" + secrets.token_hex(8),
+        "px-" + secrets.token_hex(8),
+        "stk_" + secrets.token_hex(16),
+    )
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Cookie": f"session={cookie}",
+        "Proxy-Authorization": f"Basic {proxy}",
+        "X-Api-Key": api,
+        "User-Agent": f"tool/1 {api}",
+        **JSON,
+    }
+    posted = stack.post(project, b'{"n": 1}', headers=headers)
+    assert posted.status_code == 202, posted.text
+    row = stack.wait_row(project, posted.json()["id"])
+    assert row["_user_agent"] == "(withheld: it holds something like a key)"
+    changed = stack.post(project, b'{"description": "kept"}', path="/_project", headers=headers)
+    assert status(stack, project, changed)["status"] == "applied"
+    # a key in the URL is refused, and so never logged
+    in_url = stack.request("GET", project, f"/_export.json?key={api}")
+    assert in_url.status_code == 400 and "Authorization: Bearer" in in_url.json()["fix"]
+    assert stack.post(project, b"x", path=f"/?api_key={key}").status_code == 400
+    # reads with the secrets: every page, export and SQL goes through Datasette
+    reads = [
+        "/",
+        "/1",
+        "/1.json",
+        "/_project",
+        "/_export.json",
+        "/_export.csv",
+        f"/_status/{posted.json()['id']}",
+        f"/{project}.json?sql=select+*+from+records",
+        f"/{project}/settings.json",
+    ]
+    shown = []
+    for path in reads:
+        answer = stack.request("GET", project, path, headers=headers)
+        assert answer.status_code == 200, (path, answer.text)
+        shown.append(answer.text)
+    shown.append(httpx.get(f"http://127.0.0.1:{stack.metrics_port}/metrics").text)
+    everything = "\n".join(shown)
+    for secret in (key, cookie, proxy, api):
+        assert secret not in everything
+    assert every_file_holding(stack.home, [s.encode() for s in (key, cookie, proxy, api)]) == []
+    # and nginx logged what it refused, without its query string
+    access = (stack.home / "logs" / "access.log").read_text()
+    assert '"GET /_smalltable_refused" 400' in access
