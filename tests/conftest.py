@@ -66,8 +66,8 @@ class Stack:
     def request(
         self, method: str, project: str | None, path: str = "/", as_owner: bool = True, **kwargs
     ) -> httpx.Response:
-        """A request to nginx; a GET is sent again on a fresh connection if nginx closed the
-        kept-alive one under it (a reload, e.g. after a quota change, closes idle ones).
+        """A request to nginx, sent again on a fresh connection if nginx closed the kept-alive
+        one under it (a reload, after a quota or key change, closes idle ones).
 
         A settings write to a project this stack claimed carries its owner key, unless
         ``as_owner`` is false; a claim's answer keeps the key it gave.
@@ -79,8 +79,11 @@ class Stack:
             headers.setdefault("Authorization", f"Bearer {self.owner_keys[named]}")
         try:
             response = self.client.request(method, self.url(path), headers=headers, **kwargs)
-        except httpx.RemoteProtocolError:
-            if method != "GET":
+        except httpx.RemoteProtocolError as exc:
+            # A reload closes idle kept-alive connections; nginx finishes every request
+            # it has read, so "disconnected without sending a response" means it read
+            # none of this one and sending it again is safe, even for a write.
+            if method != "GET" and "without sending a response" not in str(exc):
                 raise
             response = self.client.request(method, self.url(path), headers=headers, **kwargs)
         if as_owner and settings_write and path == "/_project" and named and response.status_code == 202:

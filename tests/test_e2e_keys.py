@@ -216,3 +216,73 @@ def test_secrets_sent_in_headers_reach_no_file_page_export_or_metric(stack, proj
     # and nginx logged what it refused, without its query string
     access = (stack.home / "logs" / "access.log").read_text()
     assert '"GET /_smalltable_refused" 400' in access
+
+
+def until(predicate, timeout: float = 5) -> float:
+    """Seconds until ``predicate()`` is true (failing after ``timeout``)."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout, f"not within {timeout}s"
+        time.sleep(0.01)
+    return time.monotonic() - start
+
+
+def write_with(stack, project: str, key: str) -> httpx.Response:
+    """A post with ``key``, on a connection of its own: a reload closes kept-alive ones."""
+    headers = {"Host": stack.host(project), **bearer(key)}
+    return httpx.post(stack.url("/"), content=b'{"n": 1}', headers=headers, timeout=30)
+
+
+def test_the_owner_makes_lists_and_revokes_keys_and_a_change_is_in_force_within_2s(stack, project):
+    owner = claim(stack, project)
+    wait_owned(stack, project)
+    made = []
+    for label in ("ci", "ci-next"):
+        answer = stack.post(
+            project,
+            json.dumps({"scope": "write", "label": label}),
+            path="/_project/keys",
+            headers=bearer(owner),
+        )
+        assert answer.status_code == 202, answer.text
+        key, kid = answer.json()["key"], answer.json()["key_id"]
+        assert KEY.fullmatch(key) and kid == hashlib.sha256(key.encode()).hexdigest()[:12]
+        in_force = until(lambda key=key: write_with(stack, project, key).status_code == 202)
+        print(f"new key in force after {in_force:.3f}s")
+        assert in_force < 2
+        assert status(stack, project, answer) == {
+            **status(stack, project, answer),
+            "status": "applied",
+            "action": "key created",
+        }
+        made.append((key, kid))
+    # two write keys live at once, each logged by its id
+    for key, kid in made:
+        written = write_with(stack, project, key)
+        assert written.status_code == 202
+        line = next(line for line in stack.log_lines() if line["id"] == written.json()["id"])
+        assert line["key"] == f"write:{kid}"
+    listed = stack.request("GET", project, "/_project/keys", headers=bearer(owner))
+    assert listed.status_code == 200, listed.text
+    keys = listed.json()["keys"]
+    assert [(k["scope"], k["label"]) for k in keys] == [("owner", ""), ("write", "ci"), ("write", "ci-next")]
+    assert "stk_" not in listed.text and hashlib.sha256(owner.encode()).hexdigest() not in listed.text
+    # listing and managing need the owner key
+    assert stack.request("GET", project, "/_project/keys").status_code == 401
+    assert stack.request("GET", project, "/_project/keys", headers=bearer(made[0][0])).status_code == 403
+    stolen = stack.post(project, b'{"scope": "write"}', path="/_project/keys", headers=bearer(made[0][0]))
+    assert stolen.status_code == 403 and "owner key" in stolen.json()["error"]
+    # revoke the first: refused within 2 s, the second still works
+    gone = stack.request("DELETE", project, f"/_project/keys/{made[0][1]}", headers=bearer(owner))
+    assert gone.status_code == 202, gone.text
+    revoked_in = until(lambda: write_with(stack, project, made[0][0]).status_code == 401)
+    print(f"revoked key refused after {revoked_in:.3f}s")
+    assert revoked_in < 2
+    assert status(stack, project, gone)["action"] == "key revoked"
+    assert write_with(stack, project, made[1][0]).status_code == 202
+    after = stack.request("GET", project, "/_project/keys", headers=bearer(owner)).json()["keys"]
+    assert [k["key_id"] for k in after] == [keys[0]["key_id"], made[1][1]]
+    # a bad key change is rejected with the reason, and makes no key
+    bad = stack.post(project, b'{"scope": "admin"}', path="/_project/keys", headers=bearer(owner))
+    assert "'scope': expected one of read, write, read+write" in status(stack, project, bad)["reason"]
+    assert write_with(stack, project, bad.json()["key"]).status_code == 401

@@ -12,9 +12,12 @@ Everything here is a pure function of its arguments.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+
+import orjson
 
 from ..model.request import Request
-from ..store.keys import OWNER, Key, key_id, same_secret
+from ..store.keys import OWNER, SCOPES, Key, key_id, same_secret
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 
@@ -46,3 +49,83 @@ def claim_key(request: Request) -> Key | None:
     if not _HASH.fullmatch(request.mint):
         return None
     return Key(key_id(request.mint), request.mint, OWNER, request.request_id, request.received)
+
+
+KEYS_PATH = "/_project/keys"
+MAX_LABEL = 100
+
+
+class KeyChangeError(ValueError):
+    """A key change that cannot be applied; the message says why."""
+
+
+def is_keys_write(method: str, uri: str) -> bool:
+    """True for ``POST /_project/keys`` (a new key) and ``DELETE /_project/keys/KEY_ID``."""
+    if not uri.startswith(KEYS_PATH):
+        return False
+    path = uri.partition("?")[0]
+    return (method == "POST" and path == KEYS_PATH) or (
+        method == "DELETE" and path.startswith(KEYS_PATH + "/")
+    )
+
+
+def new_key(request: Request) -> Key:
+    """The key ``POST /_project/keys`` made: its hash from the line, the rest from the body."""
+    _owner_only(request)
+    if not _HASH.fullmatch(request.mint):
+        raise KeyChangeError("nginx made no key for this write")
+    try:
+        body = orjson.loads(request.body or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise KeyChangeError(f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise KeyChangeError('the body must be a JSON object such as {"scope": "write"}')
+    unknown = sorted(set(body) - {"scope", "label", "expires"})
+    scope = body.get("scope")
+    problems = [f"unknown field {name!r}" for name in unknown]
+    if scope not in SCOPES:
+        problems.append(f"'scope': expected one of {', '.join(SCOPES)}, got {scope!r}")
+    label = body.get("label", "")
+    if not isinstance(label, str) or len(label) > MAX_LABEL or not label.isprintable():
+        problems.append(f"'label': expected at most {MAX_LABEL} printable characters")
+    try:
+        expires = _expiry(body.get("expires"), request.received)
+    except KeyChangeError as exc:
+        problems.append(f"'expires': {exc}")
+    if problems:
+        raise KeyChangeError("; ".join(problems))
+    return Key(
+        key_id(request.mint), request.mint, str(scope), request.request_id, request.received, label, expires
+    )
+
+
+def revoked_key_id(request: Request) -> str:
+    """The key id ``DELETE /_project/keys/KEY_ID`` names."""
+    _owner_only(request)
+    return request.path[len(KEYS_PATH) + 1 :]
+
+
+def _owner_only(request: Request) -> None:
+    if not request.key.startswith(OWNER + ":"):
+        raise KeyChangeError("managing keys needs the owner key (Authorization: Bearer <owner key>)")
+
+
+def _expiry(value: object, now: float) -> float | None:
+    """``expires``: an ISO 8601 time (``2027-01-31T00:00:00Z``) or Unix seconds, in the future."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise KeyChangeError(
+                f"expected an ISO 8601 time such as 2027-01-31T00:00:00Z, got {value!r}"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        value = moment.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise KeyChangeError("expected an ISO 8601 time or Unix seconds")
+    if value <= now:
+        raise KeyChangeError("the time is already past")
+    return float(value)

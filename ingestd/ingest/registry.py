@@ -21,6 +21,7 @@ way is simply loaded again.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 
 from ..config import Config, default_settings
@@ -34,10 +35,11 @@ from ..model.record import Record, Reject
 from ..model.request import Request
 from ..store.database import Store, WriteResult
 from ..store.holding import Held, Holding
-from ..store.keys import KeyStore
+from ..store.keys import Key, KeyStore, record_change
 from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
-from .keychange import claim_key, refusal
+from ..support.timefmt import iso_time
+from .keychange import KeyChangeError, claim_key, is_keys_write, new_key, refusal, revoked_key_id
 from .records import build
 from .settings_write import SettingsError, apply_change, read_change
 from .validate import Rules, check, rules_for
@@ -148,6 +150,10 @@ class Registry:
                 flush()
                 self._change_settings(project, request, state, out)
                 continue
+            if is_keys_write(request.method, request.uri):
+                flush()
+                self._change_keys(project, request, state, out)
+                continue
             if not state.exists and not self.auto_create:
                 holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))
                 continue
@@ -203,12 +209,57 @@ class Registry:
             key = claim_key(request)
             if key is not None:
                 self.keys.add(project, key)
+                self._record_key(project, request, "created", key)
         state.exists = True
         state.settings = settings
         state.rules = self._rules(settings)
         self._measure(project, state)
         if state.held and not state.over_quota:
             self._release(project, state, out)
+
+    # -- keys --------------------------------------------------------------
+
+    def _change_keys(self, project: str, request: Request, state: _State, out: Outcome) -> None:
+        """Apply ``POST /_project/keys`` or ``DELETE /_project/keys/KEY_ID``, or reject it."""
+        try:
+            if self.keys is None or not state.exists:
+                raise KeyChangeError(f"project {project!r} does not exist")
+            if request.method == "POST":
+                key = new_key(request)
+                self.keys.add(project, key)
+                self._record_key(project, request, "created", key)
+                return
+            kid = revoked_key_id(request)
+            live = {k.key_id: k for k in self.keys.listed(project)}
+            if self._record_done(project, request):
+                self.keys.revoke(project, kid)  # applied before a crash: read again
+                return
+            if kid not in live:
+                raise KeyChangeError(f"project {project!r} has no live key {kid!r}")
+            if live[kid].scope == "owner":
+                raise KeyChangeError("the owner key is replaced by the operator (smalltable keys reset)")
+            self.keys.revoke(project, kid)
+            self._record_key(project, request, "revoked", live[kid])
+        except KeyChangeError as exc:
+            reject = Reject(request, f"keys not changed: {exc}", _body(request), "invalid_settings")
+            if state.exists:
+                out.write.add(self.store.write(project, [], [reject]))
+            else:
+                self.holding.reject(project, [reject])
+            out.settings_refused += 1
+
+    def _record_key(self, project: str, request: Request, action: str, key: Key) -> None:
+        conn = self.store.project(project).conn
+        record_change(conn, request.request_id, iso_time(request.received), action, key)
+
+    def _record_done(self, project: str, request: Request) -> bool:
+        """True when this key change is in the project's history already."""
+        conn = self.store.project(project).conn
+        try:
+            row = conn.execute("SELECT 1 FROM key_changes WHERE _request_id = ?", [request.request_id])
+            return row.fetchone() is not None
+        except sqlite3.OperationalError:
+            return False  # no key change yet: no table
 
     # -- state -------------------------------------------------------------
 

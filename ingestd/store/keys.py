@@ -16,10 +16,12 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..support.durable import write_all_and_sync
+from ..support.timefmt import iso_time
 from .quota import signal_nginx
 
 OWNER = "owner"
@@ -156,3 +158,33 @@ class KeyStore:
             + "".join(line + "\n" for line in lines)
         )
         os.replace(tmp, path)
+
+
+KEY_CHANGES_TABLE = """CREATE TABLE IF NOT EXISTS key_changes (
+    _id INTEGER PRIMARY KEY,
+    _request_id TEXT NOT NULL UNIQUE,
+    _received TEXT NOT NULL,
+    action TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    scope TEXT,
+    label TEXT,
+    expires TEXT
+)"""
+"""A project's key history, in its database: ids, scopes, labels, expiry (never a hash).
+
+It is what ``GET /_project/keys`` lists and what a key change's status URL finds."""
+
+
+def record_change(conn: sqlite3.Connection, request_id: str, received: str, action: str, key: Key) -> bool:
+    """Keep one key change (``created``/``revoked``), idempotent by request id; True when new."""
+    expires = None if key.expires is None else iso_time(key.expires)
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(KEY_CHANGES_TABLE)
+        before = conn.total_changes
+        conn.execute(
+            "INSERT INTO key_changes (_request_id, _received, action, key_id, scope, label, expires) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (_request_id) DO NOTHING",
+            (request_id, received, action, key.key_id, key.scope, key.label, expires),
+        )
+        return conn.total_changes > before

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,12 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
             version, changed, at = applied
             action = _settings_action(conn, version, at)
             return {"status": "applied", "version": version, "changed": json.loads(changed), "action": action}
+        with suppress(sqlite3.OperationalError):  # no key_changes table: no key changed yet
+            key = fetch_one(
+                conn, "select action, key_id from key_changes where _request_id = ?", [request_id]
+            )
+            if key:
+                return {"status": "applied", "action": f"key {key[0]}", "key_id": key[1]}
         rejected = fetch_one(conn, "select _id, _reason from rejects where _request_id = ?", [request_id])
         if rejected:
             return {"status": "rejected", "reason": rejected[1], "reject_id": rejected[0]}
