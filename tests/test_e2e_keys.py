@@ -227,9 +227,9 @@ def until(predicate, timeout: float = 5) -> float:
     return time.monotonic() - start
 
 
-def write_with(stack, project: str, key: str) -> httpx.Response:
-    """A post with ``key``, on a connection of its own: a reload closes kept-alive ones."""
-    headers = {"Host": stack.host(project), **bearer(key)}
+def write_with(stack, project: str, key: str | None) -> httpx.Response:
+    """A post with ``key`` (None: none), on a connection of its own: a reload closes kept-alive ones."""
+    headers = {"Host": stack.host(project), **(bearer(key) if key else {})}
     return httpx.post(stack.url("/"), content=b'{"n": 1}', headers=headers, timeout=30)
 
 
@@ -286,3 +286,106 @@ def test_the_owner_makes_lists_and_revokes_keys_and_a_change_is_in_force_within_
     bad = stack.post(project, b'{"scope": "admin"}', path="/_project/keys", headers=bearer(owner))
     assert "'scope': expected one of read, write, read+write" in status(stack, project, bad)["reason"]
     assert write_with(stack, project, bad.json()["key"]).status_code == 401
+
+
+def make_key(stack, project: str, owner: str, **fields) -> tuple[str, str]:
+    """A new key of ``project`` (scope, label, expires), once nginx has it in force."""
+    answer = stack.post(project, json.dumps(fields), path="/_project/keys", headers=bearer(owner))
+    assert answer.status_code == 202, answer.text
+    assert status(stack, project, answer)["status"] == "applied"
+    return answer.json()["key"], answer.json()["key_id"]
+
+
+def lines_of(stack, project: str) -> int:
+    return sum(line["project"] == project for line in stack.log_lines())
+
+
+def test_with_write_key_nginx_refuses_every_write_without_a_good_key_and_logs_none(stack, project):
+    owner = claim(stack, project, "ann")
+    other = project[:50] + "-other"
+    other_owner = claim(stack, other, "bob")
+    assert (
+        stack.post(project, b'{"write": "key"}', path="/_project", headers=bearer(owner)).status_code == 202
+    )
+    wait_owned(stack, other)
+    until(lambda: write_with(stack, project, None).status_code == 401)
+    write, _ = make_key(stack, project, owner, scope="write", label="ci")
+    both, _ = make_key(stack, project, owner, scope="read+write")
+    read, _ = make_key(stack, project, owner, scope="read")
+    soon, _ = make_key(stack, project, owner, scope="write", expires=time.time() + 3)
+    revoked, revoked_id = make_key(stack, project, owner, scope="write")
+    foreign, _ = make_key(stack, other, other_owner, scope="write")
+    gone = stack.request("DELETE", project, f"/_project/keys/{revoked_id}", headers=bearer(owner))
+    assert status(stack, project, gone)["status"] == "applied"
+    until(lambda: write_with(stack, project, revoked).status_code == 401)
+    for key in (owner, write, both, soon):
+        assert write_with(stack, project, key).status_code == 202
+    until(lambda: write_with(stack, project, soon).status_code == 401, timeout=10)
+    before = lines_of(stack, project)
+    refusals = {
+        "no key": ({}, 401, "needs a write key"),
+        "malformed": ({"Authorization": "Bearer"}, 401, "malformed Authorization header"),
+        "not ours": ({"Authorization": "Bearer stk_nothex"}, 401, "malformed Authorization header"),
+        "basic": ({"Authorization": "Basic YW5uOnB3"}, 401, "malformed Authorization header"),
+        "two": ({"Authorization": f"Bearer {write} {write}"}, 401, "malformed Authorization header"),
+        "wrong": (bearer("stk_" + secrets.token_hex(16)), 401, "unknown or revoked key"),
+        "revoked": (bearer(revoked), 401, "unknown or revoked key"),
+        "expired": (bearer(soon), 401, "the key has expired"),
+        "read only": (bearer(read), 403, "this read key may not"),
+        "another project's": (bearer(foreign), 403, "belongs to another project"),
+    }
+    for name, (headers, code, error) in refusals.items():
+        for method in ("POST", "PUT", "DELETE"):
+            answer = stack.request(method, project, "/anything", content=b'{"n": 2}', headers=headers)
+            assert answer.status_code == code, (name, method, answer.text)
+            assert error in answer.json()["error"] and answer.json()["fix"], (name, answer.text)
+    assert lines_of(stack, project) == before  # none of them was logged as accepted
+    # the other project is open: anyone posts there; a key of another project is refused
+    assert stack.post(other, b'{"n": 3}').status_code == 202
+    assert stack.post(other, b'{"n": 3}', headers=bearer(write)).status_code == 403
+
+
+def test_ten_thousand_wrong_keys_do_not_slow_other_projects_writes(stack, project):
+    owner = claim(stack, project)
+    assert (
+        stack.post(project, b'{"write": "key"}', path="/_project", headers=bearer(owner)).status_code == 202
+    )
+    until(lambda: write_with(stack, project, None).status_code == 401)
+    victim = project[:50] + "-open"
+
+    def latencies(count: int) -> list[float]:
+        times = []
+        with httpx.Client(timeout=30) as client:
+            for _ in range(count):
+                start = time.perf_counter()
+                answer = client.post(
+                    stack.url("/"), content=b'{"n": 1}', headers={"Host": stack.host(victim)}
+                )
+                times.append(time.perf_counter() - start)
+                assert answer.status_code == 202
+        return sorted(times)
+
+    quiet = latencies(200)
+    refused: list[int] = []
+
+    def attack() -> None:
+        with httpx.Client(timeout=30) as client:
+            for _ in range(2500):
+                answer = client.post(
+                    stack.url("/"),
+                    content=b"x",
+                    headers={"Host": stack.host(project), **bearer("stk_" + secrets.token_hex(16))},
+                )
+                refused.append(answer.status_code)
+
+    attackers = [threading.Thread(target=attack) for _ in range(4)]
+    for thread in attackers:
+        thread.start()
+    busy = latencies(200)
+    for thread in attackers:
+        thread.join()
+    assert len(refused) == 10_000 and set(refused) == {401}
+    median_quiet, median_busy = quiet[100], busy[100]
+    quiet_ms, busy_ms = median_quiet * 1000, median_busy * 1000
+    print(f"other project's write: median {quiet_ms:.2f} ms quiet, {busy_ms:.2f} ms under attack")
+    assert median_busy < 0.05  # still answered at once: nothing waits on a wrong key

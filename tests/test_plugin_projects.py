@@ -309,9 +309,11 @@ def test_settings_json_with_usage_and_history_newest_first(data_dir):
         "schema": schema,
         "retention_days": 30,
         "quota_mb": 200,
+        "write": "open",
+        "read": "public",
     }
     assert body["version"] == 2 and body["held"] == 1
-    assert '"quota_mb":200}' in answer.text  # as set: not the REAL column's 200.0
+    assert '"quota_mb":200,' in answer.text  # as set: not the REAL column's 200.0
     assert body["usage"]["database_bytes"] == database_bytes(path)
     assert body["usage"]["quota_bytes"] == 200 * MIB
     assert body["usage"]["quota_used"] == round(database_bytes(path) / (200 * MIB), 4)
@@ -333,6 +335,8 @@ def test_settings_json_of_an_unclaimed_project_has_the_defaults(data_dir):
     assert body["settings"] == {"owner": "unclaimed", "description": "", "type": "any", "schema": None} | {
         "retention_days": 180,
         "quota_mb": 100,
+        "write": "open",
+        "read": "public",
     }
     assert '"owner":"you@example.com"' in body["how_to_change"]
 

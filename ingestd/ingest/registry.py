@@ -205,6 +205,8 @@ class Registry:
             return
         if self.store.change_settings(project, request, settings.as_dict(), changed):
             out.settings_changed += 1
+        if self.keys is not None:
+            self.keys.set_policy(project, settings.write, settings.read)
         if self.keys is not None and owner is None and not state.settings.claimed:
             key = claim_key(request)
             if key is not None:
