@@ -11,6 +11,8 @@ import hashlib
 import json
 import re
 import secrets
+import subprocess
+import sys
 import threading
 import time
 
@@ -389,3 +391,47 @@ def test_ten_thousand_wrong_keys_do_not_slow_other_projects_writes(stack, projec
     quiet_ms, busy_ms = median_quiet * 1000, median_busy * 1000
     print(f"other project's write: median {quiet_ms:.2f} ms quiet, {busy_ms:.2f} ms under attack")
     assert median_busy < 0.05  # still answered at once: nothing waits on a wrong key
+
+
+def smalltable(stack, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "ingestd", *args, "--home", str(stack.home)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_the_operator_resets_an_owner_key_and_gives_one_to_a_project_claimed_before_keys(stack, project):
+    old = claim(stack, project)
+    wait_owned(stack, project)
+    reset = smalltable(stack, "keys", "reset", project)
+    assert reset.returncode == 0, reset.stderr
+    new = KEY.search(reset.stdout).group(0)
+    assert "shown only once" in reset.stdout and "In force" in reset.stdout
+    until(lambda: write_settings(stack, project, old).status_code == 401)
+    assert status(stack, project, write_settings(stack, project, new))["status"] == "applied"
+    listed = smalltable(stack, "keys", "list", project)
+    new_id = hashlib.sha256(new.encode()).hexdigest()[:12]
+    assert listed.returncode == 0 and new_id in listed.stdout and "owner" in listed.stdout
+    assert hashlib.sha256(old.encode()).hexdigest()[:12] not in listed.stdout and "stk_" not in listed.stdout
+    keys = stack.request("GET", project, "/_project/keys", headers=bearer(new)).json()["keys"]
+    assert [(k["key_id"], k["scope"]) for k in keys] == [(new_id, "owner")]
+    # a project claimed with no owner key (as before keys existed) gets one the same way
+    legacy = project[:50] + "-legacy"
+    sent_with_a_key = stack.post(
+        legacy, b'{"owner": "ann"}', path="/_project", headers=bearer("stk_" + "2" * 32), as_owner=False
+    )
+    assert "key" not in sent_with_a_key.json()
+    assert status(stack, legacy, sent_with_a_key)["status"] == "applied"
+    assert "no keys" in smalltable(stack, "keys", "list", legacy).stdout
+    given = KEY.search(smalltable(stack, "keys", "reset", legacy).stdout).group(0)
+    wait_owned(stack, legacy)
+    assert write_settings(stack, legacy, None).status_code == 401
+    assert status(stack, legacy, write_settings(stack, legacy, given))["status"] == "applied"
+    # the operator's command only; nobody resets over HTTP, not even the owner
+    by_owner = stack.post(legacy, b"", path="/_project/keys/reset", headers=bearer(given))
+    assert "reset by the operator" in status(stack, legacy, by_owner)["reason"]
+    assert smalltable(stack, "keys", "reset", "no-such-project-here").returncode != 0
+
+
+def write_settings(stack, project: str, key: str | None) -> httpx.Response:
+    """A harmless settings change with ``key``, on a connection of its own."""
+    headers = {"Host": stack.host(project), **(bearer(key) if key else JSON)}
+    return httpx.post(stack.url("/_project"), content=b'{"description": "kept"}', headers=headers, timeout=30)

@@ -60,13 +60,11 @@ class KeyChangeError(ValueError):
 
 
 def is_keys_write(method: str, uri: str) -> bool:
-    """True for ``POST /_project/keys`` (a new key) and ``DELETE /_project/keys/KEY_ID``."""
+    """True for a write to ``/_project/keys`` or under it: a key change, never a record."""
     if not uri.startswith(KEYS_PATH):
         return False
     path = uri.partition("?")[0]
-    return (method == "POST" and path == KEYS_PATH) or (
-        method == "DELETE" and path.startswith(KEYS_PATH + "/")
-    )
+    return path == KEYS_PATH or path.startswith(KEYS_PATH + "/")
 
 
 def new_key(request: Request) -> Key:
@@ -129,3 +127,45 @@ def _expiry(value: object, now: float) -> float | None:
     if value <= now:
         raise KeyChangeError("the time is already past")
     return float(value)
+
+
+RESET_PATH = KEYS_PATH + "/reset"
+OPERATOR = "operator:cli"
+"""The ``key`` of a line ``smalltable keys reset`` wrote: nginx never logs this scope."""
+
+
+def reset_key(request: Request) -> Key:
+    """The new owner key of ``smalltable keys reset`` (the operator's line in the log)."""
+    if request.key != OPERATOR:
+        raise KeyChangeError("the owner key is reset by the operator on the host (smalltable keys reset)")
+    if not _HASH.fullmatch(request.mint):
+        raise KeyChangeError("the reset line carries no key hash")
+    return Key(key_id(request.mint), request.mint, OWNER, request.request_id, request.received)
+
+
+def operator_reset_line(project: str, key_hash: str, now: float, random_hex: str) -> bytes:
+    """The ingest-log line (with its newline) that gives ``project`` a new owner key.
+
+    The operator's command appends it to the live log, so that the change is in the
+    log like every other (replay applies it, from the hash alone), in order.
+    """
+    millis = int(now * 1000)
+    fields = {
+        "v": 1,
+        "t": millis / 1000,
+        "rt": 0,
+        "id": f"{millis:013d}{random_hex[:19]}",
+        "project": project,
+        "method": "POST",
+        "uri": RESET_PATH,
+        "ctype": "",
+        "clen": "",
+        "addr": "127.0.0.1",
+        "ua": "smalltable keys reset",
+        "status": "202",
+        "key": OPERATOR,
+        "mint": key_hash,
+        "keyhash": "",
+        "body": "",
+    }
+    return orjson.dumps(fields) + b"\n"

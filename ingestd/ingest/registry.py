@@ -39,7 +39,17 @@ from ..store.keys import Key, KeyStore, record_change
 from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
 from ..support.timefmt import iso_time
-from .keychange import KeyChangeError, claim_key, is_keys_write, new_key, refusal, revoked_key_id
+from .keychange import (
+    KEYS_PATH,
+    RESET_PATH,
+    KeyChangeError,
+    claim_key,
+    is_keys_write,
+    new_key,
+    refusal,
+    reset_key,
+    revoked_key_id,
+)
 from .records import build
 from .settings_write import SettingsError, apply_change, read_change
 from .validate import Rules, check, rules_for
@@ -226,11 +236,18 @@ class Registry:
         try:
             if self.keys is None or not state.exists:
                 raise KeyChangeError(f"project {project!r} does not exist")
-            if request.method == "POST":
+            if request.method == "POST" and request.path == RESET_PATH:
+                key = reset_key(request)
+                self.keys.add(project, key)  # the old owner key goes
+                self._record_key(project, request, "reset", key)
+                return
+            if request.method == "POST" and request.path == KEYS_PATH:
                 key = new_key(request)
                 self.keys.add(project, key)
                 self._record_key(project, request, "created", key)
                 return
+            if request.method != "DELETE":
+                raise KeyChangeError(f"no such key operation: {request.method} {request.path}")
             kid = revoked_key_id(request)
             live = {k.key_id: k for k in self.keys.listed(project)}
             if self._record_done(project, request):

@@ -21,10 +21,13 @@ if TYPE_CHECKING:
 
 LIVE_KEYS = """
 select key_id, scope, label, expires, _received as created from key_changes
-where action = 'created'
+where action in ('created', 'reset')
   and key_id not in (select key_id from key_changes where action = 'revoked')
+  and (scope != 'owner' or _id = (
+      select max(_id) from key_changes where scope = 'owner' and action in ('created', 'reset')))
 order by _id
 """
+"""Keys made and not revoked since; of owner keys, only the last (a reset replaces it)."""
 
 
 async def keys_view(datasette: Datasette, request: Request) -> Response:
