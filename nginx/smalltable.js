@@ -30,6 +30,17 @@ function bearer(r) {
     return match && KEY.test(match[1]) ? match[1] : '';
 }
 
+// js_set $smalltable_path_project: the database a Datasette path names (/NAME/..., /NAME.json),
+// since Datasette serves every database on every host; "" for paths that name none.
+function pathProject(r) {
+    const match = /^\/([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:[.\/?]|$)/.exec(r.uri);
+    return match ? match[1] : '';
+}
+
+// Datasette's lists of every database with sizes and row counts: the catalog shows them
+// instead, without a private project's figures.
+const EVERY_DATABASE = ['/.json', '/-/databases.json', '/index.json'];
+
 // js_set $smalltable_bearer_hash: what the keys map is looked up by.
 function bearerHash(r) {
     const key = bearer(r);
@@ -159,6 +170,15 @@ function decision(r) {
         }
         return '';
     }
+    if (EVERY_DATABASE.indexOf(path) >= 0) {
+        return refuse(r, 404, 'not served', 'every project is listed at /_projects.json on the apex');
+    }
+    const named = r.variables.smalltable_path_project;
+    const record = /^[0-9]+$|^[0-9a-f]{32}$/.test(named) && project !== '';
+    if (named && named !== project && !record && r.variables.smalltable_path_policy.indexOf('r') >= 0) {
+        return refuse(r, 403, 'project ' + named + ' is private',
+            'read it at its own address, ' + named + '.' + r.variables.smalltable_domain + ', with a read key ' + AS);
+    }
     if (policy.indexOf('r') >= 0) {
         return needs(r, who, READ_SCOPES, 'this project is private: reading it needs a read key',
             'send a read key ' + AS);
@@ -176,4 +196,4 @@ function answer(r) {
     r.return(status, r.variables.smalltable_refusal_body + '\n');
 }
 
-export default { bearerHash, decide, answer };
+export default { bearerHash, pathProject, decide, answer };

@@ -291,10 +291,10 @@ def test_the_owner_makes_lists_and_revokes_keys_and_a_change_is_in_force_within_
 
 
 def make_key(stack, project: str, owner: str, **fields) -> tuple[str, str]:
-    """A new key of ``project`` (scope, label, expires), once nginx has it in force."""
+    """A new key of ``project`` (scope, label, expires), once ingestd has applied it."""
     answer = stack.post(project, json.dumps(fields), path="/_project/keys", headers=bearer(owner))
     assert answer.status_code == 202, answer.text
-    assert status(stack, project, answer)["status"] == "applied"
+    assert status(stack, project, answer, headers=bearer(owner))["status"] == "applied"
     return answer.json()["key"], answer.json()["key_id"]
 
 
@@ -435,3 +435,77 @@ def write_settings(stack, project: str, key: str | None) -> httpx.Response:
     """A harmless settings change with ``key``, on a connection of its own."""
     headers = {"Host": stack.host(project), **(bearer(key) if key else JSON)}
     return httpx.post(stack.url("/_project"), content=b'{"description": "kept"}', headers=headers, timeout=30)
+
+
+def test_a_private_project_is_unreadable_without_a_read_key_through_every_url(stack, project):
+    marker = "secret-" + secrets.token_hex(6)
+    settings = {"owner": "ann", "description": marker, "read": "private"}
+    answer = stack.post(project, json.dumps(settings), path="/_project", headers=JSON)
+    owner = answer.json()["key"]
+    wait_owned(stack, project)
+    assert status(stack, project, answer, headers=bearer(owner))["status"] == "applied"
+    until(lambda: httpx.get(stack.url("/"), headers={"Host": stack.host(project)}).status_code == 401)
+    posted = stack.post(project, json.dumps({"note": marker}), headers=JSON)  # writes stay open
+    assert posted.status_code == 202
+    rid = posted.json()["id"]
+    read, _ = make_key(stack, project, owner, scope="read")
+    write, _ = make_key(stack, project, owner, scope="write")
+    for key in (read, write):  # in force once nginx has reloaded
+        until(lambda key=key: stack.request("GET", project, "/", headers=bearer(key)).status_code != 401)
+    until(lambda: marker in stack.request("GET", project, f"/{rid}.json", headers=bearer(read)).text)
+    public = project[:50] + "-public"
+    claim(stack, public)
+    urls = [
+        "/",
+        "/1",
+        "/1.json",
+        "/1/raw",
+        f"/{rid}",
+        "/_project",
+        f"/_status/{rid}",
+        "/_export.json",
+        "/_export.csv",
+        "/_export.ndjson",
+        "/_stream/",
+        "/_stream/1-",
+        "/_stats.json",
+        f"/{project}",
+        f"/{project}/records",
+        f"/{project}/records.json",
+        f"/{project}.json?sql=select+*+from+records",
+        f"/{project}/settings.json",
+    ]
+    for url in urls:
+        for headers, code in (({}, 401), (bearer(write), 403), (bearer(owner + "0"), 401)):
+            refused = stack.request("GET", project, url, headers=headers)
+            assert refused.status_code == code, (url, headers, refused.text)
+            assert marker not in refused.text and refused.json()["error"]
+        for key in (read, owner):
+            allowed = stack.request("GET", project, url, headers=bearer(key))
+            assert allowed.status_code in (200, 302), (url, allowed.text)
+    with httpx.stream("GET", stack.url("/_tail"), headers={"Host": stack.host(project)}) as tail:
+        assert tail.status_code == 401
+    # through another project's host and the apex: Datasette serves every database there
+    for host in (public, None):
+        for url in (f"/{project}", f"/{project}/records.json", f"/{project}.json?sql=select+*+from+records"):
+            for headers in ({}, bearer(read)):
+                refused = stack.request("GET", host, url, headers=headers)
+                assert refused.status_code == 403 and marker not in refused.text, (host, url, refused.text)
+        for url in ("/.json", "/-/databases.json"):
+            assert stack.request("GET", host, url).status_code == 404
+    # SQL on another project's database cannot reach it
+    path = stack.home / "data" / f"{project}.db"
+    for sql in (
+        f"attach database '{path}' as p",
+        f'select * from "{project}".records',
+        "select * from pragma_database_list",
+        "select * from records",
+    ):
+        answer = stack.request("GET", public, f"/{public}.json", params={"sql": sql, "_shape": "array"})
+        assert marker not in answer.text, (sql, answer.text)
+    # the lists of every project show its name and owner, nothing it holds
+    listed = stack.request("GET", None, "/_projects.json").json()
+    entry = next(p for p in listed if p["project"] == project)
+    assert entry == {"project": project, "url": entry["url"], "owner": "ann", "private": True}
+    apex = stack.request("GET", None, "/")
+    assert project in apex.text and marker not in apex.text and "private" in apex.text

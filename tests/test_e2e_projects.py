@@ -25,14 +25,16 @@ pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/json"}
 
 
-def status(stack, project: str | None, answer, timeout: float = 15, wanted: tuple = ()) -> dict:
+def status(
+    stack, project: str | None, answer, timeout: float = 15, wanted: tuple = (), headers: dict | None = None
+) -> dict:
     """Poll a write's status URL until it is no longer pending (or is one of ``wanted``)."""
     url = answer.json()["status_url"]
     assert answer.headers.get("Location", url) == url
     path = url.split("/", 3)[3]
     deadline = time.monotonic() + timeout
     while True:
-        got = stack.request("GET", project, "/" + path).json()
+        got = stack.request("GET", project, "/" + path, headers=headers or {}).json()
         if (got["status"] in wanted) if wanted else got["status"] != "pending":
             return got
         assert time.monotonic() < deadline, f"still {got} after {timeout}s"
