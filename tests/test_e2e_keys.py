@@ -19,6 +19,7 @@ import time
 import httpx
 import pytest
 
+from .conftest import start_stack, stop_stack
 from .test_e2e_projects import JSON, settings_of, status
 
 pytestmark = pytest.mark.e2e
@@ -509,3 +510,60 @@ def test_a_private_project_is_unreadable_without_a_read_key_through_every_url(st
     assert entry == {"project": project, "url": entry["url"], "owner": "ann", "private": True}
     apex = stack.request("GET", None, "/")
     assert project in apex.text and marker not in apex.text and "private" in apex.text
+
+
+@pytest.fixture
+def quick_grace_stack(tmp_path):
+    """A stack of its own whose destructive settings wait 3.6 s instead of 24 h."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("projects:\n  grace_hours: 0.001\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    yield running
+    stop_stack(running)
+
+
+def test_destructive_settings_wait_for_the_grace_period_announced_and_now_skips_it(quick_grace_stack):
+    stack, project = quick_grace_stack, "graced"
+    owner = claim(stack, project)
+    assert status(stack, project, write_settings(stack, project, owner))["status"] == "applied"
+    wait_owned(stack, project)
+    change = {"retention_days": 7, "quota_mb": 10, "schema": {"type": "object"}, "description": "soon"}
+    sent = stack.post(project, json.dumps(change), path="/_project", headers=bearer(owner))
+    done = status(stack, project, sent)
+    assert done["status"] == "applied" and done["changed"] == ["description"]
+    waiting = {"retention_days": 7, "quota_mb": 10, "schema": {"type": "object"}}
+    assert done["waiting"]["settings"] == waiting and not done["waiting"]["applied"]
+    now = settings_of(stack, project)["settings"]
+    assert (now["retention_days"], now["quota_mb"], now["schema"], now["description"]) == (
+        180,
+        100,
+        None,
+        "soon",
+    )
+    header = ""
+
+    def announced() -> bool:
+        nonlocal header
+        header = write_with(stack, project, None).headers.get("X-SmallTable-Pending", "")
+        return "retention_days 7" in header
+
+    until(announced, timeout=3)
+    assert "quota_mb 10" in header and "(a new schema)" in header
+    page = stack.request("GET", project, "/")
+    assert "waiting for its grace period" in page.text and "retention_days" in page.text
+    # a post after the due time applies it first (the log's time decides, as in a replay)
+    until(
+        lambda: (
+            settings_of(stack, project)["settings"]["retention_days"] == 7
+            or not write_with(stack, project, None)
+        ),
+        10,
+    )
+    later = settings_of(stack, project)["settings"]
+    assert (later["quota_mb"], later["schema"]) == (10, {"type": "object"})
+    assert status(stack, project, sent)["waiting"]["applied"] is True
+    until(lambda: "X-SmallTable-Pending" not in write_with(stack, project, None).headers)
+    # the owner may skip the wait
+    at_once = stack.post(project, b'{"quota_mb": 5, "now": true}', path="/_project", headers=bearer(owner))
+    assert status(stack, project, at_once)["changed"] == ["quota_mb"]
+    assert settings_of(stack, project)["settings"]["quota_mb"] == 5

@@ -42,7 +42,8 @@ def status(
 
 
 def configure(stack, project: str | None, **settings) -> dict:
-    answer = stack.post(project, json.dumps(settings), path="/_project", headers=JSON)
+    """Change settings at once: a lower quota or retention does not wait (``"now": true``)."""
+    answer = stack.post(project, json.dumps({**settings, "now": True}), path="/_project", headers=JSON)
     assert answer.status_code == 202, answer.text
     return status(stack, project, answer)
 

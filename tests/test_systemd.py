@@ -99,7 +99,7 @@ def test_the_quota_path_unit_reloads_nginx_when_ingestd_rewrites_the_map(rendere
         if line.startswith("PathChanged=")
     ]
     state = tmp_path / "home" / "state"
-    assert watched == [str(state / name) for name in ("quota.map", "keys.map", "policy.map")]
+    assert watched == [str(state / name) for name in ("quota.map", "keys.map", "policy.map", "pending.map")]
     assert path_unit["Path"]["Unit"] == "smalltable-quota.service"
     service = unit(rendered / "smalltable-quota.service")
     assert service["Service"]["ExecStart"] == "/bin/systemctl reload nginx.service"

@@ -36,9 +36,11 @@ from ..model.request import Request
 from ..store.database import Store, WriteResult
 from ..store.holding import Held, Holding
 from ..store.keys import Key, KeyStore, record_change
+from ..store.pending import add_pending, mark_applied, pending
 from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
 from ..support.timefmt import iso_time
+from . import grace
 from .keychange import (
     KEYS_PATH,
     RESET_PATH,
@@ -79,6 +81,8 @@ class _State:
     rules: Rules
     held: bool
     """Posts wait for the project in the holding area."""
+    due: float | None = None
+    """When the first destructive settings change waiting for its grace period is due."""
     size: int = 0
     """Its database and WAL on disk, in bytes."""
 
@@ -99,7 +103,9 @@ class Registry:
         auto_create: bool,
         release_batch: int = 10000,
         keys: KeyStore | None = None,
+        grace_seconds: float = 86400.0,
     ) -> None:
+        self.grace_seconds = grace_seconds
         self.store = store
         self.keys = keys
         self.holding = holding
@@ -156,6 +162,9 @@ class Registry:
                 self._measure(project, state)
 
         for request in requests:
+            if state.due is not None and request.received >= state.due:
+                flush()
+                self._apply_due(project, state, request.received, out)
             if is_settings_write(request.method, request.uri):
                 flush()
                 self._change_settings(project, request, state, out)
@@ -204,7 +213,14 @@ class Registry:
             named = change.get("name", project)
             if named != project:
                 raise SettingsError(f"'name' is {named!r}, but this is the settings of {project!r}")
+            now = change.pop("now", False)
+            if not isinstance(now, bool):
+                raise SettingsError(f"'now': expected true or false, got {now!r}")
             settings, changed = apply_change(state.settings, change)
+            waiting: dict[str, object] = {}
+            if state.settings.claimed and not now:
+                settings, waiting = grace.split(state.settings, settings)
+                changed = [key for key in changed if key not in waiting]
         except SettingsError as exc:
             reject = Reject(request, f"settings not changed: {exc}", _body(request), "invalid_settings")
             if state.exists:
@@ -213,6 +229,13 @@ class Registry:
                 self.holding.reject(project, [reject])
             out.settings_refused += 1
             return
+        if waiting:
+            due = request.received + self.grace_seconds
+            add_pending(
+                self.store.project(project).conn, request.request_id, iso_time(request.received), due, waiting
+            )
+            state.due = due if state.due is None else min(state.due, due)
+            self._announce(project, self.store.project(project).conn)
         if self.store.change_settings(project, request, settings.as_dict(), changed):
             out.settings_changed += 1
         if self.keys is not None:
@@ -228,6 +251,31 @@ class Registry:
         self._measure(project, state)
         if state.held and not state.over_quota:
             self._release(project, state, out)
+
+    def _apply_due(self, project: str, state: _State, now: float, out: Outcome) -> None:
+        """Apply the waiting destructive changes due by ``now`` (a line's time), oldest first."""
+        conn = self.store.project(project).conn
+        state.due = None
+        for request_id, due, _, change in pending(conn):
+            if due > now:
+                state.due = due if state.due is None else min(state.due, due)
+                continue
+            settings, changed = apply_change(state.settings, change)
+            applied = Request(
+                f"{request_id}-due", project, due, "POST", "/_project", None, None, "", None, b""
+            )
+            if self.store.change_settings(project, applied, settings.as_dict(), changed):
+                out.settings_changed += 1
+            mark_applied(conn, request_id)
+            state.settings = settings
+            state.rules = self._rules(settings)
+        self._announce(project, conn)
+
+    def _announce(self, project: str, conn) -> None:
+        """Tell nginx what waits, for the write answers' ``X-SmallTable-Pending`` header."""
+        if self.keys is not None:
+            waits = [grace.announcement(change, due_at) for _, _, due_at, change in pending(conn)]
+            self.keys.set_pending(project, "; ".join(waits))
 
     # -- keys --------------------------------------------------------------
 
@@ -287,6 +335,9 @@ class Registry:
         exists = self.store.exists(project)
         settings = (read_settings(self.store.project(project).conn) if exists else None) or self.defaults
         state = _State(exists, settings, self._rules(settings), self.holding.has_waiting(project))
+        if exists:
+            waits = [due for _, due, _, _ in pending(self.store.project(project).conn)]
+            state.due = min(waits, default=None)
         self._measure(project, state)
         return state
 
@@ -343,7 +394,13 @@ def for_config(config: Config, store: Store, holding: Holding, keys: KeyStore | 
         config["projects.type"], config["projects.retention_days"], config["projects.quota_mb"]
     )
     return Registry(
-        store, holding, defaults, config["projects.auto_create"], config["ingest.batch_lines"], keys
+        store,
+        holding,
+        defaults,
+        config["projects.auto_create"],
+        config["ingest.batch_lines"],
+        keys,
+        config["projects.grace_hours"] * 3600,
     )
 
 

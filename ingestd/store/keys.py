@@ -62,6 +62,8 @@ class KeyStore:
         self.nginx_pid = nginx_pid
         self.keys: dict[str, dict[str, Key]] = {}
         self.policies: dict[str, str] = {}
+        self.pending: dict[str, str] = {}
+        """What waits for its grace period, per project, as the answers' header says it."""
         self._dirty = False
         self._load()
 
@@ -72,6 +74,7 @@ class KeyStore:
         for project, keys in saved.get("keys", {}).items():
             self.keys[project] = {k["key_id"]: Key(**k) for k in keys}
         self.policies = dict(saved.get("policies", {}))
+        self.pending = dict(saved.get("pending", {}))
 
     def owner(self, project: str) -> Key | None:
         """The project's owner key, or None when it has none (unclaimed, or from before keys)."""
@@ -108,6 +111,15 @@ class KeyStore:
                 self.policies.pop(project, None)
             self._dirty = True
 
+    def set_pending(self, project: str, announcement: str) -> None:
+        """What ``project`` has waiting (ingest/grace.py), for ``X-SmallTable-Pending``; "" for nothing."""
+        if self.pending.get(project, "") != announcement:
+            if announcement:
+                self.pending[project] = announcement
+            else:
+                self.pending.pop(project, None)
+            self._dirty = True
+
     def save(self) -> bool:
         """Write keys.json (durably: keys come from the log once) and the maps; reload nginx.
 
@@ -122,6 +134,7 @@ class KeyStore:
         saved = {
             "keys": {p: [asdict(k) for k in self.listed(p)] for p in sorted(self.keys) if self.keys[p]},
             "policies": self.policies,
+            "pending": self.pending,
         }
         tmp = self.state_dir / "keys.json.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -132,6 +145,7 @@ class KeyStore:
         os.replace(tmp, self.state_dir / "keys.json")
         self._write_map("keys.map", self._keys_map())
         self._write_map("policy.map", self._policy_map())
+        self._write_map("pending.map", [f'{p} "{text}";' for p, text in sorted(self.pending.items())])
         changed, self._dirty = self._dirty, False
         if changed:
             signal_nginx(self.nginx_pid)

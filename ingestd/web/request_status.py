@@ -87,7 +87,25 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
         if applied:
             version, changed, at = applied
             action = _settings_action(conn, version, at)
-            return {"status": "applied", "version": version, "changed": json.loads(changed), "action": action}
+            found = {
+                "status": "applied",
+                "version": version,
+                "changed": json.loads(changed),
+                "action": action,
+            }
+            with suppress(sqlite3.OperationalError):  # no settings_pending table: nothing ever waited
+                waits = fetch_one(
+                    conn,
+                    "select change, due_at, applied from settings_pending where _request_id = ?",
+                    [request_id],
+                )
+                if waits:
+                    found["waiting"] = {
+                        "settings": json.loads(waits[0]),
+                        "from": waits[1],
+                        "applied": bool(waits[2]),
+                    }
+            return found
         with suppress(sqlite3.OperationalError):  # no key_changes table: no key changed yet
             key = fetch_one(
                 conn, "select action, key_id from key_changes where _request_id = ?", [request_id]
