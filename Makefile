@@ -14,7 +14,7 @@ TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core system
 STAMP := $(VENV)/.installed
 
 # Run one at a time: they measure a 2-core machine, and would measure each other.
-BENCHMARKS := load_rate end_to_end read_side idle_cost checkpoint_cost watch_cost
+BENCHMARKS := load_rate end_to_end read_side idle_cost checkpoint_cost watch_cost keys_cost
 
 .PHONY: run test lint bench system-deps venv clean
 
