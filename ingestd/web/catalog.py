@@ -100,7 +100,10 @@ def summaries(config: Site, request: Request) -> list[dict[str, object]]:
     """Every project database under the data directory, by name (blocking: run it in a thread)."""
     if config.data_dir is None:
         return []
-    paths = sorted(p for p in config.data_dir.glob("*.db") if is_valid_project_name(p.stem))
+    # By name: sorting the paths would put "demo-2.db" before "demo.db" ("-" < ".").
+    paths = sorted(
+        (p for p in config.data_dir.glob("*.db") if is_valid_project_name(p.stem)), key=lambda p: p.stem
+    )
     _cache.keep_only(paths)
     waiting = holding_area.waiting(config.data_dir)
     return [
