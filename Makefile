@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: what `make run` needs, and what the tests need on top
 # (promtool, headless Chromium with a font for screenshots, systemd-analyze).
-SYSTEM_PACKAGES := nginx logrotate
+SYSTEM_PACKAGES := nginx libnginx-mod-http-js logrotate
 TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core systemd
 # bench/ needs what the tests need (it reuses tests/), wrk (end_to_end.py) and the
 # Python packages of setup.py's `bench` extra (pyinstrument, for load_rate.py's profile).
@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 # Run one at a time: they measure a 2-core machine, and would measure each other.
-BENCHMARKS := load_rate end_to_end read_side idle_cost checkpoint_cost watch_cost
+BENCHMARKS := load_rate end_to_end read_side idle_cost checkpoint_cost watch_cost keys_cost
 
 .PHONY: run test lint bench system-deps venv clean
 

@@ -298,3 +298,70 @@ def open_command(url) -> None:
     from .client import actions
 
     _client(lambda: click.echo(actions.open_page(url)))
+
+
+@cli.group()
+def keys() -> None:
+    """A project's keys, for the operator on the host (docs/keys.md)."""
+
+
+@keys.command("reset")
+@config_option
+@home_option
+@click.argument("project")
+@click.option("--wait", "wait_seconds", default=10.0, show_default=True, help="Seconds to wait for ingestd.")
+def keys_reset(config_file, home, project, wait_seconds) -> None:
+    """Give PROJECT a new owner key (printed once); the old one stops working."""
+    import hashlib
+    import secrets
+
+    from .ingest.keychange import operator_reset_line
+    from .model.project import PROJECT_NAME_RULE, is_valid_project_name
+    from .store.keys import KeyStore, key_id
+    from .support.durable import write_all_and_sync
+
+    config = _config(config_file, home=home)
+    if not is_valid_project_name(project):
+        raise click.ClickException(f"{project!r} is not a project name ({PROJECT_NAME_RULE})")
+    if not (config.path("data_dir") / f"{project}.db").exists():
+        raise click.ClickException(f"no project {project} (no {config.path('data_dir') / project}.db)")
+    key = "stk_" + secrets.token_hex(16)
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    line = operator_reset_line(project, digest, time.time(), secrets.token_hex(10))
+    # Into the log like every other change, so ingestd applies it in order and replay again.
+    fd = os.open(config.path("ingest_log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    try:
+        write_all_and_sync(fd, line)
+    finally:
+        os.close(fd)
+    click.echo(f"New owner key of {project} (key id {key_id(digest)}), shown only once:")
+    click.echo(key)
+    deadline = time.monotonic() + wait_seconds
+    state_dir = config.path("state_dir")
+    while time.monotonic() < deadline:
+        owner = KeyStore(state_dir, None).owner(project)
+        if owner is not None and owner.key_id == key_id(digest):
+            click.echo("In force: ingestd applied it; the old owner key no longer works.")
+            return
+        time.sleep(0.1)
+    click.echo("Not applied yet (is ingestd running?): the key is in force once ingestd reads the log.")
+
+
+@keys.command("list")
+@config_option
+@home_option
+@click.argument("project")
+def keys_list(config_file, home, project) -> None:
+    """PROJECT's live keys: id, scope, label, expiry (never a secret)."""
+    from .store.keys import KeyStore
+    from .support.timefmt import iso_time
+
+    config = _config(config_file, home=home)
+    listed = KeyStore(config.path("state_dir"), None).listed(project)
+    if not listed:
+        click.echo(f"{project} has no keys (not claimed since keys exist: smalltable keys reset {project})")
+        return
+    click.echo(f"{'key id':<14}{'scope':<12}{'created':<26}{'expires':<26}label")
+    for k in listed:
+        expires = "never" if k.expires is None else iso_time(k.expires)
+        click.echo(f"{k.key_id:<14}{k.scope:<12}{iso_time(k.created):<26}{expires:<26}{k.label}")

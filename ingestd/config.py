@@ -200,6 +200,13 @@ SETTINGS: dict[str, Setting] = {
         "a number above 0 and at most 1",
         "From this share of its quota on, a project's page warns and its write answers say how full it is.",
     ),
+    "projects.grace_hours": Setting(
+        24.0,
+        _positive_number,
+        "a positive number of hours",
+        "A claimed project's destructive settings change (lower retention or quota, a new schema or "
+        'a stricter type) takes effect this long after it was sent, unless it says "now": true.',
+    ),
     "projects.retention_interval": Setting(
         3600.0,
         _positive_number,

@@ -34,6 +34,7 @@ from .ops import events
 from .store import quota, retention
 from .store.database import for_config as store_for_config
 from .store.holding import Holding
+from .store.keys import KeyStore
 from .store.schema import read_settings
 from .support import failpoints, filesystem, gcpause, sdnotify
 
@@ -63,7 +64,9 @@ class Daemon:
         self.deadletters = deadletter.DeadLetters(self.deadletter_path)
         self.store = store_for_config(config)
         self.holding = Holding(config.path("data_dir"))
-        self.registry = for_config(config, self.store, self.holding)
+        self.keys = KeyStore(self.state_dir, config.path("nginx_pid"))
+        self.keys.save()  # the maps nginx reads, if they are missing
+        self.registry = for_config(config, self.store, self.holding, self.keys)
         self.quota_map = quota.QuotaMap(self.state_dir / "quota.map", config.path("nginx_pid"))
         self._expired_at: float | None = None
         self.tailer = self._new_tailer()

@@ -7,6 +7,7 @@ tests fail with the command to install it; they never skip.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -63,6 +64,8 @@ class Stack:
     metrics_port: int
     process: subprocess.Popen
     client: httpx.Client
+    owner_keys: dict[str, str] = field(default_factory=dict)
+    """The owner key each project's claim answered: sent with its later settings writes."""
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -70,16 +73,34 @@ class Stack:
     def host(self, project: str | None) -> str:
         return f"{project}.localhost:{self.port}" if project else f"localhost:{self.port}"
 
-    def request(self, method: str, project: str | None, path: str = "/", **kwargs) -> httpx.Response:
-        """A request to nginx; a GET is sent again on a fresh connection if nginx closed the
-        kept-alive one under it (a reload, e.g. after a quota change, closes idle ones)."""
+    def request(
+        self, method: str, project: str | None, path: str = "/", as_owner: bool = True, **kwargs
+    ) -> httpx.Response:
+        """A request to nginx, sent again on a fresh connection if nginx closed the kept-alive
+        one under it (a reload, after a quota or key change, closes idle ones).
+
+        A settings write to a project this stack claimed carries its owner key, unless
+        ``as_owner`` is false; a claim's answer keeps the key it gave.
+        """
         headers = {"Host": self.host(project), **kwargs.pop("headers", {})}
+        named = project or _named(kwargs.get("content"))
+        settings_write = method != "GET" and path.startswith("/_project")
+        if as_owner and settings_write and named in self.owner_keys:
+            headers.setdefault("Authorization", f"Bearer {self.owner_keys[named]}")
         try:
-            return self.client.request(method, self.url(path), headers=headers, **kwargs)
-        except httpx.RemoteProtocolError:
-            if method != "GET":
+            response = self.client.request(method, self.url(path), headers=headers, **kwargs)
+        except httpx.RemoteProtocolError as exc:
+            # A reload closes idle kept-alive connections; nginx finishes every request
+            # it has read, so "disconnected without sending a response" means it read
+            # none of this one and sending it again is safe, even for a write.
+            if method != "GET" and "without sending a response" not in str(exc):
                 raise
-            return self.client.request(method, self.url(path), headers=headers, **kwargs)
+            response = self.client.request(method, self.url(path), headers=headers, **kwargs)
+        if as_owner and settings_write and path == "/_project" and named and response.status_code == 202:
+            with contextlib.suppress(ValueError):
+                if key := response.json().get("key"):
+                    self.owner_keys[named] = key
+        return response
 
     def post(self, project: str, body: bytes | str = b"", path: str = "/", **kwargs) -> httpx.Response:
         return self.request("POST", project, path, content=body, **kwargs)
@@ -117,6 +138,13 @@ class Stack:
 
     def log_lines(self) -> list[dict]:
         return [json.loads(line.decode("latin-1")) for line in self.ingest_log.read_bytes().splitlines()]
+
+
+def _named(content: object) -> str | None:
+    """The project an apex settings write names in its JSON body."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        return json.loads(content).get("name")
+    return None
 
 
 def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:

@@ -342,7 +342,13 @@ def test_create_a_project_with_the_form_on_the_apex_page(stack, page):
         ' f.schema.value = \'{"type": "object", "required": ["user"]}\';'
         " f.querySelector('button[type=submit]').click(); })()"
     )
-    # nginx answers 303 → the status page, which reloads itself until ingestd has applied it
+    # nginx answers with the owner key, shown once, and a link to the status page,
+    # which reloads itself until ingestd has applied the change
+    page.wait_for("document.getElementById('owner-key') !== null")
+    assert page.evaluate("document.getElementById('owner-key').textContent").startswith("stk_")
+    assert "shown only once" in page.evaluate("document.body.textContent")
+    page.screenshot("browser-form-key.png")
+    page.evaluate("document.querySelector('main a').click()")
     page.wait_for("location.pathname.startsWith('/_status/')")
     page.wait_for("document.querySelector('h1.st-status-applied') !== null", timeout=15)
     link = page.evaluate("document.querySelector('.st-button').href")
@@ -356,6 +362,8 @@ def test_create_a_project_with_the_form_on_the_apex_page(stack, page):
         "schema": {"type": "object", "required": ["user"]},
         "retention_days": 30,
         "quota_mb": 5,
+        "write": "open",
+        "read": "public",
     }
     # and the new project is listed on the apex page
     page.goto(f"http://localhost:{stack.port}/")

@@ -25,6 +25,7 @@ DEFAULTS = {
     "projects.retention_days": 180,
     "projects.quota_mb": 100,
     "projects.quota_warning": 0.8,
+    "projects.grace_hours": 24.0,
     "projects.retention_interval": 3600.0,
     "paths.log_dir": "logs",
     "paths.ingest_log": "logs/ingest.log",

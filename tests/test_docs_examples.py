@@ -12,7 +12,8 @@ the documented headers must be among the real ones ("headers shortened"). A live
 (``curl -N``) is read for as many events as the doc shows, and ``smalltable-home/`` is
 the stack's home; the posts the text says
 were made meanwhile (``curl -d`` spans in the paragraph after the block) are made once
-the tail has said where it starts.
+the tail has said where it starts. A claim's answer shows an owner key (masked); the
+doc's later commands send it as ``$KEY``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ MASKS = [
     (re.compile(r'"quota_used":[0-9.e-]+'), '"quota_used":N'),
     # the JSON parser's own words (they change with its version): SmallTable writes the prefix
     (re.compile(r'malformed JSON: [^"]*'), "malformed JSON: PARSER"),
+    # a key is new at every claim: the doc shows one, later commands use it as $KEY
+    (re.compile(r"stk_[0-9a-z]+"), "stk_KEY"),
+    (re.compile(r'"key_id":"[^"]*"'), '"key_id":"KEYID"'),
     (RID, "ID"),
 ]
 
@@ -81,6 +85,7 @@ class Session:
     def __init__(self, stack: Stack, workdir: Path) -> None:
         self.stack, self.workdir = stack, workdir
         self.ids: dict[str, str] = {}
+        self.env = dict(os.environ)
 
     def local(self, command: str) -> str:
         command = RID.sub(lambda m: self.ids.get(m[0], m[0]), command)
@@ -92,7 +97,11 @@ class Session:
 
     def run(self, command: str) -> str:
         result = subprocess.run(
-            ["bash", "-c", self.local(command)], cwd=self.workdir, capture_output=True, timeout=30
+            ["bash", "-c", self.local(command)],
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            timeout=30,
         )
         return self.shown(result.stdout.decode(errors="replace").replace("\r\n", "\n"))
 
@@ -100,6 +109,8 @@ class Session:
         """The doc's ids are the real ones at the same places."""
         for documented, real in zip(RID.findall(expected), RID.findall(actual), strict=False):
             self.ids.setdefault(documented, real)
+        if key := re.search(r'"key":"(stk_[0-9a-z]+)"', actual):
+            self.env["KEY"] = key[1]
 
     def check(self, example: Example) -> None:
         if "X-SmallTable-Quota:" in example.expected:

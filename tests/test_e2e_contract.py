@@ -32,8 +32,10 @@ def test_nginx_writes_the_documented_line(stack, project):
     assert b'"body":"' + nginx_escape_json(body) + b'"}' in raw
     fields = json.loads(raw.decode("latin-1"))
     assert list(fields) == [
-        "v", "t", "rt", "id", "project", "method", "uri", "ctype", "clen", "addr", "ua", "status", "body",
+        "v", "t", "rt", "id", "project", "method", "uri", "ctype", "clen", "addr", "ua", "status",
+        "key", "mint", "keyhash", "body",
     ]  # fmt: skip
+    assert (fields["key"], fields["mint"], fields["keyhash"]) == ("", "", "")  # no key sent, none made
     assert (fields["v"], fields["id"], fields["project"], fields["status"]) == (1, rid, project, "202")
     assert (fields["uri"], fields["ctype"], fields["clen"], fields["ua"]) == (
         "/a/b?q=1",

@@ -9,6 +9,7 @@ a post, retention with a clock the test moves, and replay of settings.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -24,14 +25,16 @@ pytestmark = pytest.mark.e2e
 JSON = {"Content-Type": "application/json"}
 
 
-def status(stack, project: str | None, answer, timeout: float = 15, wanted: tuple = ()) -> dict:
+def status(
+    stack, project: str | None, answer, timeout: float = 15, wanted: tuple = (), headers: dict | None = None
+) -> dict:
     """Poll a write's status URL until it is no longer pending (or is one of ``wanted``)."""
     url = answer.json()["status_url"]
     assert answer.headers.get("Location", url) == url
     path = url.split("/", 3)[3]
     deadline = time.monotonic() + timeout
     while True:
-        got = stack.request("GET", project, "/" + path).json()
+        got = stack.request("GET", project, "/" + path, headers=headers or {}).json()
         if (got["status"] in wanted) if wanted else got["status"] != "pending":
             return got
         assert time.monotonic() < deadline, f"still {got} after {timeout}s"
@@ -39,7 +42,8 @@ def status(stack, project: str | None, answer, timeout: float = 15, wanted: tupl
 
 
 def configure(stack, project: str | None, **settings) -> dict:
-    answer = stack.post(project, json.dumps(settings), path="/_project", headers=JSON)
+    """Change settings at once: a lower quota or retention does not wait (``"now": true``)."""
+    answer = stack.post(project, json.dumps({**settings, "now": True}), path="/_project", headers=JSON)
     assert answer.status_code == 202, answer.text
     return status(stack, project, answer)
 
@@ -70,6 +74,8 @@ def test_create_with_one_curl_then_every_post_says_what_became_of_it(stack, proj
         "schema": schema,
         "retention_days": 180,
         "quota_mb": 100,
+        "write": "open",
+        "read": "public",
     }
 
     good = stack.post(project, '{"user":"ann","score":3}', headers=JSON)
@@ -198,17 +204,20 @@ def test_a_form_with_several_problems_hears_of_them_all_and_is_offered_the_form(
     assert "Settings not changed" in page and "Back to the form" in page
 
 
-def test_an_apex_202_says_its_status_url_in_location_and_a_303_says_it_once(stack, project):
+def test_an_apex_202_says_its_status_url_in_location_for_programs_and_browsers(stack, project):
     form = f"name={project}&owner=ann%40example.com"
     answer = stack.post(None, form, path="/_project")
     assert answer.status_code == 202
     assert answer.headers["Location"] == answer.json()["status_url"]
-    redirected = stack.post(None, form, path="/_project", headers={"Accept": "text/html"})
-    assert redirected.status_code == 303
-    assert len(redirected.headers.get_list("Location")) == 1
+    page = stack.post(
+        None, f"name={project}-b&owner=ann%40example.com", path="/_project", headers={"Accept": "text/html"}
+    )
+    assert page.status_code == 202
+    assert len(page.headers.get_list("Location")) == 1
+    assert f'href="{page.headers["Location"]}"' in page.text
 
 
-def test_the_apex_form_post_is_redirected_to_its_status_page(stack, project):
+def test_the_apex_form_post_shows_the_owner_key_once_and_links_its_status_page(stack, project):
     form = f"name={project}&owner=ann%40example.com&type=json&retention_days=30&quota_mb=5&schema="
     answer = stack.post(
         None,
@@ -216,10 +225,14 @@ def test_the_apex_form_post_is_redirected_to_its_status_page(stack, project):
         path="/_project",
         headers={"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html,*/*;q=0.8"},
     )
-    assert answer.status_code == 303
-    location = answer.headers["Location"]
+    assert answer.status_code == 202 and answer.headers["content-type"].startswith("text/html")
+    assert answer.headers["Cache-Control"] == "no-store"
+    key = re.search(r'<code id="owner-key">(stk_[0-9a-f]{32})</code>', answer.text).group(1)
+    assert "This key is shown only once." in answer.text
+    location = re.search(r'<a href="([^"]+)">Follow your change</a>', answer.text).group(1)
     assert location.startswith(f"http://localhost:{stack.port}/_status/")
     request_id = location.rsplit("/", 1)[1]
+    assert key not in stack.request("GET", None, f"/_status/{request_id}").text
     deadline = time.monotonic() + 15
     while (got := stack.request("GET", None, f"/_status/{request_id}").json())["status"] == "pending":
         assert time.monotonic() < deadline

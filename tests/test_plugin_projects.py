@@ -309,9 +309,11 @@ def test_settings_json_with_usage_and_history_newest_first(data_dir):
         "schema": schema,
         "retention_days": 30,
         "quota_mb": 200,
+        "write": "open",
+        "read": "public",
     }
     assert body["version"] == 2 and body["held"] == 1
-    assert '"quota_mb":200}' in answer.text  # as set: not the REAL column's 200.0
+    assert '"quota_mb":200,' in answer.text  # as set: not the REAL column's 200.0
     assert body["usage"]["database_bytes"] == database_bytes(path)
     assert body["usage"]["quota_bytes"] == 200 * MIB
     assert body["usage"]["quota_used"] == round(database_bytes(path) / (200 * MIB), 4)
@@ -322,7 +324,9 @@ def test_settings_json_with_usage_and_history_newest_first(data_dir):
         "changed": ["schema", "quota_mb"],
         "by": {"addr": "10.0.0.7", "user_agent": "curl/8.5.0"},
     }
-    assert body["how_to_change"] == "curl -d '{\"quota_mb\":400}' http://alpha.localhost:8080/_project"
+    assert body["how_to_change"] == (
+        'curl -H "Authorization: Bearer $OWNER_KEY" -d \'{"quota_mb":400}\' http://alpha.localhost:8080/_project'
+    )
 
 
 def test_settings_json_of_an_unclaimed_project_has_the_defaults(data_dir):
@@ -333,6 +337,8 @@ def test_settings_json_of_an_unclaimed_project_has_the_defaults(data_dir):
     assert body["settings"] == {"owner": "unclaimed", "description": "", "type": "any", "schema": None} | {
         "retention_days": 180,
         "quota_mb": 100,
+        "write": "open",
+        "read": "public",
     }
     assert '"owner":"you@example.com"' in body["how_to_change"]
 
@@ -530,7 +536,10 @@ def test_project_page_warns_from_the_quota_warning_on(data_dir):
     page = site.project("alpha", "/")
     words = text_of(page)
     assert "this project uses 85% of its quota; at 100% new posts are held" in words
-    assert 'curl -d \'{"quota_mb":' in words and "http://alpha.localhost:8080/_project" in words
+    assert (
+        'curl -H "Authorization: Bearer $OWNER_KEY" -d \'{"quota_mb":' in words
+        and "http://alpha.localhost:8080/_project" in words
+    )
     assert "Owner: ann@example.com · checkout clicks" in words
     assert "Records are kept for 30 days" in words
     assert "last retention pass 2026-11-20 03:00:00 UTC: 12 records and 1 rejects deleted" in words

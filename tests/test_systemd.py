@@ -149,7 +149,13 @@ def test_logrotate_runs_hourly(rendered):
 
 def test_the_quota_path_unit_reloads_nginx_when_ingestd_rewrites_the_map(rendered, tmp_path):
     path_unit = unit(rendered / "smalltable-quota.path")
-    assert path_unit["Path"]["PathChanged"] == str(tmp_path / "home" / "state" / "quota.map")
+    watched = [
+        line.partition("=")[2]
+        for line in (rendered / "smalltable-quota.path").read_text().splitlines()
+        if line.startswith("PathChanged=")
+    ]
+    state = tmp_path / "home" / "state"
+    assert watched == [str(state / name) for name in ("quota.map", "keys.map", "policy.map", "pending.map")]
     assert path_unit["Path"]["Unit"] == "smalltable-quota.service"
     service = unit(rendered / "smalltable-quota.service")
     assert service["Service"]["ExecStart"] == "/bin/systemctl reload nginx.service"

@@ -64,6 +64,9 @@ class _Fields(msgspec.Struct, gc=False):
     ua: str
     status: str
     body: str
+    key: str = ""
+    mint: str = ""
+    keyhash: str = ""
 
 
 _decode_fields = msgspec.json.Decoder(_Fields).decode
@@ -91,7 +94,20 @@ def parse_line(line: bytes) -> Request:
             and _is_accepted(f.status)
         ):
             return _request(
-                f.id, f.project, f.t, f.rt, f.method, f.uri, f.ctype, f.clen, f.addr, f.ua, f.body
+                f.id,
+                f.project,
+                f.t,
+                f.rt,
+                f.method,
+                f.uri,
+                f.ctype,
+                f.clen,
+                f.addr,
+                f.ua,
+                f.body,
+                f.key,
+                f.mint,
+                f.keyhash,
             )
     except (msgspec.DecodeError, ValueError):
         pass
@@ -115,6 +131,9 @@ def _request(
     addr: str,
     ua: str,
     body: str,
+    key: str = "",
+    mint: str = "",
+    presented: str = "",
 ) -> Request:
     """A :class:`Request` from a line's checked fields: headers back to text, the body to bytes."""
     return Request(
@@ -128,6 +147,9 @@ def _request(
         addr,
         _text(ua) or None,
         body.encode("latin-1"),
+        key,
+        mint,
+        presented,
     )
 
 
@@ -169,6 +191,9 @@ def _parse_checked(line: bytes) -> Request:
             fields["addr"],
             fields["ua"],
             fields["body"],
+            fields.get("key", ""),
+            fields.get("mint", ""),
+            fields.get("keyhash", ""),
         )
     except KeyError as exc:
         raise LineError(f"missing field {exc.args[0]!r}") from None

@@ -21,6 +21,7 @@ way is simply loaded again.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 
 from ..config import Config, default_settings
@@ -34,8 +35,23 @@ from ..model.record import Record, Reject
 from ..model.request import Request
 from ..store.database import Store, WriteResult
 from ..store.holding import Held, Holding
+from ..store.keys import Key, KeyStore, record_change
+from ..store.pending import add_pending, mark_applied, pending
 from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
+from ..support.timefmt import iso_time
+from . import grace
+from .keychange import (
+    KEYS_PATH,
+    RESET_PATH,
+    KeyChangeError,
+    claim_key,
+    is_keys_write,
+    new_key,
+    refusal,
+    reset_key,
+    revoked_key_id,
+)
 from .records import build
 from .settings_write import SettingsError, apply_change, read_change
 from .validate import Rules, check, rules_for
@@ -65,6 +81,8 @@ class _State:
     rules: Rules
     held: bool
     """Posts wait for the project in the holding area."""
+    due: float | None = None
+    """When the first destructive settings change waiting for its grace period is due."""
     size: int = 0
     """Its database and WAL on disk, in bytes."""
 
@@ -84,8 +102,12 @@ class Registry:
         defaults: Settings,
         auto_create: bool,
         release_batch: int = 10000,
+        keys: KeyStore | None = None,
+        grace_seconds: float = 86400.0,
     ) -> None:
+        self.grace_seconds = grace_seconds
         self.store = store
+        self.keys = keys
         self.holding = holding
         self.defaults = defaults
         self.auto_create = auto_create
@@ -116,6 +138,8 @@ class Registry:
             if number == 1:
                 failpoints.hit("load.after_first_project")
             outcomes[project] = self._load_project(project, project_requests)
+        if self.keys is not None:
+            self.keys.save()  # before the checkpoint moves past the lines that changed keys
         return outcomes
 
     def _load_project(self, project: str, requests: list[Request]) -> Outcome:
@@ -138,9 +162,16 @@ class Registry:
                 self._measure(project, state)
 
         for request in requests:
+            if state.due is not None and request.received >= state.due:
+                flush()
+                self._apply_due(project, state, request.received, out)
             if is_settings_write(request.method, request.uri):
                 flush()
                 self._change_settings(project, request, state, out)
+                continue
+            if is_keys_write(request.method, request.uri):
+                flush()
+                self._change_keys(project, request, state, out)
                 continue
             if not state.exists and not self.auto_create:
                 holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))
@@ -173,12 +204,23 @@ class Registry:
 
     def _change_settings(self, project: str, request: Request, state: _State, out: Outcome) -> None:
         """Apply one settings write, or keep it as a reject saying why not."""
+        owner = self.keys.owner(project) if self.keys is not None else None
         try:
+            refused = refusal(project, request, owner)
+            if refused:
+                raise SettingsError(refused)
             change = read_change(request.body, request.content_type)
             named = change.get("name", project)
             if named != project:
                 raise SettingsError(f"'name' is {named!r}, but this is the settings of {project!r}")
+            now = change.pop("now", False)
+            if not isinstance(now, bool):
+                raise SettingsError(f"'now': expected true or false, got {now!r}")
             settings, changed = apply_change(state.settings, change)
+            waiting: dict[str, object] = {}
+            if state.settings.claimed and not now:
+                settings, waiting = grace.split(state.settings, settings)
+                changed = [key for key in changed if key not in waiting]
         except SettingsError as exc:
             reject = Reject(request, f"settings not changed: {exc}", _body(request), "invalid_settings")
             if state.exists:
@@ -187,14 +229,104 @@ class Registry:
                 self.holding.reject(project, [reject])
             out.settings_refused += 1
             return
+        if waiting:
+            due = request.received + self.grace_seconds
+            add_pending(
+                self.store.project(project).conn, request.request_id, iso_time(request.received), due, waiting
+            )
+            state.due = due if state.due is None else min(state.due, due)
+            self._announce(project, self.store.project(project).conn)
         if self.store.change_settings(project, request, settings.as_dict(), changed):
             out.settings_changed += 1
+        if self.keys is not None:
+            self.keys.set_policy(project, settings.write, settings.read)
+        if self.keys is not None and owner is None and not state.settings.claimed:
+            key = claim_key(request)
+            if key is not None:
+                self.keys.add(project, key)
+                self._record_key(project, request, "created", key)
         state.exists = True
         state.settings = settings
         state.rules = self._rules(settings)
         self._measure(project, state)
         if state.held and not state.over_quota:
             self._release(project, state, out)
+
+    def _apply_due(self, project: str, state: _State, now: float, out: Outcome) -> None:
+        """Apply the waiting destructive changes due by ``now`` (a line's time), oldest first."""
+        conn = self.store.project(project).conn
+        state.due = None
+        for request_id, due, _, change in pending(conn):
+            if due > now:
+                state.due = due if state.due is None else min(state.due, due)
+                continue
+            settings, changed = apply_change(state.settings, change)
+            applied = Request(
+                f"{request_id}-due", project, due, "POST", "/_project", None, None, "", None, b""
+            )
+            if self.store.change_settings(project, applied, settings.as_dict(), changed):
+                out.settings_changed += 1
+            mark_applied(conn, request_id)
+            state.settings = settings
+            state.rules = self._rules(settings)
+        self._announce(project, conn)
+
+    def _announce(self, project: str, conn) -> None:
+        """Tell nginx what waits, for the write answers' ``X-SmallTable-Pending`` header."""
+        if self.keys is not None:
+            waits = [grace.announcement(change, due_at) for _, _, due_at, change in pending(conn)]
+            self.keys.set_pending(project, "; ".join(waits))
+
+    # -- keys --------------------------------------------------------------
+
+    def _change_keys(self, project: str, request: Request, state: _State, out: Outcome) -> None:
+        """Apply ``POST /_project/keys`` or ``DELETE /_project/keys/KEY_ID``, or reject it."""
+        try:
+            if self.keys is None or not state.exists:
+                raise KeyChangeError(f"project {project!r} does not exist")
+            if request.method == "POST" and request.path == RESET_PATH:
+                key = reset_key(request)
+                self.keys.add(project, key)  # the old owner key goes
+                self._record_key(project, request, "reset", key)
+                return
+            if request.method == "POST" and request.path == KEYS_PATH:
+                key = new_key(request)
+                self.keys.add(project, key)
+                self._record_key(project, request, "created", key)
+                return
+            if request.method != "DELETE":
+                raise KeyChangeError(f"no such key operation: {request.method} {request.path}")
+            kid = revoked_key_id(request)
+            live = {k.key_id: k for k in self.keys.listed(project)}
+            if self._record_done(project, request):
+                self.keys.revoke(project, kid)  # applied before a crash: read again
+                return
+            if kid not in live:
+                raise KeyChangeError(f"project {project!r} has no live key {kid!r}")
+            if live[kid].scope == "owner":
+                raise KeyChangeError("the owner key is replaced by the operator (smalltable keys reset)")
+            self.keys.revoke(project, kid)
+            self._record_key(project, request, "revoked", live[kid])
+        except KeyChangeError as exc:
+            reject = Reject(request, f"keys not changed: {exc}", _body(request), "invalid_settings")
+            if state.exists:
+                out.write.add(self.store.write(project, [], [reject]))
+            else:
+                self.holding.reject(project, [reject])
+            out.settings_refused += 1
+
+    def _record_key(self, project: str, request: Request, action: str, key: Key) -> None:
+        conn = self.store.project(project).conn
+        record_change(conn, request.request_id, iso_time(request.received), action, key)
+
+    def _record_done(self, project: str, request: Request) -> bool:
+        """True when this key change is in the project's history already."""
+        conn = self.store.project(project).conn
+        try:
+            row = conn.execute("SELECT 1 FROM key_changes WHERE _request_id = ?", [request.request_id])
+            return row.fetchone() is not None
+        except sqlite3.OperationalError:
+            return False  # no key change yet: no table
 
     # -- state -------------------------------------------------------------
 
@@ -203,6 +335,9 @@ class Registry:
         exists = self.store.exists(project)
         settings = (read_settings(self.store.project(project).conn) if exists else None) or self.defaults
         state = _State(exists, settings, self._rules(settings), self.holding.has_waiting(project))
+        if exists:
+            waits = [due for _, due, _, _ in pending(self.store.project(project).conn)]
+            state.due = min(waits, default=None)
         self._measure(project, state)
         return state
 
@@ -254,12 +389,20 @@ class Registry:
             self._measure(project, state)
 
 
-def for_config(config: Config, store: Store, holding: Holding) -> Registry:
+def for_config(config: Config, store: Store, holding: Holding, keys: KeyStore | None = None) -> Registry:
     """The registry a deployment's config describes (its ``projects.*`` defaults)."""
     defaults = default_settings(
         config["projects.type"], config["projects.retention_days"], config["projects.quota_mb"]
     )
-    return Registry(store, holding, defaults, config["projects.auto_create"], config["ingest.batch_lines"])
+    return Registry(
+        store,
+        holding,
+        defaults,
+        config["projects.auto_create"],
+        config["ingest.batch_lines"],
+        keys,
+        config["projects.grace_hours"] * 3600,
+    )
 
 
 _NO_PROJECT = (

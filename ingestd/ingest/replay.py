@@ -33,6 +33,7 @@ from ..model.project import is_valid_project_name
 from ..model.request import Request
 from ..store.database import for_config as store_for_config
 from ..store.holding import Holding
+from ..store.keys import KeyStore
 from ..support import gcpause
 from .logline import LineError, parse_line
 from .registry import Registry, for_config, given_name
@@ -236,7 +237,9 @@ def open_registry(config: Config, data_dir: Path) -> Iterator[Registry]:
     store = store_for_config(config, data_dir, sync_commits=False)
     holding = Holding(data_dir)
     try:
-        yield for_config(config, store, holding)
+        # Keys decide from the log alone (ingest/keychange.py): replay keeps them in memory
+        # and never touches the ones nginx reads.
+        yield for_config(config, store, holding, KeyStore(None, None))
     finally:
         store.close()
         holding.close()

@@ -30,8 +30,10 @@ from ..model.project import (
     MAX_OWNER,
     MAX_QUOTA_MB,
     MAX_RETENTION_DAYS,
+    READ_POLICIES,
     TYPES,
     UNCLAIMED,
+    WRITE_POLICIES,
     Settings,
 )
 
@@ -167,6 +169,18 @@ def _schema(value: object) -> object:
     return value
 
 
+def _write(value: object) -> str:
+    if value not in WRITE_POLICIES:
+        raise SettingsError(f"expected one of {', '.join(WRITE_POLICIES)}, got {_shown(value)}")
+    return value
+
+
+def _read(value: object) -> str:
+    if value not in READ_POLICIES:
+        raise SettingsError(f"expected one of {', '.join(READ_POLICIES)}, got {_shown(value)}")
+    return value
+
+
 _CHECKS = {
     "owner": _owner,
     "description": _description,
@@ -174,6 +188,8 @@ _CHECKS = {
     "schema": _schema,
     "retention_days": _retention,
     "quota_mb": _quota,
+    "write": _write,
+    "read": _read,
 }
 
 

@@ -19,6 +19,10 @@ SETTINGS_PATH = "/_project"
 UNCLAIMED = "unclaimed"
 """The owner of a project created by its first post, until someone claims it."""
 TYPES = ("json", "text", "any")
+WRITE_POLICIES = ("open", "key")
+"""``open``: anyone may post; ``key``: posts, puts and deletes need a write key (docs/keys.md)."""
+READ_POLICIES = ("public", "private")
+"""``public``: anyone may read; ``private``: every read needs a read key."""
 MAX_OWNER = 200
 MAX_DESCRIPTION = 2000
 MAX_RETENTION_DAYS = 36500
@@ -54,6 +58,8 @@ class Settings:
     schema: object
     retention_days: int
     quota_mb: float
+    write: str = "open"
+    read: str = "public"
 
     @property
     def claimed(self) -> bool:

@@ -27,6 +27,12 @@ class Request(msgspec.Struct, frozen=True, gc=False):
     remote_addr: str
     user_agent: str | None
     body: bytes
+    key: str = ""
+    """The key nginx let the write through with, ``scope:key_id`` (never the key); "" for none."""
+    mint: str = ""
+    """The SHA-256 of a key nginx made for this write's answer (a claim, a new key); "" for none."""
+    presented: str = ""
+    """The SHA-256 of a key sent with a settings write nginx could not decide (no owner yet)."""
 
     @property
     def path(self) -> str:

@@ -7,6 +7,8 @@ The files that come out:
     servers. A production host includes it from its own nginx.conf.
 ``nginx.conf``
     a complete config for the unprivileged nginx of ``smalltable up``.
+``smalltable.js``
+    the njs module nginx decides keys with (docs/keys.md).
 ``logrotate.conf``
     the rotation of the ingest log, run hourly by ``smalltable-logrotate.timer``.
 ``smalltable-*.service``, ``smalltable-logrotate.timer``, ``smalltable-quota.path``
@@ -28,7 +30,7 @@ import jinja2
 import yaml
 
 from ..config import Config
-from ..support.programs import find_program
+from ..support.programs import find_njs_module, find_program
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = {
@@ -77,6 +79,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "smalltable_bin": Path(sys.executable).parent / "smalltable",
         "datasette_bin": Path(sys.executable).parent / "datasette",
         "logrotate_bin": find_program("logrotate"),
+        "njs_module": find_njs_module(),
         "user": config["systemd.user"],
         "group": config["systemd.group"],
     }
@@ -150,6 +153,7 @@ def render(config: Config, conf_dir: Path) -> dict[str, str]:
         name: env.get_template(template.relative_to(REPO).as_posix()).render(values)
         for name, template in TEMPLATES.items()
     }
+    rendered["smalltable.js"] = (REPO / "nginx" / "smalltable.js").read_text()
     rendered["smalltable.yaml"] = effective_config(config)
     rendered["datasette.json"] = datasette_metadata(config)
     return rendered

@@ -284,14 +284,16 @@ class ProjectDatabase:
             settings["retention_days"],
             settings["quota_mb"],
             json.dumps(changed),
+            settings["write"],
+            settings["read"],
         )
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             before = self.conn.total_changes
             self.conn.execute(
                 "INSERT INTO settings (_request_id, _received, _remote_addr, _user_agent, owner, "
-                "description, type, schema, retention_days, quota_mb, changed) "
-                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 "
+                "description, type, schema, retention_days, quota_mb, changed, write, read) "
+                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 "
                 "WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE _request_id = ?1) "
                 "ON CONFLICT (_request_id) DO NOTHING",
                 row,

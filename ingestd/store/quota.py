@@ -75,14 +75,23 @@ class QuotaMap:
         return True
 
     def _reload_nginx(self) -> None:
-        try:
-            pid = int(self.nginx_pid.read_text().strip())
-            os.kill(pid, signal.SIGHUP)
-        except (OSError, ValueError) as exc:
-            if not self._said_cannot_signal:
-                self._said_cannot_signal = True
-                log.info(
-                    "wrote %s; cannot signal nginx myself (%s): smalltable-quota.path reloads it",
-                    self.path,
-                    exc,
-                )
+        problem = signal_nginx(self.nginx_pid)
+        if problem and not self._said_cannot_signal:
+            self._said_cannot_signal = True
+            log.info(
+                "wrote %s; cannot signal nginx myself (%s): smalltable-quota.path reloads it",
+                self.path,
+                problem,
+            )
+
+
+def signal_nginx(nginx_pid: Path) -> str | None:
+    """Reload nginx (a HUP to the pid in ``nginx_pid``) for a map file ingestd changed.
+
+    None when signalled; else why not (under systemd a .path unit reloads it instead).
+    """
+    try:
+        os.kill(int(nginx_pid.read_text().strip()), signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    return None

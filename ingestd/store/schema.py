@@ -72,7 +72,11 @@ SETTINGS_COLUMNS: dict[str, str] = {
     "retention_days": "INTEGER",
     "quota_mb": "REAL",
     "changed": "TEXT",
+    "write": "TEXT",
+    "read": "TEXT",
 }
+_POLICY_COLUMNS = ("write", "read")
+"""Settings columns added with keys: NULL (the default policy) in rows from before."""
 EXPIRY_COLUMNS: dict[str, str] = {
     "_id": "INTEGER",
     "at": "TEXT",
@@ -164,9 +168,14 @@ def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> s
         db["settings"].create(
             SETTINGS_COLUMNS,
             pk="_id",
-            not_null=set(SETTINGS_COLUMNS) - {"_id", "_remote_addr", "_user_agent", "schema"},
+            not_null=set(SETTINGS_COLUMNS)
+            - {"_id", "_remote_addr", "_user_agent", "schema", *_POLICY_COLUMNS},
             if_not_exists=True,
         )
+        existing = {row[1] for row in conn.execute("PRAGMA table_info(settings)")}
+        for column in _POLICY_COLUMNS:
+            if column not in existing:
+                conn.execute(f"ALTER TABLE settings ADD COLUMN {quote(column)} TEXT")
         db["expiry"].create(EXPIRY_COLUMNS, pk="_id", not_null={"at", "cutoff"}, if_not_exists=True)
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_settings_request_id" ON settings (_request_id)')
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_records_request_id" ON records (_request_id)')
@@ -182,8 +191,8 @@ def read_settings(conn: sqlite3.Connection) -> Settings | None:
     """
     try:
         row = conn.execute(
-            "SELECT owner, description, type, schema, retention_days, quota_mb "
-            "FROM settings ORDER BY _id DESC LIMIT 1"
+            "SELECT owner, description, type, schema, retention_days, quota_mb, "
+            "coalesce(write, 'open'), coalesce(read, 'public') FROM settings ORDER BY _id DESC LIMIT 1"
         ).fetchone()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
@@ -191,7 +200,7 @@ def read_settings(conn: sqlite3.Connection) -> Settings | None:
         raise
     if row is None:
         return None
-    owner, description, type_, schema, retention_days, quota_mb = row
+    owner, description, type_, schema, retention_days, quota_mb, write, read = row
     schema = None if schema is None else json.loads(schema)
     quota_mb = int(quota_mb) if float(quota_mb).is_integer() else quota_mb
-    return Settings(owner, description or "", type_, schema, retention_days, quota_mb)
+    return Settings(owner, description or "", type_, schema, retention_days, quota_mb, write, read)

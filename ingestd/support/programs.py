@@ -1,11 +1,14 @@
-"""Find the Debian programs SmallTable drives: nginx and logrotate live in /usr/sbin."""
+"""Find the Debian programs SmallTable drives: nginx and logrotate live in /usr/sbin; njs."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 SBIN_SEARCH_PATH = "/usr/sbin:/usr/local/sbin:/sbin:/usr/bin:/usr/local/bin"
-INSTALL_HINT = "sudo apt-get install nginx logrotate"
+INSTALL_HINT = "sudo apt-get install nginx libnginx-mod-http-js logrotate"
+NJS_MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/lib64/nginx/modules", "/usr/local/nginx/modules")
+"""Where Debian (and others) put nginx's dynamic modules."""
 
 
 class ProgramNotFound(Exception):
@@ -18,3 +21,12 @@ def find_program(name: str) -> str:
     if not found:
         raise ProgramNotFound(f"{name} is not installed. Install it with:\n    {INSTALL_HINT}")
     return found
+
+
+def find_njs_module() -> str:
+    """The path of nginx's njs module (``libnginx-mod-http-js``), which decides keys."""
+    for directory in NJS_MODULE_DIRS:
+        path = Path(directory) / "ngx_http_js_module.so"
+        if path.exists():
+            return str(path)
+    raise ProgramNotFound(f"nginx's njs module is not installed. Install it with:\n    {INSTALL_HINT}")

@@ -12,6 +12,7 @@ nginx maps onto the apex and each project's host:
 ``PROJECT.DOMAIN/``             the project page (:mod:`.pages`)
 ``PROJECT.DOMAIN/42``           record 42 (``.json``, ``/raw``)
 ``PROJECT.DOMAIN/_project``     the project's settings as JSON (:mod:`.settings_api`)
+``PROJECT.DOMAIN/_project/keys`` the project's live keys, for the owner (:mod:`.keys_api`)
 ``PROJECT.DOMAIN/_status/ID``   what became of a write to the project
 ``PROJECT.DOMAIN/_stream/…``    ranges of the stream (:mod:`.streams`)
 ``PROJECT.DOMAIN/_export.csv``  the whole project, streamed
@@ -32,7 +33,7 @@ from __future__ import annotations
 from datasette import hookimpl
 from datasette.utils.asgi import Response
 
-from . import apex, livetail, pages, request_status, settings_api, streams
+from . import apex, keys_api, livetail, pages, request_status, settings_api, streams
 from .databases import sync_databases
 from .errors import json_error_page
 from .tableview import default_view
@@ -73,5 +74,6 @@ def register_routes(datasette):
         *streams.ROUTES,
         *livetail.ROUTES,
         *settings_api.ROUTES,
+        *keys_api.ROUTES,
         *request_status.ROUTES,
     ]

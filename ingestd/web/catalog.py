@@ -85,22 +85,35 @@ def summary(db_path: Path, url: str, defaults: Settings, held: int = 0) -> dict[
         "quota_mb": settings.quota_mb,
         "quota_used": round(settings.used(size), 4),
         "held": held,
+        "read": settings.read,
     }
+
+
+def listed(entry: dict[str, object]) -> dict[str, object]:
+    """A summary as every project's list shows it: of a private one, its name and owner only."""
+    if entry.get("read") != "private":
+        return entry
+    return {"project": entry["project"], "url": entry["url"], "owner": entry["owner"], "private": True}
 
 
 def summaries(config: Site, request: Request) -> list[dict[str, object]]:
     """Every project database under the data directory, by name (blocking: run it in a thread)."""
     if config.data_dir is None:
         return []
-    paths = sorted(p for p in config.data_dir.glob("*.db") if is_valid_project_name(p.stem))
+    # By name: sorting the paths would put "demo-2.db" before "demo.db" ("-" < ".").
+    paths = sorted(
+        (p for p in config.data_dir.glob("*.db") if is_valid_project_name(p.stem)), key=lambda p: p.stem
+    )
     _cache.keep_only(paths)
     waiting = holding_area.waiting(config.data_dir)
     return [
-        summary(
-            path,
-            project_address(config, request, path.stem),
-            config.defaults,
-            waiting[path.stem].count if path.stem in waiting else 0,
+        listed(
+            summary(
+                path,
+                project_address(config, request, path.stem),
+                config.defaults,
+                waiting[path.stem].count if path.stem in waiting else 0,
+            )
         )
         for path in paths
     ]

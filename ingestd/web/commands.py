@@ -24,9 +24,15 @@ def post_command(project_url: str) -> str:
     return f"curl -d '{{\"hello\": \"world\"}}' -H 'Content-Type: application/json' {project_url}"
 
 
-def settings_command(project_url: str, change: dict) -> str:
-    """A settings change: ``curl -d '{"quota_mb":200}' http://demo.localhost:8080/_project``."""
-    return f"curl -d {_json_arg(change)} {project_url.rstrip('/')}{SETTINGS_PATH}"
+OWNER_KEY_HEADER = '-H "Authorization: Bearer $OWNER_KEY" '
+"""A claimed project's settings change needs its owner key (docs/keys.md), from the shell."""
+
+
+def settings_command(project_url: str, change: dict, owner_key: bool = False) -> str:
+    """A settings change: ``curl -d '{"quota_mb":200}' http://demo.localhost:8080/_project``;
+    with ``owner_key``, sent with the owner key (``$OWNER_KEY``)."""
+    header = OWNER_KEY_HEADER if owner_key else ""
+    return f"curl {header}-d {_json_arg(change)} {project_url.rstrip('/')}{SETTINGS_PATH}"
 
 
 def create_command(project_url: str, defaults: Settings | None = None) -> str:
@@ -42,6 +48,7 @@ def create_command(project_url: str, defaults: Settings | None = None) -> str:
 
 
 def raise_quota_command(project_url: str, settings: Settings, database_bytes: int) -> str:
-    """A quota (whole MiB) twice the current one, and at least twice what the project uses now."""
+    """A quota (whole MiB) twice the current one, and at least twice what the project uses now;
+    sent with the owner key once the project is claimed."""
     room = max(settings.quota_mb, database_bytes / 1048576) * 2
-    return settings_command(project_url, {"quota_mb": math.ceil(room)})
+    return settings_command(project_url, {"quota_mb": math.ceil(room)}, owner_key=settings.claimed)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..model.project import Settings, quota_level
+from ..store.pending import pending
 from ..store.schema import EXPIRY_COLUMNS, database_bytes, read_settings
 from .dbfiles import fetch_one, is_missing_table
 from .holding_area import held_for
@@ -44,6 +45,8 @@ class ProjectInfo:
     """Posts waiting in the holding area for this project."""
     last_expiry: dict | None
     """The last retention pass that deleted something (a row of ``expiry``)."""
+    waiting: list[dict] = field(default_factory=list)
+    """Destructive settings changes waiting for their grace period: ``{"settings", "from"}``."""
 
     @property
     def quota_used(self) -> float:
@@ -64,6 +67,7 @@ class ProjectInfo:
             "quota_used": round(self.quota_used, 4),
             "held": self.held,
             "last_expiry": self.last_expiry,
+            "waiting": self.waiting,
         }
 
 
@@ -102,13 +106,14 @@ def history(conn: sqlite3.Connection, limit: int = HISTORY_LIMIT) -> list[dict]:
     ]
 
 
-def _read(conn: sqlite3.Connection) -> tuple[Settings | None, int, dict | None]:
-    return read_settings(conn), version_of(conn), last_expiry(conn)
+def _read(conn: sqlite3.Connection) -> tuple[Settings | None, int, dict | None, list[dict]]:
+    waiting = [{"settings": change, "from": due_at} for _, _, due_at, change in pending(conn)]
+    return read_settings(conn), version_of(conn), last_expiry(conn), waiting
 
 
 async def project_info(db: Database, defaults: Settings) -> ProjectInfo:
     """The project's :class:`ProjectInfo`; ``defaults`` while nobody has claimed it."""
-    settings, version, expiry = await db.execute_fn(_read)
+    settings, version, expiry, waiting = await db.execute_fn(_read)
     path = Path(db.path)
     held = await asyncio.to_thread(held_for, path.parent, db.name)
-    return ProjectInfo(settings or defaults, version, database_bytes(path), held, expiry)
+    return ProjectInfo(settings or defaults, version, database_bytes(path), held, expiry, waiting)

@@ -33,6 +33,7 @@ import asyncio
 import difflib
 import json
 import sqlite3
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,14 +111,32 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
         if applied:
             version, changed, at = applied
             action = _settings_action(conn, version, at)
-            changed = json.loads(changed)
-            return {
+            found = {
                 "status": "applied",
                 "version": version,
-                "changed": changed,
+                "changed": json.loads(changed),
                 "action": action,
                 "created": action == "created",
             }
+            with suppress(sqlite3.OperationalError):  # no settings_pending table: nothing ever waited
+                waits = fetch_one(
+                    conn,
+                    "select change, due_at, applied from settings_pending where _request_id = ?",
+                    [request_id],
+                )
+                if waits:
+                    found["waiting"] = {
+                        "settings": json.loads(waits[0]),
+                        "from": waits[1],
+                        "applied": bool(waits[2]),
+                    }
+            return found
+        with suppress(sqlite3.OperationalError):  # no key_changes table: no key changed yet
+            key = fetch_one(
+                conn, "select action, key_id from key_changes where _request_id = ?", [request_id]
+            )
+            if key:
+                return {"status": "applied", "action": f"key {key[0]}", "key_id": key[1]}
         rejected = fetch_one(
             conn,
             "select _id, _reason, _received, _path, _content_type from rejects where _request_id = ?",

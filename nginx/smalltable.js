@@ -1,0 +1,199 @@
+// SmallTable's keys, decided by nginx alone (njs), so that writes are still accepted and
+// refused correctly while ingestd, SQLite and Datasette are down (docs/keys.md).
+//
+// ingestd writes two maps under its state directory and reloads nginx when they change
+// (ingestd/store/keys.py): keys.map (SHA-256 of a key -> "project scope key_id expires")
+// and policy.map (project -> "o" owned, "w" writes need a key, "r" reads need a key).
+// Only hashes are ever stored: the key presented is hashed here and looked up in the map
+// (a hash table: its time does not depend on how much of a guess is right).
+import nodecrypto from 'crypto';
+
+const KEY = /^stk_[0-9a-f]{32}$/;
+const KEY_IN_URL = /stk_[0-9A-Za-z]{8,}/;
+const BEARER = /^Bearer +(\S+) *$/;
+const HOW = 'send it as the header "Authorization: Bearer stk_..."';
+const AS = 'as the header "Authorization: Bearer stk_..."';
+const WRITE_SCOPES = ['owner', 'write', 'read+write'];
+const READ_SCOPES = ['owner', 'read', 'read+write'];
+
+function sha256(text) {
+    return nodecrypto.createHash('sha256').update(text).digest('hex');
+}
+
+// The key in "Authorization: Bearer KEY": null when the header is absent, "" when malformed.
+function bearer(r) {
+    const header = r.headersIn['Authorization'];
+    if (header === undefined) {
+        return null;
+    }
+    const match = BEARER.exec(header);
+    return match && KEY.test(match[1]) ? match[1] : '';
+}
+
+// js_set $smalltable_path_project: the database a Datasette path names (/NAME/..., /NAME.json),
+// since Datasette serves every database on every host; "" for paths that name none.
+function pathProject(r) {
+    const match = /^\/([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:[.\/?]|$)/.exec(r.uri);
+    return match ? match[1] : '';
+}
+
+// Datasette's lists of every database with sizes and row counts: the catalog shows them
+// instead, without a private project's figures.
+const EVERY_DATABASE = ['/.json', '/-/databases.json', '/index.json'];
+
+// js_set $smalltable_bearer_hash: what the keys map is looked up by.
+function bearerHash(r) {
+    const key = bearer(r);
+    return key ? sha256(key) : '';
+}
+
+// A new key for this request's answer, and its hash and id for the log line: made once.
+function mint(r) {
+    if (r.variables.smalltable_key_new) {
+        return;
+    }
+    const key = 'stk_' + Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString('hex');
+    const hash = sha256(key);
+    r.variables.smalltable_key_new = key;
+    r.variables.smalltable_key_new_hash = hash;
+    r.variables.smalltable_key_new_id = hash.slice(0, 12);
+}
+
+function refuse(r, status, error, fix, extra) {
+    const body = Object.assign({ error: error, fix: fix }, extra || {});
+    r.variables.smalltable_refusal_body = JSON.stringify(body);
+    return String(status);
+}
+
+// The key presented, checked against the keys map: {scope, id} or a refusal (a string).
+function grant(r, project) {
+    const key = bearer(r);
+    if (key === null) {
+        return null;
+    }
+    if (!key) {
+        return refuse(r, 401, 'malformed Authorization header', HOW + ' (stk_ and 32 hex digits)');
+    }
+    const entry = r.variables.smalltable_key_entry;
+    if (!entry) {
+        return refuse(r, 401, 'unknown or revoked key',
+            'send a live key of this project ' + AS + ' (the owner lists them: GET /_project/keys)');
+    }
+    const fields = entry.split(' ');
+    const owner = fields[0];
+    const scope = fields[1];
+    const id = fields[2];
+    const expires = fields[3];
+    if (expires !== '0' && Number(expires) * 1000 <= Date.now()) {
+        return refuse(r, 401, 'the key has expired', 'ask the owner for a new key', { key_id: id });
+    }
+    if (owner !== project) {
+        return refuse(r, 403, 'this key belongs to another project',
+            'send it to its own project, or use a key of this one', { key_id: id });
+    }
+    return { scope: scope, id: id };
+}
+
+function needs(r, who, scopes, what, fix) {
+    if (who === null) {
+        return refuse(r, 401, what, fix);
+    }
+    if (scopes.indexOf(who.scope) < 0) {
+        return refuse(r, 403, what + ': this ' + who.scope + ' key may not', fix, { key_id: who.id });
+    }
+    return '';
+}
+
+// js_set $smalltable_refusal: "" when nginx may go on with the request, else the status
+// (the JSON reason is in $smalltable_refusal_body). Decided once per request.
+function decide(r) {
+    if (r.variables.smalltable_decided) {
+        return r.variables.smalltable_decided === '-' ? '' : r.variables.smalltable_decided;
+    }
+    const answer = decision(r);
+    r.variables.smalltable_decided = answer || '-';
+    return answer;
+}
+
+function decision(r) {
+    if (KEY_IN_URL.test(r.variables.request_uri)) {
+        return refuse(r, 400, 'a key in the URL', 'never put a key in a URL (URLs are logged and kept ' +
+            'in histories): ' + HOW + '; if it was a real key, revoke it');
+    }
+    const project = r.variables.smalltable_project;
+    const policy = r.variables.smalltable_policy;
+    const owned = policy.indexOf('o') >= 0;
+    const path = r.uri;
+    if (path === '/_project' && (r.method === 'POST' || r.method === 'PUT') && !owned) {
+        // No owner key in force here (unclaimed, or a claim nginx has not reloaded for
+        // yet): a claim gets a new key; with a key, ingestd decides in log order from
+        // its hash, so a change right after the claim is not refused.
+        const key = bearer(r);
+        if (key === '') {
+            return refuse(r, 401, 'malformed Authorization header', HOW + ' (stk_ and 32 hex digits)');
+        }
+        if (key === null) {
+            mint(r);
+        } else {
+            r.variables.smalltable_key_presented = r.variables.smalltable_bearer_hash;
+        }
+        return '';
+    }
+    const who = grant(r, project);
+    if (typeof who === 'string') {
+        return who;
+    }
+    if (who) {
+        r.variables.smalltable_key_used = who.scope + ':' + who.id;
+    }
+    const write = r.method === 'POST' || r.method === 'PUT' || r.method === 'DELETE';
+    if (path === '/_project/keys' || path.startsWith('/_project/keys/')) {
+        if (!owned) {
+            return refuse(r, 401, 'the project has no owner key',
+                'claim it first (POST /_project with an owner), or ask the operator: smalltable keys reset');
+        }
+        const refusal = needs(r, who, ['owner'], 'managing keys needs the owner key',
+            'send the owner key ' + AS);
+        if (!refusal && r.method === 'POST' && path === '/_project/keys') {
+            mint(r);
+        }
+        return refusal;
+    }
+    if (path === '/_project' && (r.method === 'POST' || r.method === 'PUT')) {
+        return needs(r, who, ['owner'], 'the project is claimed: changing its settings needs its owner key',
+            'send the owner key ' + AS);
+    }
+    if (write) {
+        if (policy.indexOf('w') >= 0 || who) {
+            return needs(r, who, WRITE_SCOPES, 'writing to this project needs a write key',
+                'send a write key ' + AS);
+        }
+        return '';
+    }
+    if (EVERY_DATABASE.indexOf(path) >= 0) {
+        return refuse(r, 404, 'not served', 'every project is listed at /_projects.json on the apex');
+    }
+    const named = r.variables.smalltable_path_project;
+    const record = /^[0-9]+$|^[0-9a-f]{32}$/.test(named) && project !== '';
+    if (named && named !== project && !record && r.variables.smalltable_path_policy.indexOf('r') >= 0) {
+        return refuse(r, 403, 'project ' + named + ' is private',
+            'read it at its own address, ' + named + '.' + r.variables.smalltable_domain + ', with a read key ' + AS);
+    }
+    if (policy.indexOf('r') >= 0) {
+        return needs(r, who, READ_SCOPES, 'this project is private: reading it needs a read key',
+            'send a read key ' + AS);
+    }
+    return '';
+}
+
+// js_content of the refusal location: the status and JSON reason decide() chose.
+function answer(r) {
+    const status = Number(r.variables.smalltable_decided);
+    if (status === 401) {
+        r.headersOut['WWW-Authenticate'] = 'Bearer realm="smalltable"';
+    }
+    r.headersOut['Content-Type'] = 'application/json';
+    r.return(status, r.variables.smalltable_refusal_body + '\n');
+}
+
+export default { bearerHash, pathProject, decide, answer };
