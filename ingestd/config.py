@@ -299,6 +299,20 @@ SETTINGS: dict[str, Setting] = {
         "a positive number of seconds",
         "How often `smalltable up` runs logrotate (production uses smalltable-logrotate.timer).",
     ),
+    "up.restart_delay": Setting(
+        0.5,
+        _positive_number,
+        "a positive number of seconds",
+        "`smalltable up` restarts a service that died (ingestd, Datasette, nginx) after this "
+        "delay; it doubles with each death that comes sooner than `restart_delay_max` after the "
+        "start. nginx keeps answering writes meanwhile.",
+    ),
+    "up.restart_delay_max": Setting(
+        30.0,
+        _positive_number,
+        "a positive number of seconds",
+        "The longest `smalltable up` waits before restarting a service that keeps dying.",
+    ),
     "systemd.user": Setting(
         "smalltable",
         _path,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
+import httpx
 import pytest
 
 from .conftest import free_port, start_stack, stop_stack
@@ -92,20 +95,106 @@ def test_bad_config_names_the_file_and_the_key(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_stack_stops_when_a_service_dies(fresh_stack):
-    datasette = subprocess.run(
-        ["pgrep", "-f", f"datasette serve --host 127.0.0.1 --port {fresh_stack.datasette_port}"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    os.kill(int(datasette[0]), signal.SIGKILL)
-    assert fresh_stack.process.wait(timeout=30) == 1
-    output = fresh_stack.process.stdout.read()
-    assert "datasette exited" in output
-    deadline = time.monotonic() + 5
-    while listening(fresh_stack.port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not listening(fresh_stack.port)
+def pids(pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def wait_for_new_pid(pattern: str, old: int, timeout: float = 30) -> int:
+    """The pid of the process matching ``pattern`` once it is not ``old`` any more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = pids(pattern)
+        if len(now) == 1 and now[0] != old:
+            return now[0]
+        assert time.monotonic() < deadline, f"nothing restarted {pattern!r} within {timeout}s"
+        time.sleep(0.05)
+
+
+class WriteLoad(threading.Thread):
+    """Posts one write after another to a project until stopped; keeps every answer."""
+
+    def __init__(self, stack, project: str) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.project = stack, project
+        self.ids: list[str] = []
+        self.refused: list[str] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            n = 0
+            while not self.done.is_set():
+                n += 1
+                try:
+                    response = client.post(
+                        self.stack.url("/"),
+                        content=f"write {n}",
+                        headers={"Host": self.stack.host(self.project)},
+                    )
+                except httpx.HTTPError as exc:
+                    self.refused.append(repr(exc))
+                    continue
+                if response.status_code == 202:
+                    self.ids.append(response.json()["id"])
+                else:
+                    self.refused.append(f"{response.status_code} {response.text}")
+
+
+def stored_request_ids(stack, project: str) -> list[str]:
+    with sqlite3.connect(f"file:{stack.home / 'data' / project}.db?mode=ro", uri=True) as db:
+        return [row[0] for row in db.execute("select _request_id from records")]
+
+
+def test_up_restarts_a_killed_daemon_and_nginx_keeps_accepting_writes(tmp_path, project):
+    """kill -9 of ingestd, ten times during a write load: `up` restarts it each time and
+    says so, nginx (the same master) refuses no write, and every accepted write is stored
+    exactly once."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("up:\n  restart_delay: 0.1\n  restart_delay_max: 1\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    daemon = "ingestd ingest --config " + str(running.home)
+    nginx_pid = running.home / "run" / "nginx.pid"
+    nginx_before = nginx_pid.read_text()
+    load = WriteLoad(running, project)
+    load.start()
+    try:
+        pid = pids(daemon)[0]
+        for _ in range(10):
+            # Kill it only once it has loaded something written after its (re)start.
+            while not load.ids:
+                time.sleep(0.01)
+            running.wait_row(project, load.ids[-1], timeout=30)
+            os.kill(pid, signal.SIGKILL)
+            pid = wait_for_new_pid(daemon, pid)
+        load.done.set()
+        load.join()
+        assert load.refused == []
+        running.wait_row(project, load.ids[-1], timeout=60)
+        stored = stored_request_ids(running, project)
+        assert len(load.ids) > 10
+        assert sorted(stored) == sorted(load.ids)
+        assert nginx_pid.read_text() == nginx_before
+    finally:
+        load.done.set()
+        stop_stack(running)
+    output = running.process.stdout.read()
+    assert output.count("ingestd was killed by SIGKILL; restarting it in") == 10
+    assert output.count("ingestd restarted (pid") == 10
+
+
+def test_up_restarts_a_dead_datasette_and_never_stops_nginx(fresh_stack, project):
+    datasette = f"datasette serve --host 127.0.0.1 --port {fresh_stack.datasette_port}"
+    old = pids(datasette)[0]
+    os.kill(old, signal.SIGKILL)
+    rid = fresh_stack.post(project, "while Datasette is down").json()["id"]
+    wait_for_new_pid(datasette, old)
+    deadline = time.monotonic() + 30
+    while not listening(fresh_stack.datasette_port):
+        assert time.monotonic() < deadline, "the restarted Datasette never listened"
+        time.sleep(0.05)
+    assert fresh_stack.wait_row(project, rid, timeout=30)["_body"] == "while Datasette is down"
+    assert fresh_stack.process.poll() is None
 
 
 def test_up_rotates_the_ingest_log_with_logrotate(tmp_path, project):

@@ -2,9 +2,12 @@
 
 Everything lives under the config's ``home``: the rendered nginx config, logs,
 data, state and sockets. nginx runs unprivileged (``-p HOME``) in the
-foreground. Ctrl-C (or SIGTERM) stops all three; if one of them dies, the
-others are stopped too and ``up`` exits non-zero, saying which one and where
-its log is.
+foreground. Ctrl-C (or SIGTERM) stops all three. ``up`` supervises them as
+systemd does in production: a service that dies is started again after a
+delay that doubles with each quick death (``up.restart_delay`` up to
+``up.restart_delay_max``), and ``up`` says so on its output. nginx is never
+stopped because something behind it died: writes are still accepted, and the
+log holds them until ingestd is back (promise 2).
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ class Service:
     port: int
     log: Path
     process: subprocess.Popen | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float | None = None
+
+    def spawn(self) -> None:
+        """Start the process, its output appended to its log."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        self.started = time.monotonic()
 
 
 def rotate_logs(config: Config, force: bool = False) -> subprocess.CompletedProcess:
@@ -178,11 +193,7 @@ def start(config: Config) -> list[Service]:
     running: list[Service] = []
     try:
         for service in planned:
-            service.log.parent.mkdir(parents=True, exist_ok=True)
-            with open(service.log, "ab") as out:
-                service.process = subprocess.Popen(
-                    service.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-                )
+            service.spawn()
             running.append(service)
             if service.port:
                 _wait_listening(service, time.monotonic() + 30)
@@ -205,6 +216,7 @@ def banner(config: Config) -> str:
   metrics: http://127.0.0.1:{config["metrics.port"]}/metrics
   logs:    {config.path("log_dir")} ({rotation})
 
+A service that dies is restarted (and said so here).
 Ctrl-C stops nginx, ingestd and Datasette."""
 
 
@@ -216,8 +228,41 @@ def _rotate_in_background(config: Config) -> None:
             out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} exit {result.returncode}\n{result.stderr}")
 
 
+def _exit_words(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def supervise(config: Config, service: Service, now: float) -> str | None:
+    """Look after one service: schedule a restart when it has died, start it when due.
+
+    Returns what ``up`` should say about it, if anything. A service that ran at
+    least ``up.restart_delay_max`` seconds died of something new: its delay starts
+    again from ``up.restart_delay``; each quicker death doubles it, up to the max,
+    so a service that cannot start does not spin.
+    """
+    first, most = config["up.restart_delay"], config["up.restart_delay_max"]
+    if service.restart_at is None:
+        code = service.process.poll()
+        if code is None:
+            return None
+        service.quick_deaths = service.quick_deaths + 1 if now - service.started < most else 1
+        delay = min(first * 2 ** (service.quick_deaths - 1), most)
+        service.restart_at = now + delay
+        return f"{service.name} {_exit_words(code)}; restarting it in {delay:g}s. See {service.log}"
+    if now < service.restart_at:
+        return None
+    service.restart_at = None
+    service.spawn()
+    return f"{service.name} restarted (pid {service.process.pid})"
+
+
 def run(config: Config) -> int:
-    """Start the stack, supervise it until Ctrl-C or a service dies; return an exit code."""
+    """Start the stack and supervise it until Ctrl-C or SIGTERM; return an exit code."""
     stopping = False
 
     def on_signal(*_: object) -> None:
@@ -234,13 +279,9 @@ def run(config: Config) -> int:
                 _rotate_in_background(config)
                 next_rotation = time.monotonic() + config["logrotate.interval"]
             for service in running:
-                if service.process.poll() is not None:
-                    print(
-                        f"{service.name} exited with status {service.process.returncode}; "
-                        f"stopping the others. See {service.log}",
-                        file=sys.stderr,
-                    )
-                    return 1
+                said = supervise(config, service, time.monotonic())
+                if said:
+                    print(said, flush=True)
             time.sleep(0.2)
         print("stopping...", flush=True)
         return 0
