@@ -43,6 +43,8 @@ DEFAULTS = {
     "logrotate.max_size": "100M",
     "logrotate.keep_days": 200,
     "logrotate.interval": 60.0,
+    "up.restart_delay": 0.5,
+    "up.restart_delay_max": 30.0,
     "systemd.user": "smalltable",
     "systemd.group": "smalltable",
 }
