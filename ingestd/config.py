@@ -157,6 +157,50 @@ SETTINGS: dict[str, Setting] = {
         "a positive number of milliseconds",
         "The longest a query in Datasette may run.",
     ),
+    "datasette.max_value_bytes": Setting(
+        4194304,
+        _int_range(1024, 1 << 30),
+        "an integer from 1024 to 1073741824",
+        "No string, BLOB or row a query makes may be longer (SQLite's SQLITE_LIMIT_LENGTH on "
+        "every Datasette connection): `select zeroblob(1000000000)` gets a 400, not 1 GB of "
+        "memory. At least 3 times nginx.max_body_bytes, so a row (the body and the columns "
+        "made from it) can still be read and sorted.",
+    ),
+    "datasette.memory_max_mb": Setting(
+        1024,
+        _int_range(64, 1 << 20),
+        "a whole number of MiB, at least 64",
+        "The most memory Datasette may use: MemoryMax= in its systemd unit, its data limit "
+        "(RLIMIT_DATA) under `smalltable up`. Past it Datasette fails that request or dies and "
+        "is restarted; nginx and writes are not affected.",
+    ),
+    "datasette.sql_concurrency": Setting(
+        2,
+        _int_range(1, 64),
+        "a positive integer",
+        "Most arbitrary SQL requests (`?sql=`, `_where=`) running at once over all clients "
+        "(nginx limit_conn); more get 429. Datasette gets `page_threads` more SQL threads "
+        "than this, so long queries never take the threads project pages need.",
+    ),
+    "datasette.page_threads": Setting(
+        3,
+        _int_range(1, 64),
+        "a positive integer",
+        "Datasette's SQL threads kept for pages, tables and exports beyond `sql_concurrency`.",
+    ),
+    "datasette.sql_rate_per_minute": Setting(
+        60,
+        _int_range(1, 60000),
+        "a positive integer",
+        "Arbitrary SQL requests (`?sql=`, `_where=`) each client address may make per minute "
+        "(nginx limit_req, with a burst of `sql_burst`); more get 429.",
+    ),
+    "datasette.sql_burst": Setting(
+        20,
+        _int_range(0, 10000),
+        "an integer from 0 to 10000",
+        "SQL requests a client may make at once above its rate before it gets 429.",
+    ),
     "metrics.port": Setting(
         9108,
         _int_range(0, 65535),
@@ -419,6 +463,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             values[key] = setting.check(value)
         except (ValueError, TypeError):
             raise ConfigError(f"{source}: key {key!r}: expected {setting.expected}, got {value!r}") from None
+    floor = 3 * values["nginx.max_body_bytes"]
+    if values["datasette.max_value_bytes"] < floor:
+        raise ConfigError(
+            f"{source}: key 'datasette.max_value_bytes': expected at least 3 times nginx.max_body_bytes "
+            f"({floor}), so every stored row can be read; got {values['datasette.max_value_bytes']}"
+        )
     return Config(values, source)
 
 

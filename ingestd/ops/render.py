@@ -57,6 +57,10 @@ def context(config: Config, conf_dir: Path) -> dict:
         "port": config["nginx.port"],
         "port_suffix": "" if config["nginx.port"] in (80, 443) else f":{config['nginx.port']}",
         "datasette_port": config["datasette.port"],
+        "datasette_memory_max_mb": config["datasette.memory_max_mb"],
+        "sql_concurrency": config["datasette.sql_concurrency"],
+        "sql_rate_per_minute": config["datasette.sql_rate_per_minute"],
+        "sql_burst": config["datasette.sql_burst"],
         "max_body_bytes": config["nginx.max_body_bytes"],
         "home": config.home,
         "conf_dir": conf_dir,
@@ -96,6 +100,9 @@ def datasette_options(config: Config, metadata: Path) -> list[str]:
         "--setting",
         "suggest_facets",
         "on" if config["datasette.suggest_facets"] else "off",
+        "--setting",
+        "num_sql_threads",
+        str(config["datasette.sql_concurrency"] + config["datasette.page_threads"]),
     ]
 
 
@@ -124,6 +131,7 @@ def datasette_metadata(config: Config) -> str:
                     "port": port,
                     "auto_create": config["projects.auto_create"],
                     "quota_warning": config["projects.quota_warning"],
+                    "max_value_bytes": config["datasette.max_value_bytes"],
                     "defaults": {
                         "type": config["projects.type"],
                         "retention_days": config["projects.retention_days"],

@@ -13,6 +13,7 @@ log holds them until ingestd is back (promise 2).
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -40,13 +41,23 @@ class Service:
     started: float = 0.0
     quick_deaths: int = 0
     restart_at: float | None = None
+    memory_limit: int | None = None
 
     def spawn(self) -> None:
-        """Start the process, its output appended to its log."""
+        """Start the process, its output appended to its log, its data limited to ``memory_limit``."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        limit = self.memory_limit
+
+        def limit_memory() -> None:
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=limit_memory if limit else None,
             )
         self.started = time.monotonic()
 
@@ -102,6 +113,7 @@ def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
             [sys.executable, "-m", "datasette", "serve", *render.datasette_options(config, metadata)],
             config["datasette.port"],
             logs / "datasette.log",
+            memory_limit=config["datasette.memory_max_mb"] * 1048576,
         ),
         Service(
             "ingestd",

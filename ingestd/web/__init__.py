@@ -30,11 +30,18 @@ from datasette import hookimpl
 
 from . import apex, livetail, pages, request_status, settings_api, streams
 from .databases import sync_databases
+from .guard import bound_connection
+from .site import site
 
 
 @hookimpl
 def startup(datasette) -> None:
     sync_databases(datasette)
+
+
+@hookimpl
+def prepare_connection(conn, database, datasette) -> None:
+    bound_connection(conn, site(datasette).max_value_bytes)
 
 
 @hookimpl
