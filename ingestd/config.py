@@ -103,6 +103,12 @@ def _size(value: Any) -> str:
     return str(value)
 
 
+def _worker_user(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]*", value) or value == "root":
+        raise ValueError
+    return value
+
+
 def _addresses(value: Any) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ValueError
@@ -137,6 +143,15 @@ SETTINGS: dict[str, Setting] = {
         _int_range(1, 64 * 1048576),
         "an integer from 1 to 67108864",
         "The largest body accepted; larger writes get 413.",
+    ),
+    "nginx.worker_user": Setting(
+        "nobody",
+        _worker_user,
+        "a user name other than root",
+        "The user nginx's workers run as when `smalltable up` runs as root (they never run as "
+        "root); their group is its primary group. `up` gives the home's parent directories "
+        "search permission (o+x) so they can reach its run and log directories. A production "
+        "host's own nginx.conf names its user.",
     ),
     "datasette.port": Setting(
         8001,

@@ -14,7 +14,7 @@ import time
 import httpx
 
 from ingestd.config import load_config
-from ingestd.ops.stack import nginx_argv, rotate_logs, write_runtime_files
+from ingestd.ops.stack import nginx_argv, nginx_preexec, rotate_logs, write_runtime_files
 
 from .daemonlib import DaemonRunner, _free_port, _listening
 
@@ -29,7 +29,10 @@ class NginxFront:
         self.config = config
         write_runtime_files(config)
         self.process = subprocess.Popen(
-            nginx_argv(config), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            nginx_argv(config),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            preexec_fn=nginx_preexec(),
         )
         deadline = time.monotonic() + 10
         while not _listening(self.port):

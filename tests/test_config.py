@@ -15,6 +15,7 @@ DEFAULTS = {
     "nginx.listen": ["127.0.0.1", "::1"],
     "nginx.port": 8080,
     "nginx.max_body_bytes": 1048576,
+    "nginx.worker_user": "nobody",
     "datasette.port": 8001,
     "datasette.suggest_facets": False,
     "datasette.sql_time_limit_ms": 3000,

@@ -162,7 +162,10 @@ def test_up_restarts_a_killed_daemon_and_nginx_keeps_accepting_writes(tmp_path, 
         pid = pids(daemon)[0]
         for _ in range(10):
             # Kill it only once it has loaded something written after its (re)start.
+            deadline = time.monotonic() + 10
             while not load.ids:
+                assert not load.refused, load.refused[:3]
+                assert time.monotonic() < deadline, "no write was accepted"
                 time.sleep(0.01)
             running.wait_row(project, load.ids[-1], timeout=30)
             os.kill(pid, signal.SIGKILL)

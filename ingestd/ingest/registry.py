@@ -27,6 +27,7 @@ from ..config import Config, default_settings
 from ..model.project import (
     PROJECT_NAME_RULE,
     Settings,
+    is_reserved_project_name,
     is_settings_write,
     is_valid_project_name,
 )
@@ -293,6 +294,8 @@ def named_project(request: Request) -> str:
         raise SettingsError("'name' is required: the project to create or change")
     if not is_valid_project_name(name):
         raise SettingsError(f"'name': {name!r} is not a project name ({PROJECT_NAME_RULE})")
+    if is_reserved_project_name(name):
+        raise SettingsError(f"'name': {name!r} is reserved and cannot be a project; choose another name")
     return name
 
 

@@ -18,8 +18,10 @@ The files that come out:
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import re
 import sys
 from pathlib import Path
@@ -28,6 +30,7 @@ import jinja2
 import yaml
 
 from ..config import Config
+from ..model.project import RESERVED_NAMES
 from ..support.programs import find_program
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,6 +45,22 @@ TEMPLATES = {
     "smalltable-quota.path": REPO / "systemd" / "smalltable-quota.path.j2",
     "smalltable-quota.service": REPO / "systemd" / "smalltable-quota.service.j2",
 }
+
+
+class RenderError(Exception):
+    """The config cannot be rendered on this host; the message says why and what to do."""
+
+
+def worker_user(config: Config) -> tuple[str, str]:
+    """The user and group nginx's workers run as when nginx starts as root (never root)."""
+    name = config["nginx.worker_user"]
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise RenderError(
+            f"nginx.worker_user {name!r} is not a user on this host: create it or choose another"
+        ) from None
+    return name, grp.getgrgid(entry.pw_gid).gr_name
 
 
 def _listen(address: str) -> str:
@@ -62,6 +81,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "sql_rate_per_minute": config["datasette.sql_rate_per_minute"],
         "sql_burst": config["datasette.sql_burst"],
         "max_body_bytes": config["nginx.max_body_bytes"],
+        "reserved_names": sorted(RESERVED_NAMES),
         "home": config.home,
         "conf_dir": conf_dir,
         "log_dir": config.path("log_dir"),
@@ -71,6 +91,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "max_size": config["logrotate.max_size"],
         "keep_days": config["logrotate.keep_days"],
         "run_as_root": os.geteuid() == 0,
+        "worker_user": " ".join(worker_user(config)) if os.geteuid() == 0 else "",
         "repo": REPO,
         "data_dir": config.path("data_dir"),
         "state_dir": config.path("state_dir"),

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,13 +52,14 @@ class Service:
         def limit_memory() -> None:
             resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
+        prepare = nginx_preexec() if self.name == "nginx" else limit_memory if limit else None
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
                 self.argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=limit_memory if limit else None,
+                preexec_fn=prepare,
             )
         self.started = time.monotonic()
 
@@ -98,10 +100,26 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def write_runtime_files(config: Config) -> tuple[Path, Path]:
     """Render every config file into HOME/conf; return the effective config and metadata paths."""
     conf_dir = config.home / "conf"
-    render.write(config, conf_dir)
+    try:
+        render.write(config, conf_dir)
+    except render.RenderError as exc:
+        raise StackError(str(exc)) from None
     for key in ("data_dir", "state_dir"):
         config.path(key).mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        let_workers_reach(config)
     return conf_dir / "smalltable.yaml", conf_dir / "datasette.json"
+
+
+def let_workers_reach(config: Config) -> None:
+    """Started as root, nginx's workers run as ``nginx.worker_user``: they open the ack
+    socket and temp files in the run directory, and reopen the logs, by path. Give every
+    directory above those search permission for others (o+x: pass through, not list)."""
+    for key in ("run_dir", "log_dir"):
+        for directory in config.path(key).parents:
+            mode = directory.stat().st_mode
+            if not mode & 0o001:
+                directory.chmod(mode | 0o001)
 
 
 def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
@@ -138,6 +156,17 @@ def nginx_argv(config: Config, *extra: str) -> list[str]:
         "-e",
         str(config.path("log_dir") / "nginx-error.log"),
     ]
+
+
+def _socket_for_workers() -> None:
+    os.umask(0o000)
+
+
+def nginx_preexec() -> Callable[[], None] | None:
+    """What nginx needs before it starts. As root, its workers run as ``nginx.worker_user``
+    and must connect to the ack socket the master creates: with no umask it is created
+    0777 (nginx gives every file it makes an explicit mode, and temp directories 0700)."""
+    return _socket_for_workers if os.geteuid() == 0 else None
 
 
 def check_nginx_config(config: Config) -> None:
