@@ -14,9 +14,7 @@ the file, the key and what was expected; callers print it, never a traceback.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,17 @@ from typing import Any
 import yaml
 
 from .model.project import MAX_QUOTA_MB, MAX_RETENTION_DAYS, TYPES, UNCLAIMED, Settings
+from .support import values
+
+# The checks SETTINGS pairs with its keys (ingestd/support/values.py).
+_int_range, _one_of, _positive_number, _fraction = (
+    values.int_range,
+    values.one_of,
+    values.positive_number,
+    values.fraction,
+)
+_bool, _path, _domain, _size = values.boolean, values.path, values.domain, values.size
+_addresses, _worker_user = values.addresses, values.worker_user
 
 
 class ConfigError(Exception):
@@ -39,82 +48,6 @@ class Setting:
     check: Callable[[Any], Any]
     expected: str
     doc: str
-
-
-def _int_range(low: int, high: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError
-        return value
-
-    return check
-
-
-def _positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError
-    return float(value)
-
-
-def _fraction(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError
-    return float(value)
-
-
-def _one_of(*choices: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError
-        return value
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError
-    return value
-
-
-def _path(value: Any) -> str:
-    if not isinstance(value, str) or not value or "\0" in value:
-        raise ValueError
-    return value
-
-
-_DOMAIN_RE = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$"
-)
-
-
-def _domain(value: Any) -> str:
-    if not isinstance(value, str) or not _DOMAIN_RE.match(value):
-        raise ValueError
-    return value
-
-
-_SIZE_RE = re.compile(r"^[1-9][0-9]*[kMG]?$")
-
-
-def _size(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or not _SIZE_RE.match(str(value)):
-        raise ValueError
-    return str(value)
-
-
-def _worker_user(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[a-z_][a-z0-9_-]*", value) or value == "root":
-        raise ValueError
-    return value
-
-
-def _addresses(value: Any) -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise ValueError
-    for item in value:
-        ipaddress.ip_address(str(item))
-    return [str(item) for item in value]
 
 
 # Every setting, by its dotted key. Paths are relative to `home` unless absolute.
