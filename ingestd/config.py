@@ -77,6 +77,33 @@ SETTINGS: dict[str, Setting] = {
         "an integer from 1 to 67108864",
         "The largest body accepted; larger writes get 413.",
     ),
+    "nginx.client_timeout": Setting(
+        10,
+        _int_range(1, 3600),
+        "a whole number of seconds from 1 to 3600",
+        "How long nginx waits for a client's request headers, and between two reads of its body "
+        "(client_header_timeout, client_body_timeout): a sender slower than this gets 408 or "
+        "is closed, so slow senders cannot hold connections.",
+    ),
+    "nginx.send_timeout": Setting(
+        30,
+        _int_range(1, 3600),
+        "a whole number of seconds from 1 to 3600",
+        "How long nginx waits between two writes a client does not read (send_timeout); an "
+        "idle live tail is kept busy by its keepalive comment every 15 s.",
+    ),
+    "nginx.connections_per_address": Setting(
+        128,
+        _int_range(1, 100000),
+        "a positive integer",
+        "Most requests one client address may have in progress at once (limit_conn); more get 429.",
+    ),
+    "nginx.tails_per_address": Setting(
+        10,
+        _int_range(1, 10000),
+        "a positive integer",
+        "Most live tails (`/_tail`) one client address may have open at once; more get 429.",
+    ),
     "nginx.worker_user": Setting(
         "nobody",
         _worker_user,

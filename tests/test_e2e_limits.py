@@ -6,6 +6,9 @@ limits one test uses up are never another's.
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import subprocess
 import threading
 import time
@@ -19,6 +22,9 @@ from .conftest import Stack, start_stack, stop_stack
 pytestmark = pytest.mark.e2e
 
 CONFIG = """\
+nginx:
+  client_timeout: 1
+  tails_per_address: 3
 datasette:
   sql_time_limit_ms: 8000
   sql_rate_per_minute: 2
@@ -66,7 +72,9 @@ def peak_memory_kib(pid: int) -> int:
 
 
 def with_a_record(stack: Stack, project: str) -> None:
-    stack.wait_row(project, stack.post(project, "x").json()["id"])
+    answer = stack.post(project, "x")
+    assert answer.status_code == 202, (answer.status_code, answer.text)
+    stack.wait_row(project, answer.json()["id"])
 
 
 def test_a_query_cannot_make_a_huge_value(limited, project):
@@ -144,3 +152,107 @@ def test_long_queries_leave_project_pages_their_capacity(limited, project):
     finally:
         for thread in threads:
             thread.join()
+
+
+def raw_connection(stack: Stack, address: str, port: int | None = None) -> socket.socket:
+    conn = socket.create_connection(
+        ("127.0.0.1", port or stack.port), timeout=10, source_address=(address, 0)
+    )
+    return conn
+
+
+def seconds_until_closed(conn: socket.socket, limit: float = 8) -> float:
+    """How long the server takes to answer and close (a 408) or just close the connection."""
+    started = time.monotonic()
+    conn.settimeout(limit)
+    try:
+        while conn.recv(65536):
+            pass
+    except TimeoutError:
+        pytest.fail(f"the connection was still open after {limit}s")
+    return time.monotonic() - started
+
+
+def test_slow_senders_are_cut_off(limited, project):
+    """A client that sends its headers or its body slower than nginx.client_timeout (1 s
+    here) is cut off: 100 slow uploads once held 100 connections indefinitely."""
+    upload = raw_connection(limited, "127.0.0.11")
+    upload.sendall(
+        f"POST / HTTP/1.1\r\nHost: {limited.host(project)}\r\nContent-Length: 100\r\n\r\n0123456789".encode()
+    )
+    header = raw_connection(limited, "127.0.0.11")
+    header.sendall(f"GET / HTTP/1.1\r\nHost: {limited.host(project)}\r\n".encode())
+    with upload, header:
+        assert seconds_until_closed(upload) < 4
+        assert seconds_until_closed(header) < 4
+    assert project.encode() not in limited.ingest_log.read_bytes()
+
+
+def open_tail(stack: Stack, project: str, address: str) -> tuple[socket.socket, bytes]:
+    """A tail through nginx from ``address``, and what it answered first: the headers and
+    the greeting of a tail, or the whole answer of a refusal."""
+    conn = raw_connection(stack, address)
+    conn.sendall(f"GET /_tail HTTP/1.1\r\nHost: {stack.host(project)}\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += conn.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if head.startswith(b"HTTP/1.1 200"):
+        while b"records after" not in answer:
+            answer += conn.recv(65536)
+        return conn, answer
+    length = int(
+        next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:]
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+    return conn, head + b"\r\n\r\n" + body
+
+
+def test_tails_are_limited_per_client(limited, project):
+    with_a_record(limited, project)
+    tails = [open_tail(limited, project, "127.0.0.13") for _ in range(3)]
+    try:
+        assert all(answer.startswith(b"HTTP/1.1 200") for _, answer in tails)
+        refused, answer = open_tail(limited, project, "127.0.0.13")
+        refused.close()
+        assert answer.startswith(b"HTTP/1.1 429")
+        body = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert body["error"] == "too many requests at once"
+        assert body["limits"]["tails_per_address"] == 3
+        other, answer = open_tail(limited, project, "127.0.0.14")
+        other.close()
+        assert answer.startswith(b"HTTP/1.1 200")
+    finally:
+        for conn, _ in tails:
+            conn.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_tails_share_one_watch(limited, project):
+    """100 idle tails of a project cost Datasette next to nothing: one watch stats the
+    files for all of them, instead of each tail polling every 50 ms."""
+    with_a_record(limited, project)
+    pid = datasette_pid(limited)
+    tails = []
+    try:
+        for _ in range(100):
+            conn = raw_connection(limited, "127.0.0.1", limited.datasette_port)
+            conn.sendall(f"GET /-/smalltable/p/{project}/_tail HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            tails.append(conn)
+        for conn in tails:
+            answer = b""
+            while b"records after" not in answer:
+                answer += conn.recv(65536)
+        time.sleep(1)  # let the tails' first, settling queries pass
+        before, started = cpu_seconds(pid), time.monotonic()
+        time.sleep(3)  # a measurement window, not a synchronisation
+        used = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+        assert used < 0.05, f"100 idle tails cost {used:.0%} of a core"
+    finally:
+        for conn in tails:
+            conn.close()

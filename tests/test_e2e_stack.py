@@ -233,3 +233,33 @@ def test_a_second_up_on_a_running_home_changes_nothing(fresh_stack):
     assert result.returncode == 1
     assert f"{fresh_stack.home} is in use by a running stack" in result.stderr
     assert conf.read_text() == before
+
+
+def test_one_address_cannot_take_every_connection(tmp_path, project):
+    """Past nginx.connections_per_address requests in progress (3 here: slow uploads),
+    one more from that address gets 429; another address is still served."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("nginx:\n  connections_per_address: 3\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    slow = []
+    try:
+        for _ in range(3):
+            conn = socket.create_connection(("127.0.0.1", running.port), source_address=("127.0.0.21", 0))
+            conn.sendall(
+                f"POST / HTTP/1.1\r\nHost: {running.host(project)}\r\nContent-Length: 100\r\n\r\nx".encode()
+            )
+            slow.append(conn)
+        transport = httpx.HTTPTransport(local_address="127.0.0.21")
+        with httpx.Client(transport=transport, timeout=10) as crowd, httpx.Client(timeout=10) as other:
+            deadline = time.monotonic() + 10
+            while (
+                answer := crowd.get(running.url("/"), headers={"Host": running.host(None)})
+            ).status_code != 429:
+                assert time.monotonic() < deadline, f"a 4th request was still served: {answer.status_code}"
+                time.sleep(0.05)
+            assert answer.json()["limits"]["connections_per_address"] == 3
+            assert other.get(running.url("/"), headers={"Host": running.host(None)}).status_code == 200
+    finally:
+        for conn in slow:
+            conn.close()
+        stop_stack(running)

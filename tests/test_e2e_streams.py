@@ -263,6 +263,7 @@ def test_tail_is_server_sent_events_from_the_current_end(stack, project):
 def test_a_dropped_tail_resumes_with_last_event_id_without_gap_or_repeat(stack, project):
     for n in range(1, 4):
         post_json(stack, project, {"n": n})
+    wait_loaded(stack, project, 1)  # a tail needs the project to exist
     tail = Tail(stack, project, query="?after=0")
     seen = tail.events(3)
     tail.close()
@@ -281,15 +282,16 @@ def test_a_dropped_tail_resumes_with_last_event_id_without_gap_or_repeat(stack, 
     assert [record["n"] for _, record in seen + resumed] == list(range(1, 9))
 
 
-def test_tail_waits_for_a_project_that_does_not_exist_yet(stack, project):
-    tail = Tail(stack, project)
-    try:
-        assert tail.greeting == f": {project}: records after 0, as they are loaded"
-        rid = post_json(stack, project, {"first": True})
-        [(event_id, record)] = tail.events(1)
-        assert event_id == 1 and record["_request_id"] == rid
-    finally:
-        tail.close()
+def test_a_tail_of_a_project_that_does_not_exist_is_404(stack, project):
+    """A tail cannot hold a connection open for a name nobody posts to."""
+    with stack.client.stream("GET", stack.url("/_tail"), headers={"Host": stack.host(project)}) as response:
+        assert response.status_code == 404  # (a stream would be 200, and never end)
+        response.read()
+    assert response.json() == {
+        "error": f"no project {project!r}",
+        "project": project,
+        "fix": "post to it first: a tail follows a project that exists",
+    }
 
 
 def test_a_bad_resume_point_is_400(stack, project):
@@ -306,6 +308,8 @@ def open_tails(stack: Stack) -> int:
 
 
 def test_a_closed_tail_leaves_nothing_running(stack, project):
+    post_json(stack, project, {"n": 1})
+    wait_loaded(stack, project, 1)
     before = open_tails(stack)
     tails = [Tail(stack, project) for _ in range(3)]
     assert open_tails(stack) == before + 3
