@@ -278,6 +278,14 @@ SETTINGS: dict[str, Setting] = {
         "an integer from 0 to 1900",
         "Most columns made from JSON keys and form fields per project; later keys stay in the body only.",
     ),
+    "ingest.max_new_columns_per_post": Setting(
+        20,
+        _int_range(0, 1900),
+        "an integer from 0 to 1900",
+        "Most new columns one post may add: a post with 2,000 keys cannot take a project's "
+        "column slots (its other keys stay in the body). When the owner set a JSON Schema "
+        "with `properties`, only those keys become columns.",
+    ),
     "ingest.open_databases": Setting(
         64,
         _int_range(1, 10000),

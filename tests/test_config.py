@@ -48,6 +48,7 @@ DEFAULTS = {
     "ingest.rescan_interval": 1.0,
     "ingest.poll_interval": 0.05,
     "ingest.max_columns": 200,
+    "ingest.max_new_columns_per_post": 20,
     "ingest.open_databases": 64,
     "ingest.cache_mb": 2,
     "ingest.close_rotated_after": 300.0,

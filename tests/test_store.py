@@ -652,3 +652,20 @@ def test_the_daemon_syncs_every_commit_and_replay_each_database_as_it_closes_it(
     reopened = for_config(config)
     assert reopened.project("other").conn.execute("SELECT a FROM records").fetchall() == [(2,)]
     reopened.close()
+
+
+def test_one_post_adds_at_most_max_new_columns_per_post(tmp_path):
+    s = Store(tmp_path, max_columns=200, open_databases=1, max_new_columns_per_post=5)
+    wide = {f"k{n}": n for n in range(50)}
+    s.write("squat", [record(wide)], [])
+    s.write("squat", [record({"owner_field": 1})], [])
+    names = [row[1] for row in s.project("squat").conn.execute("PRAGMA table_info(records)")]
+    assert [n for n in names if n.startswith("k")] == ["k0", "k1", "k2", "k3", "k4"]
+    assert "owner_field" in names
+
+
+def test_only_the_schema_keys_become_columns(tmp_path):
+    s = Store(tmp_path, max_columns=200, open_databases=1)
+    s.write("schemed", [record({"a": 1, "squat": 2})], [], column_keys=frozenset({"a"}))
+    names = [row[1] for row in s.project("schemed").conn.execute("PRAGMA table_info(records)")]
+    assert "a" in names and "squat" not in names

@@ -132,7 +132,7 @@ class Registry:
                 state.held = True
                 holds.clear()
             if records or rejects:
-                out.write.add(self.store.write(project, records, rejects))
+                out.write.add(self.store.write(project, records, rejects, schema_keys(state.settings)))
                 state.exists = True
                 records.clear()
                 rejects.clear()
@@ -246,7 +246,7 @@ class Registry:
             for _, request in waiting:
                 item = _classify(request, state.rules)
                 (records if isinstance(item, Record) else rejects).append(item)
-            out.write.add(self.store.write(project, records, rejects))
+            out.write.add(self.store.write(project, records, rejects, schema_keys(state.settings)))
             state.exists = True
             self.holding.release([row_id for row_id, _ in waiting])
             out.released += len(waiting)
@@ -285,6 +285,15 @@ def _body(request: Request) -> str | bytes:
         return request.body.decode("utf-8")
     except UnicodeDecodeError:
         return request.body
+
+
+def schema_keys(settings: Settings) -> frozenset[str] | None:
+    """The keys the owner's JSON Schema names (``properties``): the only keys that become
+    columns, so a post cannot squat the owner's fields; None without such a schema."""
+    schema = settings.schema
+    if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
+        return frozenset(schema["properties"])
+    return None
 
 
 def named_project(request: Request) -> str:

@@ -101,9 +101,19 @@ def _request_values(request: Request) -> tuple:
 class ProjectDatabase:
     """One project's open database and what it knows of its columns."""
 
-    def __init__(self, path: Path, max_columns: int, cache_mb: int = 2, sync_commits: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_columns: int,
+        cache_mb: int = 2,
+        sync_commits: bool = True,
+        max_new_columns_per_post: int = 20,
+    ) -> None:
         self.path = path
         self.max_columns = max_columns
+        self.max_new_columns_per_post = max_new_columns_per_post
+        self.column_keys: frozenset[str] | None = None
+        """When the owner set a schema: the only keys that may become columns."""
         self.sync_commits = sync_commits
         self.conn = open_database(path, cache_mb, sync_commits)
         self._load_columns()
@@ -145,14 +155,20 @@ class ProjectDatabase:
         answer is kept in ``_layouts`` for the next record with the same keys."""
         columns: list[str] = []
         keep: list[int] = []
+        added = 0
         for position, key in enumerate(keys):
             column = column_for_key(key)
             if column is None:
                 continue
             existing = self.user_columns.get(column.lower())
             if existing is None:
-                if len(self.user_columns) >= self.max_columns:
+                # One post may not take the project's column slots (max_new_columns_per_post),
+                # and with a schema only its keys become columns: squatters stay in the body.
+                if len(self.user_columns) >= self.max_columns or added >= self.max_new_columns_per_post:
                     continue
+                if self.column_keys is not None and key not in self.column_keys:
+                    continue
+                added += 1
                 self.conn.execute(f"ALTER TABLE records ADD COLUMN {quote(column)}")
                 self.user_columns[column.lower()] = column
                 result.columns_added.append(column)
@@ -165,6 +181,12 @@ class ProjectDatabase:
             self._layouts.clear()
         self._layouts[keys] = layout
         return layout
+
+    def allow_columns(self, keys: frozenset[str] | None) -> None:
+        """Only these keys may get new columns from now on (None: any key)."""
+        if keys != self.column_keys:
+            self.column_keys = keys
+            self._layouts = {}
 
     def write(self, records: list[Record], rejects: list[Reject]) -> WriteResult:
         """Load one batch in one transaction; already-loaded request ids are skipped.
@@ -358,10 +380,12 @@ class Store:
         open_databases: int,
         cache_mb: int = 2,
         sync_commits: bool = True,
+        max_new_columns_per_post: int = 20,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.max_columns = max_columns
+        self.max_new_columns_per_post = max_new_columns_per_post
         self.open_databases = open_databases
         self.cache_mb = cache_mb
         self.sync_commits = sync_commits
@@ -373,7 +397,13 @@ class Store:
             raise ValueError(f"not a valid project name: {name!r}")
         db = self._open.get(name)
         if db is None:
-            db = ProjectDatabase(self.path(name), self.max_columns, self.cache_mb, self.sync_commits)
+            db = ProjectDatabase(
+                self.path(name),
+                self.max_columns,
+                self.cache_mb,
+                self.sync_commits,
+                self.max_new_columns_per_post,
+            )
             self._open[name] = db
             while len(self._open) > self.open_databases:
                 self._open.popitem(last=False)[1].close()
@@ -381,13 +411,21 @@ class Store:
             self._open.move_to_end(name)
         return db
 
-    def write(self, project: str, records: list[Record], rejects: list[Reject]) -> WriteResult:
-        """Load one project's share of a batch.
+    def write(
+        self,
+        project: str,
+        records: list[Record],
+        rejects: list[Reject],
+        column_keys: frozenset[str] | None = None,
+    ) -> WriteResult:
+        """Load one project's share of a batch; only ``column_keys`` (if given: the keys of
+        the owner's schema) may become new columns.
 
         If the batch fails, the project's database is closed, so the next write
         starts on a fresh connection (whatever state the failure left behind).
         """
         db = self.project(project)
+        db.allow_columns(column_keys)
         try:
             return db.write(records, rejects)
         except BaseException:
@@ -437,4 +475,5 @@ def for_config(config: Config, data_dir: Path | None = None, sync_commits: bool 
         config["ingest.open_databases"],
         config["ingest.cache_mb"],
         sync_commits,
+        config["ingest.max_new_columns_per_post"],
     )
