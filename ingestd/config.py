@@ -219,6 +219,33 @@ SETTINGS: dict[str, Setting] = {
         "a number above 0 and at most 1",
         "From this share of its quota on, a project's page warns and its write answers say how full it is.",
     ),
+    "projects.max_projects": Setting(
+        10000,
+        _int_range(1, 10_000_000),
+        "a positive integer",
+        "Most projects in all: past it a write to a new project gets 507 (existing ones go on).",
+    ),
+    "projects.max_data_mb": Setting(
+        100000,
+        _int_range(1, 1 << 30),
+        "a positive number of MiB",
+        "Most the project databases may take in all: past it a write to a project that does "
+        "not exist gets 507.",
+    ),
+    "projects.new_per_minute": Setting(
+        10,
+        _int_range(1, 60000),
+        "a positive integer",
+        "Writes to projects that do not exist yet one client address may make per minute "
+        "(nginx limit_req, with a burst of `new_burst`); more get 429.",
+    ),
+    "projects.new_burst": Setting(
+        20,
+        _int_range(0, 10000),
+        "an integer from 0 to 10000",
+        "Writes to new projects a client may make at once above its rate (a new project's "
+        "first posts count until ingestd has created it).",
+    ),
     "projects.retention_interval": Setting(
         3600.0,
         _positive_number,

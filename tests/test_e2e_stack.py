@@ -263,3 +263,54 @@ def test_one_address_cannot_take_every_connection(tmp_path, project):
         for conn in slow:
             conn.close()
         stop_stack(running)
+
+
+def post_from(stack, address: str, project: str) -> httpx.Response:
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        return client.post(stack.url("/"), content=b"x", headers={"Host": stack.host(project)})
+
+
+def test_new_projects_are_limited_per_address(tmp_path, project):
+    """500 posts to 500 hosts once made 500 databases in 0.08 s: past
+    projects.new_per_minute (+ new_burst) writes to new projects, an address gets 429;
+    its existing projects and other addresses are not limited."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("projects:\n  new_per_minute: 1\n  new_burst: 2\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        answers = [post_from(running, "127.0.0.31", f"{project[:50]}-{n}") for n in range(5)]
+        assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
+        assert answers[3].json()["error"] == "too many new projects"
+        assert answers[3].json()["limits"] == {"new_projects_per_minute": 1, "burst": 2}
+        running.wait_row(f"{project[:50]}-0", answers[0].json()["id"])
+        assert post_from(running, "127.0.0.31", f"{project[:50]}-0").status_code == 202
+        assert post_from(running, "127.0.0.32", f"{project[:50]}-9").status_code == 202
+        logged = running.ingest_log.read_bytes()
+        assert f"{project[:50]}-3".encode() not in logged
+    finally:
+        stop_stack(running)
+
+
+def test_a_full_data_directory_refuses_new_projects_with_507(tmp_path, project):
+    """Past projects.max_projects, a write to a new project gets 507 JSON; the existing
+    projects keep accepting writes."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("projects:\n  max_projects: 2\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        for n in range(2):
+            name = f"{project[:50]}-{n}"
+            running.wait_row(name, running.post(name, "x").json()["id"])
+        deadline, n = time.monotonic() + 10, 0
+        while (answer := running.post(f"{project[:50]}-new{n}", "x")).status_code != 507:
+            assert answer.status_code == 202
+            n += 1
+            assert time.monotonic() < deadline, "a new project was still accepted"
+            time.sleep(0.1)
+        assert answer.json()["error"] == "no room for new projects"
+        assert answer.json()["full"] == "projects"
+        assert answer.json()["limits"]["max_projects"] == 2
+        assert running.post(f"{project[:50]}-0", "still").status_code == 202
+    finally:
+        stop_stack(running)

@@ -212,6 +212,25 @@ def test_apex_lists_projects_with_owner_quota_and_held(data_dir):
     assert "Auto-create is on: POST to any new name creates it" in words
 
 
+def test_apex_pages_and_searches_thousands_of_projects(data_dir):
+    """The apex shows PAGE_SIZE projects a page with links to the next, and ``?q=``
+    finds projects by part of their name: a host with thousands stays one quick page."""
+    for n in range(250):
+        open_database(data_dir / f"p-{n:04d}.db").close()
+    site = Site(data_dir)
+    first = site.get("/-/smalltable/")
+    rows = re.findall(r'<tr id="p-([a-z0-9-]+)">', first.text)
+    assert len(rows) == 100 and rows[0] == "p-0000"
+    assert 'Projects <span class="st-muted">(250)</span>' in first.text
+    assert 'rel="next" href="?page=2"' in first.text
+    last = site.get("/-/smalltable/?page=3")
+    assert len(re.findall(r'<tr id="p-', last.text)) == 50 and "Page 3 of 3" in last.text
+    found = site.get("/-/smalltable/?q=p-012")
+    assert re.findall(r'<tr id="p-([a-z0-9-]+)">', found.text) == [f"p-012{n}" for n in range(10)]
+    assert "No project name contains" in site.get("/-/smalltable/?q=zzz").text
+    assert site.get("/-/smalltable/?page=oops").status_code == 200
+
+
 def test_apex_form_posts_every_setting_to_project_with_defaults(data_dir):
     defaults = {"type": "json", "retention_days": 90, "quota_mb": 250}
     page = Site(data_dir, auto_create=False, defaults=defaults).get("/-/smalltable/")
