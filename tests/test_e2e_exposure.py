@@ -111,3 +111,22 @@ def _parent(entry: Path) -> int | None:
         return int((entry / "stat").read_text().rpartition(")")[2].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def test_client_address_and_user_agent_are_kept_only_when_the_owner_says(stack, project):
+    """Every record is public: the client's address and user agent are not stored unless
+    the project's store_client setting is on (off by default)."""
+    from .test_e2e_projects import status
+
+    agent = {"User-Agent": "secret-agent/1"}
+    before = stack.wait_row(project, stack.post(project, "a", headers=agent).json()["id"])
+    assert (before["_remote_addr"], before["_user_agent"]) == (None, None)
+    change = stack.post(
+        project, json.dumps({"owner": "ann@example.com", "store_client": True}), path="/_project"
+    )
+    assert status(stack, project, change)["status"] == "applied"
+    after = stack.wait_row(project, stack.post(project, "b", headers=agent).json()["id"])
+    assert (after["_remote_addr"], after["_user_agent"]) == ("127.0.0.1", "secret-agent/1")
+    listing = stack.request("GET", None, "/_projects.json")
+    assert "ann@example.com" not in listing.text
+    assert {p["project"]: p for p in listing.json()}[project]["owner"] == "claimed"

@@ -199,7 +199,9 @@ def test_apex_lists_projects_with_owner_quota_and_held(data_dir):
     rows = dict(re.findall(r'<tr id="p-([a-z0-9-]+)">(.*?)</tr>', html, flags=re.S))
     assert list(rows) == ["alpha", "beta", "full"]  # gamma has no database: only held posts
     assert 'href="http://alpha.localhost:8080/"' in rows["alpha"]
-    assert "ann@example.com" in rows["alpha"] and "checkout clicks" in rows["alpha"]
+    # An owner's email is never listed (privacy): the row says the project is claimed.
+    assert "claimed" in rows["alpha"] and "checkout clicks" in rows["alpha"]
+    assert "ann@example.com" not in rows["alpha"] and "cy@example.com" not in html
     assert "st-quota-warning" in rows["alpha"] and "85%" in rows["alpha"]
     assert '<span class="st-unclaimed">unclaimed</span>' in rows["beta"] and "st-quota-ok" in rows["beta"]
     assert "st-quota-over" in rows["full"] and "120%" in rows["full"] and "2 held" in rows["full"]
@@ -262,12 +264,14 @@ def test_projects_json_adds_settings_quota_and_held(data_dir):
     old_database(data_dir / "beta.db")
     hold(data_dir, "alpha", "over_quota", "over")
     site = Site(data_dir, defaults={"type": "text", "retention_days": 60, "quota_mb": 10})
-    listing = {p["project"]: p for p in site.get("/-/smalltable/projects.json").json()}
+    answer = site.get("/-/smalltable/projects.json")
+    assert "ann@example.com" not in answer.text  # owners' emails are not listed
+    listing = {p["project"]: p for p in answer.json()}
     assert set(listing) == {"alpha", "beta"}  # never _smalltable
     alpha, beta = listing["alpha"], listing["beta"]
     assert alpha["records"] == 2 and alpha["last_id"] == 2 and alpha["rejects"] == 0
     assert alpha["url"] == "http://alpha.localhost:8080/" and alpha["size_bytes"] > 0
-    assert (alpha["owner"], alpha["description"], alpha["type"]) == ("ann@example.com", "clicks", "json")
+    assert (alpha["owner"], alpha["description"], alpha["type"]) == ("claimed", "clicks", "json")
     assert (alpha["retention_days"], alpha["quota_mb"], alpha["held"]) == (7, 100, 1)
     assert alpha["quota_used"] == round(alpha["size_bytes"] / (100 * MIB), 4)
     assert (beta["owner"], beta["description"], beta["type"]) == ("unclaimed", "", "text")
@@ -328,9 +332,10 @@ def test_settings_json_with_usage_and_history_newest_first(data_dir):
         "schema": schema,
         "retention_days": 30,
         "quota_mb": 200,
+        "store_client": False,
     }
     assert body["version"] == 2 and body["held"] == 1
-    assert '"quota_mb":200}' in answer.text  # as set: not the REAL column's 200.0
+    assert '"quota_mb":200,' in answer.text  # as set: not the REAL column's 200.0
     assert body["usage"]["database_bytes"] == database_bytes(path)
     assert body["usage"]["quota_bytes"] == 200 * MIB
     assert body["usage"]["quota_used"] == round(database_bytes(path) / (200 * MIB), 4)
@@ -352,6 +357,7 @@ def test_settings_json_of_an_unclaimed_project_has_the_defaults(data_dir):
     assert body["settings"] == {"owner": "unclaimed", "description": "", "type": "any", "schema": None} | {
         "retention_days": 180,
         "quota_mb": 100,
+        "store_client": False,
     }
     assert '"owner":"you@example.com"' in body["how_to_change"]
 

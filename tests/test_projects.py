@@ -38,10 +38,11 @@ def test_every_setting_at_once():
         "schema": schema,
         "retention_days": 30,
         "quota_mb": 2.5,
+        "store_client": True,
     }
     settings, changed = apply_change(UNCLAIMED, change)
     assert settings.as_dict() == change
-    assert changed == ["owner", "description", "type", "schema", "retention_days", "quota_mb"]
+    assert changed == ["owner", "description", "type", "schema", "retention_days", "quota_mb", "store_client"]
 
 
 def test_a_change_keeps_what_it_does_not_mention():

@@ -132,7 +132,11 @@ class Registry:
                 state.held = True
                 holds.clear()
             if records or rejects:
-                out.write.add(self.store.write(project, records, rejects, schema_keys(state.settings)))
+                out.write.add(
+                    self.store.write(
+                        project, records, rejects, schema_keys(state.settings), state.settings.store_client
+                    )
+                )
                 state.exists = True
                 records.clear()
                 rejects.clear()
@@ -246,7 +250,11 @@ class Registry:
             for _, request in waiting:
                 item = _classify(request, state.rules)
                 (records if isinstance(item, Record) else rejects).append(item)
-            out.write.add(self.store.write(project, records, rejects, schema_keys(state.settings)))
+            out.write.add(
+                self.store.write(
+                    project, records, rejects, schema_keys(state.settings), state.settings.store_client
+                )
+            )
             state.exists = True
             self.holding.release([row_id for row_id, _ in waiting])
             out.released += len(waiting)

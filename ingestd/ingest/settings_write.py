@@ -167,6 +167,16 @@ def _schema(value: object) -> object:
     return value
 
 
+def _store_client(value: object) -> bool:
+    if value in ("on", "true"):  # from the form
+        return True
+    if value in ("", "off", "false"):
+        return False
+    if not isinstance(value, bool):
+        raise SettingsError(f"expected true or false, got {_shown(value)}")
+    return value
+
+
 _CHECKS = {
     "owner": _owner,
     "description": _description,
@@ -174,6 +184,7 @@ _CHECKS = {
     "schema": _schema,
     "retention_days": _retention,
     "quota_mb": _quota,
+    "store_client": _store_client,
 }
 
 

@@ -71,6 +71,9 @@ class Settings:
     schema: object
     retention_days: int
     quota_mb: float
+    store_client: bool = False
+    """Store each post's client address and user agent (public to anyone who reads the
+    project): off unless the owner turns it on."""
 
     @property
     def claimed(self) -> bool:

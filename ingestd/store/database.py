@@ -82,8 +82,9 @@ def _picker(keep: list[int], keys: int) -> Callable[[dict], Iterable]:
 _Item = TypeVar("_Item", Record, Reject)
 
 
-def _request_values(request: Request) -> tuple:
-    """The system-column values every stored or rejected request has."""
+def _request_values(request: Request, store_client: bool = False) -> tuple:
+    """The system-column values every stored or rejected request has; the client's address
+    and user agent only where the project's owner turned ``store_client`` on."""
     path, sep, query = request.uri.partition("?")
     return (
         request.request_id,
@@ -93,8 +94,8 @@ def _request_values(request: Request) -> tuple:
         query if sep else None,
         request.content_type,
         len(request.body),
-        request.remote_addr,
-        request.user_agent,
+        request.remote_addr if store_client else None,
+        request.user_agent if store_client else None,
     )
 
 
@@ -113,6 +114,8 @@ class ProjectDatabase:
         self.max_columns = max_columns
         self.max_new_columns_per_post = max_new_columns_per_post
         self.column_keys: frozenset[str] | None = None
+        self.store_client = False
+        """Whether posts keep their client's address and user agent (a project setting)."""
         """When the owner set a schema: the only keys that may become columns."""
         self.sync_commits = sync_commits
         self.conn = open_database(path, cache_mb, sync_commits)
@@ -182,8 +185,10 @@ class ProjectDatabase:
         self._layouts[keys] = layout
         return layout
 
-    def allow_columns(self, keys: frozenset[str] | None) -> None:
-        """Only these keys may get new columns from now on (None: any key)."""
+    def follow(self, keys: frozenset[str] | None, store_client: bool) -> None:
+        """The owner's settings for what comes next: only ``keys`` may get new columns
+        (None: any key), and whether the client's address and user agent are kept."""
+        self.store_client = store_client
         if keys != self.column_keys:
             self.column_keys = keys
             self._layouts = {}
@@ -216,7 +221,12 @@ class ProjectDatabase:
                 layout = layouts.get(keys) or self._new_layout(keys, result)
                 if layout.dropped:
                     result.keys_without_column += layout.dropped
-                values = (*_request_values(record.request), record.kind, record.body, *layout.pick(fields))
+                values = (
+                    *_request_values(record.request, self.store_client),
+                    record.kind,
+                    record.body,
+                    *layout.pick(fields),
+                )
                 if run and (record.files or layout.columns != run_columns):
                     result.stored += self._insert_rows(run_columns, run)
                     run = []
@@ -231,7 +241,9 @@ class ProjectDatabase:
                 conn.execute("DELETE FROM records WHERE _id = ?", (floor,))
             by_code: dict[str, list[tuple]] = {}
             for r in rejects:
-                by_code.setdefault(r.code, []).append((*_request_values(r.request), r.reason, r.body))
+                by_code.setdefault(r.code, []).append(
+                    (*_request_values(r.request, self.store_client), r.reason, r.body)
+                )
             for code, reject_rows in by_code.items():
                 before = conn.total_changes
                 conn.executemany(_insert_sql("rejects", _REJECT_INSERT_COLUMNS), reject_rows)
@@ -293,12 +305,14 @@ class ProjectDatabase:
         return floor
 
     def change_settings(self, request: Request, settings: dict[str, object], changed: list[str]) -> bool:
-        """Record a settings change (idempotent, by request id); True when it was new."""
+        """Record a settings change (idempotent, by request id); True when it was new. Who made
+        it (address, user agent) is kept only when the settings keep clients' (``store_client``)."""
+        keep_client = bool(settings.get("store_client"))
         row = (
             request.request_id,
             iso_time(request.received),
-            request.remote_addr,
-            request.user_agent,
+            request.remote_addr if keep_client else None,
+            request.user_agent if keep_client else None,
             settings["owner"],
             settings["description"],
             settings["type"],
@@ -306,14 +320,15 @@ class ProjectDatabase:
             settings["retention_days"],
             settings["quota_mb"],
             json.dumps(changed),
+            int(keep_client),
         )
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             before = self.conn.total_changes
             self.conn.execute(
                 "INSERT INTO settings (_request_id, _received, _remote_addr, _user_agent, owner, "
-                "description, type, schema, retention_days, quota_mb, changed) "
-                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 "
+                "description, type, schema, retention_days, quota_mb, changed, store_client) "
+                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12 "
                 "WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE _request_id = ?1) "
                 "ON CONFLICT (_request_id) DO NOTHING",
                 row,
@@ -417,6 +432,7 @@ class Store:
         records: list[Record],
         rejects: list[Reject],
         column_keys: frozenset[str] | None = None,
+        store_client: bool = False,
     ) -> WriteResult:
         """Load one project's share of a batch; only ``column_keys`` (if given: the keys of
         the owner's schema) may become new columns.
@@ -425,7 +441,7 @@ class Store:
         starts on a fresh connection (whatever state the failure left behind).
         """
         db = self.project(project)
-        db.allow_columns(column_keys)
+        db.follow(column_keys, store_client)
         try:
             return db.write(records, rejects)
         except BaseException:

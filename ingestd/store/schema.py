@@ -72,6 +72,7 @@ SETTINGS_COLUMNS: dict[str, str] = {
     "retention_days": "INTEGER",
     "quota_mb": "REAL",
     "changed": "TEXT",
+    "store_client": "INTEGER",
 }
 EXPIRY_COLUMNS: dict[str, str] = {
     "_id": "INTEGER",
@@ -164,9 +165,12 @@ def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> s
         db["settings"].create(
             SETTINGS_COLUMNS,
             pk="_id",
-            not_null=set(SETTINGS_COLUMNS) - {"_id", "_remote_addr", "_user_agent", "schema"},
+            not_null=set(SETTINGS_COLUMNS) - {"_id", "_remote_addr", "_user_agent", "schema", "store_client"},
             if_not_exists=True,
         )
+        settings_columns = {row[1] for row in conn.execute("PRAGMA table_info(settings)")}
+        if "store_client" not in settings_columns:  # a database made before the setting
+            conn.execute("ALTER TABLE settings ADD COLUMN store_client INTEGER")
         db["expiry"].create(EXPIRY_COLUMNS, pk="_id", not_null={"at", "cutoff"}, if_not_exists=True)
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_settings_request_id" ON settings (_request_id)')
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_records_request_id" ON records (_request_id)')
@@ -182,7 +186,7 @@ def read_settings(conn: sqlite3.Connection) -> Settings | None:
     """
     try:
         row = conn.execute(
-            "SELECT owner, description, type, schema, retention_days, quota_mb "
+            "SELECT owner, description, type, schema, retention_days, quota_mb, store_client "
             "FROM settings ORDER BY _id DESC LIMIT 1"
         ).fetchone()
     except sqlite3.OperationalError as exc:
@@ -191,7 +195,7 @@ def read_settings(conn: sqlite3.Connection) -> Settings | None:
         raise
     if row is None:
         return None
-    owner, description, type_, schema, retention_days, quota_mb = row
+    owner, description, type_, schema, retention_days, quota_mb, store_client = row
     schema = None if schema is None else json.loads(schema)
     quota_mb = int(quota_mb) if float(quota_mb).is_integer() else quota_mb
-    return Settings(owner, description or "", type_, schema, retention_days, quota_mb)
+    return Settings(owner, description or "", type_, schema, retention_days, quota_mb, bool(store_client))
