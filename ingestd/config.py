@@ -14,7 +14,6 @@ the file, the key and what was expected; callers print it, never a traceback.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +22,17 @@ from typing import Any
 import yaml
 
 from .model.project import MAX_QUOTA_MB, MAX_RETENTION_DAYS, TYPES, UNCLAIMED, Settings
-from .support import values
+from .support import values as checks
 
 # The checks SETTINGS pairs with its keys (ingestd/support/values.py).
 _int_range, _one_of, _positive_number, _fraction = (
-    values.int_range,
-    values.one_of,
-    values.positive_number,
-    values.fraction,
+    checks.int_range,
+    checks.one_of,
+    checks.positive_number,
+    checks.fraction,
 )
-_bool, _path, _domain, _size = values.boolean, values.path, values.domain, values.size
-_addresses, _worker_user = values.addresses, values.worker_user
+_bool, _path, _domain, _size = checks.boolean, checks.path, checks.domain, checks.size
+_addresses, _worker_user = checks.addresses, checks.worker_user
 
 
 class ConfigError(Exception):
@@ -416,27 +415,6 @@ def default_settings(
     )
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested sections to dotted keys: ``{"nginx": {"port": 80}}`` → ``{"nginx.port": 80}``.
-
-    A section left empty (every setting in it commented out) is no setting at
-    all; a mapping that is not a setting is a section, known or not, so a typo
-    in a section name is reported with its full key (``ngnix.port``).
-    """
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if dotted in SETTINGS:
-            flat[dotted] = value
-        elif isinstance(value, dict):
-            flat.update(_flatten(value, f"{dotted}."))
-        elif value is None and any(k.startswith(f"{dotted}.") for k in SETTINGS):
-            continue
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read ``path`` (YAML; None for defaults only), apply ``overrides``, validate all.
 
@@ -461,7 +439,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: expected a mapping of settings at the top level")
-        data = _flatten(loaded)
+        data = checks.flatten(loaded, SETTINGS)
     values = {key: setting.default for key, setting in SETTINGS.items()}
     for key, value in {**data, **(overrides or {})}.items():
         setting = SETTINGS.get(key)
@@ -484,17 +462,4 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 def defaults_yaml() -> str:
     """Every setting with its default and meaning, as a commented YAML document."""
-    sections: dict[str, list[tuple[str, Setting]]] = {}
-    for key, setting in SETTINGS.items():
-        head, _, leaf = key.rpartition(".")
-        sections.setdefault(head, []).append((leaf, setting))
-    lines: list[str] = []
-    for head, settings in sections.items():
-        indent = "  " if head else ""
-        if head:
-            lines.append(f"{head}:")
-        for leaf, setting in settings:
-            lines.append(f"{indent}# {setting.doc}")
-            dumped = yaml.safe_dump({leaf: setting.default}, default_flow_style=True, width=math.inf)
-            lines.append(f"{indent}{dumped.strip()[1:-1]}")
-    return "\n".join(lines) + "\n"
+    return checks.commented_yaml(SETTINGS)

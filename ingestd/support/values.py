@@ -9,8 +9,10 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
+
+import yaml
 
 
 def int_range(low: int, high: int) -> Callable[[Any], int]:
@@ -87,3 +89,42 @@ def addresses(value: Any) -> list[str]:
     for item in value:
         ipaddress.ip_address(str(item))
     return [str(item) for item in value]
+
+
+def flatten(data: dict, known: Collection[str], prefix: str = "") -> dict[str, Any]:
+    """Nested sections to dotted keys: ``{"nginx": {"port": 80}}`` → ``{"nginx.port": 80}``.
+
+    A section left empty (every setting in it commented out) is no setting at
+    all; a mapping that is not a ``known`` key is a section, known or not, so a
+    typo in a section name is reported with its full key (``ngnix.port``).
+    """
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if dotted in known:
+            flat[dotted] = value
+        elif isinstance(value, dict):
+            flat.update(flatten(value, known, f"{dotted}."))
+        elif value is None and any(k.startswith(f"{dotted}.") for k in known):
+            continue
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def commented_yaml(settings: Mapping[str, Any]) -> str:
+    """Settings (with ``default`` and ``doc``) by dotted key, as a commented YAML document."""
+    sections: dict[str, list[tuple[str, Any]]] = {}
+    for key, setting in settings.items():
+        head, _, leaf = key.rpartition(".")
+        sections.setdefault(head, []).append((leaf, setting))
+    lines: list[str] = []
+    for head, entries in sections.items():
+        indent = "  " if head else ""
+        if head:
+            lines.append(f"{head}:")
+        for leaf, setting in entries:
+            lines.append(f"{indent}# {setting.doc}")
+            dumped = yaml.safe_dump({leaf: setting.default}, default_flow_style=True, width=math.inf)
+            lines.append(f"{indent}{dumped.strip()[1:-1]}")
+    return "\n".join(lines) + "\n"
