@@ -32,7 +32,7 @@ _int_range, _one_of, _positive_number, _fraction = (
     checks.fraction,
 )
 _bool, _path, _domain, _size = checks.boolean, checks.path, checks.domain, checks.size
-_addresses, _worker_user = checks.addresses, checks.worker_user
+_addresses, _worker_user, _optional_path = checks.addresses, checks.worker_user, checks.optional_path
 
 
 class ConfigError(Exception):
@@ -366,6 +366,15 @@ SETTINGS: dict[str, Setting] = {
         "a positive number of seconds",
         "The longest `smalltable up` waits before restarting a service that keeps dying.",
     ),
+    "tls.certificate": Setting(
+        "",
+        _optional_path,
+        "a file path, or empty for no TLS",
+        "The TLS certificate (PEM, the chain included) for DOMAIN and *.DOMAIN; with `tls.key`, "
+        "nginx serves HTTPS on `tls.port` (TLS 1.2 and 1.3) and moves plain-HTTP reads there.",
+    ),
+    "tls.key": Setting("", _optional_path, "a file path, or empty", "The certificate's private key (PEM)."),
+    "tls.port": Setting(8443, _int_range(1, 65535), "an integer from 1 to 65535", "nginx's HTTPS port."),
     "systemd.user": Setting(
         "smalltable",
         _path,
@@ -457,6 +466,8 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             f"{source}: key 'datasette.max_value_bytes': expected at least 3 times nginx.max_body_bytes "
             f"({floor}), so every stored row can be read; got {values['datasette.max_value_bytes']}"
         )
+    if bool(values["tls.certificate"]) != bool(values["tls.key"]):
+        raise ConfigError(f"{source}: keys 'tls.certificate' and 'tls.key': give both (TLS) or neither")
     return Config(values, source)
 
 

@@ -61,6 +61,9 @@ DEFAULTS = {
     "logrotate.interval": 60.0,
     "up.restart_delay": 0.5,
     "up.restart_delay_max": 30.0,
+    "tls.certificate": "",
+    "tls.key": "",
+    "tls.port": 8443,
     "systemd.user": "smalltable",
     "systemd.group": "smalltable",
 }

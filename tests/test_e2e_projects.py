@@ -70,6 +70,7 @@ def test_create_with_one_curl_then_every_post_says_what_became_of_it(stack, proj
         "schema": schema,
         "retention_days": 180,
         "quota_mb": 100,
+        "store_client": False,
     }
 
     good = stack.post(project, '{"user":"ann","score":3}', headers=JSON)

@@ -114,8 +114,11 @@ def write_runtime_files(config: Config) -> tuple[Path, Path]:
 def let_workers_reach(config: Config) -> None:
     """Started as root, nginx's workers run as ``nginx.worker_user``: they open the ack
     socket and temp files in the run directory, and reopen the logs, by path. Give every
-    directory above those search permission for others (o+x: pass through, not list)."""
-    for key in ("run_dir", "log_dir"):
+    directory above those search permission for others (o+x: pass through, not list), and
+    the data and state directories nginx checks for new projects. ``up`` checks again as
+    it supervises: a program that resets a parent's mode (pytest does, for its temporary
+    directories) would otherwise cut the workers off."""
+    for key in ("run_dir", "log_dir", "data_dir", "state_dir"):
         for directory in config.path(key).parents:
             mode = directory.stat().st_mode
             if not mode & 0o001:
@@ -319,6 +322,8 @@ def run(config: Config) -> int:
             if time.monotonic() >= next_rotation:
                 _rotate_in_background(config)
                 next_rotation = time.monotonic() + config["logrotate.interval"]
+            if os.geteuid() == 0:
+                let_workers_reach(config)
             for service in running:
                 said = supervise(config, service, time.monotonic())
                 if said:

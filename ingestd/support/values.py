@@ -91,6 +91,13 @@ def addresses(value: Any) -> list[str]:
     return [str(item) for item in value]
 
 
+def optional_path(value: Any) -> str:
+    """A path, or the empty string for none."""
+    if not isinstance(value, str) or "\0" in value:
+        raise ValueError
+    return value
+
+
 def flatten(data: dict, known: Collection[str], prefix: str = "") -> dict[str, Any]:
     """Nested sections to dotted keys: ``{"nginx": {"port": 80}}`` → ``{"nginx.port": 80}``.
 
