@@ -25,7 +25,10 @@ class NginxFront:
     def __init__(self, runner: DaemonRunner) -> None:
         self.runner = runner
         self.port = _free_port()
-        config = load_config(runner.config_path, {"nginx.port": self.port, "datasette.port": _free_port()})
+        # Tests post to many new projects from one address: the new-project rate is raised.
+        overrides = {"nginx.port": self.port, "datasette.port": _free_port()}
+        overrides |= {"projects.new_per_minute": 60000, "projects.new_burst": 10000}
+        config = load_config(runner.config_path, overrides)
         self.config = config
         write_runtime_files(config)
         self.process = subprocess.Popen(
