@@ -306,6 +306,7 @@ def test_create_a_project_with_the_form_on_the_apex_page(stack, page):
         "schema": {"type": "object", "required": ["user"]},
         "retention_days": 30,
         "quota_mb": 5,
+        "store_client": False,
     }
     # and the new project is listed on the apex page
     page.goto(f"http://localhost:{stack.port}/")
