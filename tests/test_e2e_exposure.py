@@ -46,14 +46,15 @@ def test_reserved_names_are_never_projects(stack):
     before = len(stack.ingest_log.read_bytes().splitlines())
     for name in sorted(RESERVED_NAMES):
         for method in ("POST", "GET"):
-            answer = stack.request(method, name, "/", content=b"x" if method == "POST" else None)
+            # (no body: nginx refuses before reading one, and may reset a kept-alive connection)
+            answer = stack.request(method, name, "/")
             assert answer.status_code == 400, (name, method)
             assert answer.json() == {
                 "error": "reserved name",
                 "project": name,
                 "fix": "this name can never be a project: choose another",
             }
-        assert stack.request("POST", name, "/_project", content=b'{"owner":"ann"}').status_code == 400
+        assert stack.request("POST", name, "/_project").status_code == 400
     logged = [json.loads(line) for line in stack.ingest_log.read_bytes().splitlines()[before:]]
     assert not [line for line in logged if line["project"] in RESERVED_NAMES]
 
