@@ -8,9 +8,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: what `make run` needs, and what the tests need on top
-# (promtool, headless Chromium with a font for screenshots, systemd-analyze).
+# (promtool, headless Chromium with a font for screenshots, systemd-analyze, curl and openssl for the docs' examples and TLS).
 SYSTEM_PACKAGES := nginx libnginx-mod-http-js logrotate
-TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core systemd
+TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core systemd curl openssl
 # bench/ needs what the tests need (it reuses tests/), wrk (end_to_end.py) and the
 # Python packages of setup.py's `bench` extra (pyinstrument, for load_rate.py's profile).
 BENCH_PACKAGES := $(TEST_PACKAGES) wrk

@@ -91,12 +91,12 @@ def ingest(config_file, home, metrics_port) -> None:
 )
 def render_config(config_file, home, out) -> None:
     """Write this deployment's nginx, logrotate and systemd files (docs/ops.md)."""
-    from .ops.render import write
+    from .ops.render import RenderError, write
     from .support.programs import ProgramNotFound
 
     try:
         written = write(_config(config_file, home=home), out)
-    except ProgramNotFound as exc:
+    except (ProgramNotFound, RenderError) as exc:
         raise click.ClickException(str(exc)) from None
     for path in written:
         click.echo(path)

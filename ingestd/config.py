@@ -14,9 +14,6 @@ the file, the key and what was expected; callers print it, never a traceback.
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,17 @@ from typing import Any
 import yaml
 
 from .model.project import MAX_QUOTA_MB, MAX_RETENTION_DAYS, TYPES, UNCLAIMED, Settings
+from .support import values as checks
+
+# The checks SETTINGS pairs with its keys (ingestd/support/values.py).
+_int_range, _one_of, _positive_number, _fraction = (
+    checks.int_range,
+    checks.one_of,
+    checks.positive_number,
+    checks.fraction,
+)
+_bool, _path, _domain, _size = checks.boolean, checks.path, checks.domain, checks.size
+_addresses, _worker_user, _optional_path = checks.addresses, checks.worker_user, checks.optional_path
 
 
 class ConfigError(Exception):
@@ -39,76 +47,6 @@ class Setting:
     check: Callable[[Any], Any]
     expected: str
     doc: str
-
-
-def _int_range(low: int, high: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError
-        return value
-
-    return check
-
-
-def _positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError
-    return float(value)
-
-
-def _fraction(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError
-    return float(value)
-
-
-def _one_of(*choices: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError
-        return value
-
-    return check
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError
-    return value
-
-
-def _path(value: Any) -> str:
-    if not isinstance(value, str) or not value or "\0" in value:
-        raise ValueError
-    return value
-
-
-_DOMAIN_RE = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*$"
-)
-
-
-def _domain(value: Any) -> str:
-    if not isinstance(value, str) or not _DOMAIN_RE.match(value):
-        raise ValueError
-    return value
-
-
-_SIZE_RE = re.compile(r"^[1-9][0-9]*[kMG]?$")
-
-
-def _size(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)) or not _SIZE_RE.match(str(value)):
-        raise ValueError
-    return str(value)
-
-
-def _addresses(value: Any) -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise ValueError
-    for item in value:
-        ipaddress.ip_address(str(item))
-    return [str(item) for item in value]
 
 
 # Every setting, by its dotted key. Paths are relative to `home` unless absolute.
@@ -138,6 +76,42 @@ SETTINGS: dict[str, Setting] = {
         "an integer from 1 to 67108864",
         "The largest body accepted; larger writes get 413.",
     ),
+    "nginx.client_timeout": Setting(
+        10,
+        _int_range(1, 3600),
+        "a whole number of seconds from 1 to 3600",
+        "How long nginx waits for a client's request headers, and between two reads of its body "
+        "(client_header_timeout, client_body_timeout): a sender slower than this gets 408 or "
+        "is closed, so slow senders cannot hold connections.",
+    ),
+    "nginx.send_timeout": Setting(
+        30,
+        _int_range(1, 3600),
+        "a whole number of seconds from 1 to 3600",
+        "How long nginx waits between two writes a client does not read (send_timeout); an "
+        "idle live tail is kept busy by its keepalive comment every 15 s.",
+    ),
+    "nginx.connections_per_address": Setting(
+        128,
+        _int_range(1, 100000),
+        "a positive integer",
+        "Most requests one client address may have in progress at once (limit_conn); more get 429.",
+    ),
+    "nginx.tails_per_address": Setting(
+        10,
+        _int_range(1, 10000),
+        "a positive integer",
+        "Most live tails (`/_tail`) one client address may have open at once; more get 429.",
+    ),
+    "nginx.worker_user": Setting(
+        "nobody",
+        _worker_user,
+        "a user name other than root",
+        "The user nginx's workers run as when `smalltable up` runs as root (they never run as "
+        "root); their group is its primary group. `up` gives the home's parent directories "
+        "search permission (o+x) so they can reach its run and log directories. A production "
+        "host's own nginx.conf names its user.",
+    ),
     "datasette.port": Setting(
         8001,
         _int_range(1, 65535),
@@ -156,6 +130,50 @@ SETTINGS: dict[str, Setting] = {
         _int_range(1, 600000),
         "a positive number of milliseconds",
         "The longest a query in Datasette may run.",
+    ),
+    "datasette.max_value_bytes": Setting(
+        4194304,
+        _int_range(1024, 1 << 30),
+        "an integer from 1024 to 1073741824",
+        "No string, BLOB or row a query makes may be longer (SQLite's SQLITE_LIMIT_LENGTH on "
+        "every Datasette connection): `select zeroblob(1000000000)` gets a 400, not 1 GB of "
+        "memory. At least 3 times nginx.max_body_bytes, so a row (the body and the columns "
+        "made from it) can still be read and sorted.",
+    ),
+    "datasette.memory_max_mb": Setting(
+        1024,
+        _int_range(64, 1 << 20),
+        "a whole number of MiB, at least 64",
+        "The most memory Datasette may use: MemoryMax= in its systemd unit, its data limit "
+        "(RLIMIT_DATA) under `smalltable up`. Past it Datasette fails that request or dies and "
+        "is restarted; nginx and writes are not affected.",
+    ),
+    "datasette.sql_concurrency": Setting(
+        2,
+        _int_range(1, 64),
+        "a positive integer",
+        "Most arbitrary SQL requests (`?sql=`, `_where=`) running at once over all clients "
+        "(nginx limit_conn); more get 429. Datasette gets `page_threads` more SQL threads "
+        "than this, so long queries never take the threads project pages need.",
+    ),
+    "datasette.page_threads": Setting(
+        3,
+        _int_range(1, 64),
+        "a positive integer",
+        "Datasette's SQL threads kept for pages, tables and exports beyond `sql_concurrency`.",
+    ),
+    "datasette.sql_rate_per_minute": Setting(
+        60,
+        _int_range(1, 60000),
+        "a positive integer",
+        "Arbitrary SQL requests (`?sql=`, `_where=`) each client address may make per minute "
+        "(nginx limit_req, with a burst of `sql_burst`); more get 429.",
+    ),
+    "datasette.sql_burst": Setting(
+        20,
+        _int_range(0, 10000),
+        "an integer from 0 to 10000",
+        "SQL requests a client may make at once above its rate before it gets 429.",
     ),
     "metrics.port": Setting(
         9108,
@@ -206,6 +224,33 @@ SETTINGS: dict[str, Setting] = {
         "a positive number of hours",
         "A claimed project's destructive settings change (lower retention or quota, a new schema or "
         'a stricter type) takes effect this long after it was sent, unless it says "now": true.',
+    ),
+    "projects.max_projects": Setting(
+        10000,
+        _int_range(1, 10_000_000),
+        "a positive integer",
+        "Most projects in all: past it a write to a new project gets 507 (existing ones go on).",
+    ),
+    "projects.max_data_mb": Setting(
+        100000,
+        _int_range(1, 1 << 30),
+        "a positive number of MiB",
+        "Most the project databases may take in all: past it a write to a project that does "
+        "not exist gets 507.",
+    ),
+    "projects.new_per_minute": Setting(
+        10,
+        _int_range(1, 60000),
+        "a positive integer",
+        "Writes to projects that do not exist yet one client address may make per minute "
+        "(nginx limit_req, with a burst of `new_burst`); more get 429.",
+    ),
+    "projects.new_burst": Setting(
+        20,
+        _int_range(0, 10000),
+        "an integer from 0 to 10000",
+        "Writes to new projects a client may make at once above its rate (a new project's "
+        "first posts count until ingestd has created it).",
     ),
     "projects.retention_interval": Setting(
         3600.0,
@@ -274,6 +319,14 @@ SETTINGS: dict[str, Setting] = {
         "an integer from 0 to 1900",
         "Most columns made from JSON keys and form fields per project; later keys stay in the body only.",
     ),
+    "ingest.max_new_columns_per_post": Setting(
+        20,
+        _int_range(0, 1900),
+        "an integer from 0 to 1900",
+        "Most new columns one post may add: a post with 2,000 keys cannot take a project's "
+        "column slots (its other keys stay in the body). When the owner set a JSON Schema "
+        "with `properties`, only those keys become columns.",
+    ),
     "ingest.open_databases": Setting(
         64,
         _int_range(1, 10000),
@@ -314,6 +367,29 @@ SETTINGS: dict[str, Setting] = {
         "a positive number of seconds",
         "How often `smalltable up` runs logrotate (production uses smalltable-logrotate.timer).",
     ),
+    "up.restart_delay": Setting(
+        0.5,
+        _positive_number,
+        "a positive number of seconds",
+        "`smalltable up` restarts a service that died (ingestd, Datasette, nginx) after this "
+        "delay; it doubles with each death that comes sooner than `restart_delay_max` after the "
+        "start. nginx keeps answering writes meanwhile.",
+    ),
+    "up.restart_delay_max": Setting(
+        30.0,
+        _positive_number,
+        "a positive number of seconds",
+        "The longest `smalltable up` waits before restarting a service that keeps dying.",
+    ),
+    "tls.certificate": Setting(
+        "",
+        _optional_path,
+        "a file path, or empty for no TLS",
+        "The TLS certificate (PEM, the chain included) for DOMAIN and *.DOMAIN; with `tls.key`, "
+        "nginx serves HTTPS on `tls.port` (TLS 1.2 and 1.3) and moves plain-HTTP reads there.",
+    ),
+    "tls.key": Setting("", _optional_path, "a file path, or empty", "The certificate's private key (PEM)."),
+    "tls.port": Setting(8443, _int_range(1, 65535), "an integer from 1 to 65535", "nginx's HTTPS port."),
     "systemd.user": Setting(
         "smalltable",
         _path,
@@ -363,27 +439,6 @@ def default_settings(
     )
 
 
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested sections to dotted keys: ``{"nginx": {"port": 80}}`` → ``{"nginx.port": 80}``.
-
-    A section left empty (every setting in it commented out) is no setting at
-    all; a mapping that is not a setting is a section, known or not, so a typo
-    in a section name is reported with its full key (``ngnix.port``).
-    """
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if dotted in SETTINGS:
-            flat[dotted] = value
-        elif isinstance(value, dict):
-            flat.update(_flatten(value, f"{dotted}."))
-        elif value is None and any(k.startswith(f"{dotted}.") for k in SETTINGS):
-            continue
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read ``path`` (YAML; None for defaults only), apply ``overrides``, validate all.
 
@@ -408,7 +463,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{source}: expected a mapping of settings at the top level")
-        data = _flatten(loaded)
+        data = checks.flatten(loaded, SETTINGS)
     values = {key: setting.default for key, setting in SETTINGS.items()}
     for key, value in {**data, **(overrides or {})}.items():
         setting = SETTINGS.get(key)
@@ -420,22 +475,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             values[key] = setting.check(value)
         except (ValueError, TypeError):
             raise ConfigError(f"{source}: key {key!r}: expected {setting.expected}, got {value!r}") from None
+    floor = 3 * values["nginx.max_body_bytes"]
+    if values["datasette.max_value_bytes"] < floor:
+        raise ConfigError(
+            f"{source}: key 'datasette.max_value_bytes': expected at least 3 times nginx.max_body_bytes "
+            f"({floor}), so every stored row can be read; got {values['datasette.max_value_bytes']}"
+        )
+    if bool(values["tls.certificate"]) != bool(values["tls.key"]):
+        raise ConfigError(f"{source}: keys 'tls.certificate' and 'tls.key': give both (TLS) or neither")
     return Config(values, source)
 
 
 def defaults_yaml() -> str:
     """Every setting with its default and meaning, as a commented YAML document."""
-    sections: dict[str, list[tuple[str, Setting]]] = {}
-    for key, setting in SETTINGS.items():
-        head, _, leaf = key.rpartition(".")
-        sections.setdefault(head, []).append((leaf, setting))
-    lines: list[str] = []
-    for head, settings in sections.items():
-        indent = "  " if head else ""
-        if head:
-            lines.append(f"{head}:")
-        for leaf, setting in settings:
-            lines.append(f"{indent}# {setting.doc}")
-            dumped = yaml.safe_dump({leaf: setting.default}, default_flow_style=True, width=math.inf)
-            lines.append(f"{indent}{dumped.strip()[1:-1]}")
-    return "\n".join(lines) + "\n"
+    return checks.commented_yaml(SETTINGS)

@@ -31,7 +31,7 @@ from .ingest.tail import Line, Tailer
 from .ingest.watch import Watch
 from .model.request import Request
 from .ops import events
-from .store import quota, retention
+from .store import capacity, quota, retention
 from .store.database import for_config as store_for_config
 from .store.holding import Holding
 from .store.keys import KeyStore
@@ -68,6 +68,13 @@ class Daemon:
         self.keys.save()  # the maps nginx reads, if they are missing
         self.registry = for_config(config, self.store, self.holding, self.keys)
         self.quota_map = quota.QuotaMap(self.state_dir / "quota.map", config.path("nginx_pid"))
+        self.capacity = capacity.Capacity(
+            config.path("data_dir"),
+            self.state_dir,
+            config["projects.max_projects"],
+            config["projects.max_data_mb"],
+        )
+        self.capacity.update(force=True)
         self._expired_at: float | None = None
         self.tailer = self._new_tailer()
         self.wake = threading.Event()
@@ -157,6 +164,7 @@ class Daemon:
         )
         if recount_held or any(o.held or o.released for o in outcomes.values()):
             events.held_now(self.holding.waiting())
+        self.capacity.update()
 
     def expire(self) -> None:
         """One retention pass over every project; then load what waits where room was made."""

@@ -171,7 +171,7 @@ function decision(r) {
         return '';
     }
     if (EVERY_DATABASE.indexOf(path) >= 0) {
-        return refuse(r, 404, 'not served', 'every project is listed at /_projects.json on the apex');
+        return refuse(r, 404, 'not served', 'Datasette\'s list of databases is not public: every project is listed at /_projects.json on the apex');
     }
     const named = r.variables.smalltable_path_project;
     const record = /^[0-9]+$|^[0-9a-f]{32}$/.test(named) && project !== '';

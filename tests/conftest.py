@@ -147,12 +147,37 @@ def _named(content: object) -> str | None:
     return None
 
 
+TEST_LIMITS = {"projects": {"new_per_minute": 60000, "new_burst": 10000}}
+"""Tests post to hundreds of new projects from one address (and flood new ones faster than
+ingestd creates them): a stack's new-project rate is raised unless the test sets its own."""
+
+
+def with_test_limits(home: Path, extra_args: list[str]) -> list[str]:
+    """``extra_args`` with a ``--config`` that has TEST_LIMITS where the test's config is silent."""
+    import yaml
+
+    args = list(extra_args)
+    given = args.index("--config") if "--config" in args else None
+    config = yaml.safe_load(Path(args[given + 1]).read_text()) or {} if given is not None else {}
+    projects = config.setdefault("projects", {})
+    for key, value in TEST_LIMITS["projects"].items():
+        projects.setdefault(key, value)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    path = home.parent / f"{home.name}-test-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    if given is None:
+        return [*args, "--config", str(path)]
+    args[given + 1] = str(path)
+    return args
+
+
 def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:
     """``smalltable up`` in ``home`` on free ports, again on others if one was taken meanwhile."""
     try:
         find_program("nginx")
     except ProgramNotFound as exc:
         pytest.fail(str(exc), pytrace=False)
+    extra_args = with_test_limits(home, extra_args or [])
     for _ in range(BIND_ATTEMPTS):
         started, banner = _try_stack(home, extra_args)
         if started is not None:
@@ -179,7 +204,7 @@ def _try_stack(home: Path, extra_args: list[str] | None) -> tuple[Stack | None, 
             str(ports[1]),
             "--metrics-port",
             str(ports[2]),
-            *(extra_args or []),
+            *extra_args,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

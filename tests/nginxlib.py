@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from ingestd.config import load_config
-from ingestd.ops.stack import nginx_argv, rotate_logs, write_runtime_files
+from ingestd.ops.stack import nginx_argv, nginx_preexec, rotate_logs, write_runtime_files
 
 from .daemonlib import BIND_ATTEMPTS, DaemonRunner, _free_port, _listening
 
@@ -42,11 +42,15 @@ class NginxFront:
         self.port = _free_port()
         while _listening(self.port):  # taken since (a port that answers is not nginx's yet)
             self.port = _free_port()
+        # Tests post to many new projects from one address: the new-project rate is raised.
         overrides = {"nginx.port": self.port, "datasette.port": _free_port()}
+        overrides |= {"projects.new_per_minute": 60000, "projects.new_burst": 10000}
         self.config = load_config(self.runner.config_path, overrides)
         write_runtime_files(self.config)
         with open(self._output, "wb") as out:
-            self.process = subprocess.Popen(nginx_argv(self.config), stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                nginx_argv(self.config), stdout=out, stderr=subprocess.STDOUT, preexec_fn=nginx_preexec()
+            )
         deadline = time.monotonic() + 10
         while not _listening(self.port):
             if self.process.poll() is not None:

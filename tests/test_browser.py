@@ -364,6 +364,7 @@ def test_create_a_project_with_the_form_on_the_apex_page(stack, page):
         "quota_mb": 5,
         "write": "open",
         "read": "public",
+        "store_client": False,
     }
     # and the new project is listed on the apex page
     page.goto(f"http://localhost:{stack.port}/")

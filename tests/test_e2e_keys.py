@@ -155,6 +155,14 @@ def every_file_holding(home, secrets: list[bytes]) -> list[str]:
 def test_secrets_sent_in_headers_reach_no_file_page_export_or_metric(stack, project):
     key = claim(stack, project)
     wait_owned(stack, project)
+    # the owner keeps clients' user agents, so a key pasted into one would show
+    kept = stack.post(
+        project,
+        b'{"store_client": true}',
+        path="/_project",
+        headers={"Authorization": f"Bearer {key}", **JSON},
+    )
+    assert status(stack, project, kept)["status"] == "applied"
     cookie, proxy, api = (
         "ck-" + secrets.token_hex(8),
         "px-" + secrets.token_hex(8),

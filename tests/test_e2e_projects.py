@@ -76,6 +76,7 @@ def test_create_with_one_curl_then_every_post_says_what_became_of_it(stack, proj
         "quota_mb": 100,
         "write": "open",
         "read": "public",
+        "store_client": False,
     }
 
     good = stack.post(project, '{"user":"ann","score":3}', headers=JSON)

@@ -6,10 +6,13 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
+import httpx
 import pytest
 
 from .conftest import free_port, start_stack, stop_stack
@@ -96,20 +99,109 @@ def test_bad_config_names_the_file_and_the_key(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_stack_stops_when_a_service_dies(fresh_stack):
-    datasette = subprocess.run(
-        ["pgrep", "-f", f"datasette serve --host 127.0.0.1 --port {fresh_stack.datasette_port}"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    os.kill(int(datasette[0]), signal.SIGKILL)
-    assert fresh_stack.process.wait(timeout=30) == 1
-    output = fresh_stack.process.stdout.read()
-    assert "datasette exited" in output
-    deadline = time.monotonic() + 5
-    while listening(fresh_stack.port) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not listening(fresh_stack.port)
+def pids(pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+def wait_for_new_pid(pattern: str, old: int, timeout: float = 30) -> int:
+    """The pid of the process matching ``pattern`` once it is not ``old`` any more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = pids(pattern)
+        if len(now) == 1 and now[0] != old:
+            return now[0]
+        assert time.monotonic() < deadline, f"nothing restarted {pattern!r} within {timeout}s"
+        time.sleep(0.05)
+
+
+class WriteLoad(threading.Thread):
+    """Posts one write after another to a project until stopped; keeps every answer."""
+
+    def __init__(self, stack, project: str) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.project = stack, project
+        self.ids: list[str] = []
+        self.refused: list[str] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            n = 0
+            while not self.done.is_set():
+                n += 1
+                try:
+                    response = client.post(
+                        self.stack.url("/"),
+                        content=f"write {n}",
+                        headers={"Host": self.stack.host(self.project)},
+                    )
+                except httpx.HTTPError as exc:
+                    self.refused.append(repr(exc))
+                    continue
+                if response.status_code == 202:
+                    self.ids.append(response.json()["id"])
+                else:
+                    self.refused.append(f"{response.status_code} {response.text}")
+
+
+def stored_request_ids(stack, project: str) -> list[str]:
+    with sqlite3.connect(f"file:{stack.home / 'data' / project}.db?mode=ro", uri=True) as db:
+        return [row[0] for row in db.execute("select _request_id from records")]
+
+
+def test_up_restarts_a_killed_daemon_and_nginx_keeps_accepting_writes(tmp_path, project):
+    """kill -9 of ingestd, ten times during a write load: `up` restarts it each time and
+    says so, nginx (the same master) refuses no write, and every accepted write is stored
+    exactly once."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("up:\n  restart_delay: 0.1\n  restart_delay_max: 1\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    daemon = "ingestd ingest --config " + str(running.home)
+    nginx_pid = running.home / "run" / "nginx.pid"
+    nginx_before = nginx_pid.read_text()
+    load = WriteLoad(running, project)
+    load.start()
+    try:
+        pid = pids(daemon)[0]
+        for _ in range(10):
+            # Kill it only once it has loaded something written after its (re)start.
+            deadline = time.monotonic() + 10
+            while not load.ids:
+                assert not load.refused, load.refused[:3]
+                assert time.monotonic() < deadline, "no write was accepted"
+                time.sleep(0.01)
+            running.wait_row(project, load.ids[-1], timeout=30)
+            os.kill(pid, signal.SIGKILL)
+            pid = wait_for_new_pid(daemon, pid)
+        load.done.set()
+        load.join()
+        assert load.refused == []
+        running.wait_row(project, load.ids[-1], timeout=60)
+        stored = stored_request_ids(running, project)
+        assert len(load.ids) > 10
+        assert sorted(stored) == sorted(load.ids)
+        assert nginx_pid.read_text() == nginx_before
+    finally:
+        load.done.set()
+        stop_stack(running)
+    output = running.process.stdout.read()
+    assert output.count("ingestd was killed by SIGKILL; restarting it in") == 10
+    assert output.count("ingestd restarted (pid") == 10
+
+
+def test_up_restarts_a_dead_datasette_and_never_stops_nginx(fresh_stack, project):
+    datasette = f"datasette serve --host 127.0.0.1 --port {fresh_stack.datasette_port}"
+    old = pids(datasette)[0]
+    os.kill(old, signal.SIGKILL)
+    rid = fresh_stack.post(project, "while Datasette is down").json()["id"]
+    wait_for_new_pid(datasette, old)
+    deadline = time.monotonic() + 30
+    while not listening(fresh_stack.datasette_port):
+        assert time.monotonic() < deadline, "the restarted Datasette never listened"
+        time.sleep(0.05)
+    assert fresh_stack.wait_row(project, rid, timeout=30)["_body"] == "while Datasette is down"
+    assert fresh_stack.process.poll() is None
 
 
 def test_up_rotates_the_ingest_log_with_logrotate(tmp_path, project):
@@ -184,3 +276,84 @@ def test_status_of_a_home_that_is_not_one_says_so(tmp_path, made):
     assert result.stdout == ""
     expected = "is not a SmallTable home: it has no data directory" if made else "does not exist"
     assert f"Error: {home} {expected}" in result.stderr
+
+
+def test_one_address_cannot_take_every_connection(tmp_path, project):
+    """Past nginx.connections_per_address requests in progress (3 here: slow uploads),
+    one more from that address gets 429; another address is still served."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("nginx:\n  connections_per_address: 3\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    slow = []
+    try:
+        for _ in range(3):
+            conn = socket.create_connection(("127.0.0.1", running.port), source_address=("127.0.0.21", 0))
+            conn.sendall(
+                f"POST / HTTP/1.1\r\nHost: {running.host(project)}\r\nContent-Length: 100\r\n\r\nx".encode()
+            )
+            slow.append(conn)
+        transport = httpx.HTTPTransport(local_address="127.0.0.21")
+        with httpx.Client(transport=transport, timeout=10) as crowd, httpx.Client(timeout=10) as other:
+            deadline = time.monotonic() + 10
+            while (
+                answer := crowd.get(running.url("/"), headers={"Host": running.host(None)})
+            ).status_code != 429:
+                assert time.monotonic() < deadline, f"a 4th request was still served: {answer.status_code}"
+                time.sleep(0.05)
+            assert answer.json()["limits"]["connections_per_address"] == 3
+            assert other.get(running.url("/"), headers={"Host": running.host(None)}).status_code == 200
+    finally:
+        for conn in slow:
+            conn.close()
+        stop_stack(running)
+
+
+def post_from(stack, address: str, project: str) -> httpx.Response:
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(transport=transport, timeout=10) as client:
+        return client.post(stack.url("/"), content=b"x", headers={"Host": stack.host(project)})
+
+
+def test_new_projects_are_limited_per_address(tmp_path, project):
+    """500 posts to 500 hosts once made 500 databases in 0.08 s: past
+    projects.new_per_minute (+ new_burst) writes to new projects, an address gets 429;
+    its existing projects and other addresses are not limited."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("projects:\n  new_per_minute: 1\n  new_burst: 2\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        answers = [post_from(running, "127.0.0.31", f"{project[:50]}-{n}") for n in range(5)]
+        assert [a.status_code for a in answers] == [202, 202, 202, 429, 429]
+        assert answers[3].json()["error"] == "too many new projects"
+        assert answers[3].json()["limits"] == {"new_projects_per_minute": 1, "burst": 2}
+        running.wait_row(f"{project[:50]}-0", answers[0].json()["id"])
+        assert post_from(running, "127.0.0.31", f"{project[:50]}-0").status_code == 202
+        assert post_from(running, "127.0.0.32", f"{project[:50]}-9").status_code == 202
+        logged = running.ingest_log.read_bytes()
+        assert f"{project[:50]}-3".encode() not in logged
+    finally:
+        stop_stack(running)
+
+
+def test_a_full_data_directory_refuses_new_projects_with_507(tmp_path, project):
+    """Past projects.max_projects, a write to a new project gets 507 JSON; the existing
+    projects keep accepting writes."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("projects:\n  max_projects: 2\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        for n in range(2):
+            name = f"{project[:50]}-{n}"
+            running.wait_row(name, running.post(name, "x").json()["id"])
+        deadline, n = time.monotonic() + 10, 0
+        while (answer := running.post(f"{project[:50]}-new{n}", "x")).status_code != 507:
+            assert answer.status_code == 202
+            n += 1
+            assert time.monotonic() < deadline, "a new project was still accepted"
+            time.sleep(0.1)
+        assert answer.json()["error"] == "no room for new projects"
+        assert answer.json()["full"] == "projects"
+        assert answer.json()["limits"]["max_projects"] == 2
+        assert running.post(f"{project[:50]}-0", "still").status_code == 202
+    finally:
+        stop_stack(running)

@@ -201,7 +201,9 @@ def test_apex_lists_projects_with_owner_quota_and_held(data_dir):
     rows = dict(re.findall(r'<tr id="p-([a-z0-9-]+)">(.*?)</tr>', html, flags=re.S))
     assert list(rows) == ["alpha", "beta", "full"]  # gamma has no database: only held posts
     assert 'href="http://alpha.localhost:8080/"' in rows["alpha"]
-    assert "ann@example.com" in rows["alpha"] and "checkout clicks" in rows["alpha"]
+    # An owner's email is never listed (privacy): the row says the project is claimed.
+    assert "claimed" in rows["alpha"] and "checkout clicks" in rows["alpha"]
+    assert "ann@example.com" not in rows["alpha"] and "cy@example.com" not in html
     assert "st-quota-warning" in rows["alpha"] and "85%" in rows["alpha"]
     assert '<span class="st-unclaimed">unclaimed</span>' in rows["beta"] and "st-quota-ok" in rows["beta"]
     assert "st-quota-over" in rows["full"] and "120%" in rows["full"] and "2 held" in rows["full"]
@@ -212,6 +214,25 @@ def test_apex_lists_projects_with_owner_quota_and_held(data_dir):
     assert "over quota: raise the quota or let retention free space" in held
     assert 'href="http://gamma.localhost:8080/"' in held
     assert "Auto-create is on: POST to any new name creates it" in words
+
+
+def test_apex_pages_and_searches_thousands_of_projects(data_dir):
+    """The apex shows PAGE_SIZE projects a page with links to the next, and ``?q=``
+    finds projects by part of their name: a host with thousands stays one quick page."""
+    for n in range(250):
+        open_database(data_dir / f"p-{n:04d}.db").close()
+    site = Site(data_dir)
+    first = site.get("/-/smalltable/")
+    rows = re.findall(r'<tr id="p-([a-z0-9-]+)">', first.text)
+    assert len(rows) == 100 and rows[0] == "p-0000"
+    assert 'Projects <span class="st-muted">(250)</span>' in first.text
+    assert 'rel="next" href="?page=2"' in first.text
+    last = site.get("/-/smalltable/?page=3")
+    assert len(re.findall(r'<tr id="p-', last.text)) == 50 and "Page 3 of 3" in last.text
+    found = site.get("/-/smalltable/?q=p-012")
+    assert re.findall(r'<tr id="p-([a-z0-9-]+)">', found.text) == [f"p-012{n}" for n in range(10)]
+    assert "No project name contains" in site.get("/-/smalltable/?q=zzz").text
+    assert site.get("/-/smalltable/?page=oops").status_code == 200
 
 
 def test_apex_form_posts_every_setting_to_project_with_defaults(data_dir):
@@ -245,12 +266,14 @@ def test_projects_json_adds_settings_quota_and_held(data_dir):
     old_database(data_dir / "beta.db")
     hold(data_dir, "alpha", "over_quota", "over")
     site = Site(data_dir, defaults={"type": "text", "retention_days": 60, "quota_mb": 10})
-    listing = {p["project"]: p for p in site.get("/-/smalltable/projects.json").json()}
+    answer = site.get("/-/smalltable/projects.json")
+    assert "ann@example.com" not in answer.text  # owners' emails are not listed
+    listing = {p["project"]: p for p in answer.json()}
     assert set(listing) == {"alpha", "beta"}  # never _smalltable
     alpha, beta = listing["alpha"], listing["beta"]
     assert alpha["records"] == 2 and alpha["last_id"] == 2 and alpha["rejects"] == 0
     assert alpha["url"] == "http://alpha.localhost:8080/" and alpha["size_bytes"] > 0
-    assert (alpha["owner"], alpha["description"], alpha["type"]) == ("ann@example.com", "clicks", "json")
+    assert (alpha["owner"], alpha["description"], alpha["type"]) == ("claimed", "clicks", "json")
     assert (alpha["retention_days"], alpha["quota_mb"], alpha["held"]) == (7, 100, 1)
     assert alpha["quota_used"] == round(alpha["size_bytes"] / (100 * MIB), 4)
     assert (beta["owner"], beta["description"], beta["type"]) == ("unclaimed", "", "text")
@@ -258,7 +281,7 @@ def test_projects_json_adds_settings_quota_and_held(data_dir):
 
 
 def test_300_projects_are_listed(data_dir):
-    """Every project on the listing and the apex page; how fast is bench/read_side.py's."""
+    """Every project on the listing and on the apex's pages; how fast is bench/read_side.py's."""
     add_records(data_dir / "template.db", rid())
     add_settings(data_dir / "template.db")
     an_hour_ago = time.time() - 3600
@@ -271,9 +294,10 @@ def test_300_projects_are_listed(data_dir):
     for _ in range(2):  # read, then from the cache
         listing = site.get("/-/smalltable/projects.json").json()
         assert sorted(p["project"] for p in listing) == [f"p{n:03d}" for n in range(300)]
-        apex = site.get("/-/smalltable/")
-        assert apex.status_code == 200
-        assert all(f"p{n:03d}" in apex.text for n in range(300))
+        pages = [site.get(f"/-/smalltable/?page={page}") for page in (1, 2, 3)]
+        assert all(apex.status_code == 200 for apex in pages)
+        shown = [name for apex in pages for name in re.findall(r'<tr id="p-([a-z0-9-]+)">', apex.text)]
+        assert shown == [f"p{n:03d}" for n in range(300)]
 
 
 def test_the_holding_area_is_served_as_a_database_but_not_as_a_project(data_dir):
@@ -311,6 +335,7 @@ def test_settings_json_with_usage_and_history_newest_first(data_dir):
         "quota_mb": 200,
         "write": "open",
         "read": "public",
+        "store_client": False,
     }
     assert body["version"] == 2 and body["held"] == 1
     assert '"quota_mb":200,' in answer.text  # as set: not the REAL column's 200.0
@@ -339,6 +364,7 @@ def test_settings_json_of_an_unclaimed_project_has_the_defaults(data_dir):
         "quota_mb": 100,
         "write": "open",
         "read": "public",
+        "store_client": False,
     }
     assert '"owner":"you@example.com"' in body["how_to_change"]
 

@@ -40,6 +40,7 @@ def test_every_setting_at_once():
         "quota_mb": 2.5,
         "write": "key",
         "read": "private",
+        "store_client": True,
     }
     settings, changed = apply_change(UNCLAIMED, change)
     assert settings.as_dict() == change

@@ -248,3 +248,12 @@ def test_state_is_read_afresh_so_a_replay_beside_the_daemon_is_seen(make, tmp_pa
     replay_side.load([settings("shared", owner="ann", type="json")])
     daemon_side.load([req("shared", b"plain", ctype="text/plain")])
     assert "type json" in rows(daemon_side.store, "shared", "select _reason from rejects")[0][0]
+
+
+def test_an_apex_settings_write_cannot_create_a_reserved_name(make):
+    registry = make()
+    reserved = req("", {"name": "admin", "owner": "ann"}, uri="/_project")
+    registry.load([reserved])
+    assert not registry.store.exists("admin")
+    refused = dict(registry.holding.conn.execute("select _request_id, _reason from rejects"))
+    assert "'admin' is reserved and cannot be a project" in refused[reserved.request_id]

@@ -140,6 +140,7 @@ def test_a_request_id_twice_in_one_batch_is_stored_once(store):
 
 
 def test_system_columns_hold_the_request(store):
+    """With the owner's store_client on; off (the default), see the test below."""
     req = Request(
         request_id="ab" * 16,
         project="demo",
@@ -152,7 +153,7 @@ def test_system_columns_hold_the_request(store):
         user_agent="tester/1.0",
         body=b"hello",
     )
-    store.write("demo", [Record(req, "hello", "text", {}, [])], [])
+    store.write("demo", [Record(req, "hello", "text", {}, [])], [], store_client=True)
     names = ", ".join(quote(name) for name in SYSTEM_COLUMNS)
     assert rows(store, f"SELECT {names} FROM records") == [
         (
@@ -652,3 +653,27 @@ def test_the_daemon_syncs_every_commit_and_replay_each_database_as_it_closes_it(
     reopened = for_config(config)
     assert reopened.project("other").conn.execute("SELECT a FROM records").fetchall() == [(2,)]
     reopened.close()
+
+
+def test_one_post_adds_at_most_max_new_columns_per_post(tmp_path):
+    s = Store(tmp_path, max_columns=200, open_databases=1, max_new_columns_per_post=5)
+    wide = {f"k{n}": n for n in range(50)}
+    s.write("squat", [record(wide)], [])
+    s.write("squat", [record({"owner_field": 1})], [])
+    names = [row[1] for row in s.project("squat").conn.execute("PRAGMA table_info(records)")]
+    assert [n for n in names if n.startswith("k")] == ["k0", "k1", "k2", "k3", "k4"]
+    assert "owner_field" in names
+
+
+def test_only_the_schema_keys_become_columns(tmp_path):
+    s = Store(tmp_path, max_columns=200, open_databases=1)
+    s.write("schemed", [record({"a": 1, "squat": 2})], [], column_keys=frozenset({"a"}))
+    names = [row[1] for row in s.project("schemed").conn.execute("PRAGMA table_info(records)")]
+    assert "a" in names and "squat" not in names
+
+
+def test_client_address_and_user_agent_are_not_kept_by_default(store):
+    """Every record is public: the client's address and user agent are kept only where the
+    project's owner turned store_client on."""
+    store.write("demo", [record()], [])
+    assert rows(store, "SELECT _remote_addr, _user_agent FROM records") == [(None, None)]

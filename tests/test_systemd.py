@@ -159,3 +159,9 @@ def test_the_quota_path_unit_reloads_nginx_when_ingestd_rewrites_the_map(rendere
     assert path_unit["Path"]["Unit"] == "smalltable-quota.service"
     service = unit(rendered / "smalltable-quota.service")
     assert service["Service"]["ExecStart"] == "/bin/systemctl reload nginx.service"
+
+
+def test_datasette_memory_is_bounded(rendered):
+    """A query that allocates without bound stops at MemoryMax (datasette.memory_max_mb),
+    not at the kernel's OOM killer choosing among nginx and ingestd too."""
+    assert unit(rendered / "smalltable-datasette.service")["Service"]["MemoryMax"] == "1024M"

@@ -28,6 +28,7 @@ from ..config import Config, default_settings
 from ..model.project import (
     PROJECT_NAME_RULE,
     Settings,
+    is_reserved_project_name,
     is_settings_write,
     is_valid_project_name,
 )
@@ -155,7 +156,11 @@ class Registry:
                 state.held = True
                 holds.clear()
             if records or rejects:
-                out.write.add(self.store.write(project, records, rejects))
+                out.write.add(
+                    self.store.write(
+                        project, records, rejects, schema_keys(state.settings), state.settings.store_client
+                    )
+                )
                 state.exists = True
                 records.clear()
                 rejects.clear()
@@ -380,7 +385,11 @@ class Registry:
             for _, request in waiting:
                 item = _classify(request, state.rules)
                 (records if isinstance(item, Record) else rejects).append(item)
-            out.write.add(self.store.write(project, records, rejects))
+            out.write.add(
+                self.store.write(
+                    project, records, rejects, schema_keys(state.settings), state.settings.store_client
+                )
+            )
             state.exists = True
             failpoints.hit("holding.after_load")
             self.holding.release([row_id for row_id, _ in waiting])
@@ -430,6 +439,15 @@ def _body(request: Request) -> str | bytes:
         return request.body
 
 
+def schema_keys(settings: Settings) -> frozenset[str] | None:
+    """The keys the owner's JSON Schema names (``properties``): the only keys that become
+    columns, so a post cannot squat the owner's fields; None without such a schema."""
+    schema = settings.schema
+    if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
+        return frozenset(schema["properties"])
+    return None
+
+
 def named_project(request: Request) -> str:
     """The project a settings write to the apex names in its ``name``; SettingsError if none.
 
@@ -437,12 +455,14 @@ def named_project(request: Request) -> str:
     (as a new project's settings), so a form is corrected in one go."""
     change = read_change(request.body, request.content_type)
     name = change.get("name")
-    if isinstance(name, str) and is_valid_project_name(name):
+    if isinstance(name, str) and is_valid_project_name(name) and not is_reserved_project_name(name):
         return name
     if not isinstance(name, str) or not name:
         problem = "'name' is required: the project to create or change"
-    else:
+    elif not is_valid_project_name(name):
         problem = f"'name': {name!r} is not a project name ({PROJECT_NAME_RULE})"
+    else:
+        problem = f"'name': {name!r} is reserved and cannot be a project; choose another name"
     try:
         apply_change(default_settings(), change)
     except SettingsError as others:

@@ -181,6 +181,16 @@ def _read(value: object) -> str:
     return value
 
 
+def _store_client(value: object) -> bool:
+    if value in ("on", "true"):  # from the form
+        return True
+    if value in ("", "off", "false"):
+        return False
+    if not isinstance(value, bool):
+        raise SettingsError(f"expected true or false, got {_shown(value)}")
+    return value
+
+
 _CHECKS = {
     "owner": _owner,
     "description": _description,
@@ -190,6 +200,7 @@ _CHECKS = {
     "quota_mb": _quota,
     "write": _write,
     "read": _read,
+    "store_client": _store_client,
 }
 
 

@@ -14,6 +14,18 @@ from dataclasses import dataclass, fields
 
 PROJECT_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 PROJECT_NAME_RULE = "1 to 63 lowercase letters, digits or dashes, not starting or ending with a dash"
+RESERVED_NAMES = frozenset(
+    {
+        # the service's own hosts, and names users take for official ones
+        "www", "api", "admin", "apex", "static", "internal", "assets", "cdn", "status",
+        "metrics", "login", "auth", "account", "smalltable", "datasette", "localhost",
+        # names mail, DNS and auto-configuration clients look up by themselves
+        "mail", "webmail", "smtp", "imap", "pop", "mx", "ns", "ns1", "ns2", "dns", "ftp",
+        "autoconfig", "autodiscover", "wpad", "isatap",
+    }
+)  # fmt: skip
+"""Names that follow the rule but can never be projects: nginx refuses their hosts (its
+rendered config lists them) and ingestd refuses to create them from the apex."""
 SETTINGS_PATH = "/_project"
 """Where settings are written (and read back with GET), on the project's host or the apex."""
 UNCLAIMED = "unclaimed"
@@ -38,6 +50,11 @@ def is_valid_project_name(name: str) -> bool:
     return PROJECT_NAME_RE.fullmatch(name) is not None
 
 
+def is_reserved_project_name(name: str) -> bool:
+    """True for a name that follows the rule but is kept from users (:data:`RESERVED_NAMES`)."""
+    return name in RESERVED_NAMES
+
+
 def is_settings_write(method: str, uri: str) -> bool:
     """True for the write that changes a project's settings; ``uri`` may hold a query.
 
@@ -60,6 +77,9 @@ class Settings:
     quota_mb: float
     write: str = "open"
     read: str = "public"
+    store_client: bool = False
+    """Store each post's client address and user agent (public to anyone who reads the
+    project): off unless the owner turns it on."""
 
     @property
     def claimed(self) -> bool:

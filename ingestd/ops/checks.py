@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..support.programs import ProgramNotFound, find_program
-from .render import write
+from .render import RenderError, write
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
@@ -81,7 +81,7 @@ def run_checks(config: Config) -> Iterator[tuple[str, str | None]]:
         conf = Path(tmp)
         try:
             write(config, conf)
-        except ProgramNotFound as exc:
+        except (ProgramNotFound, RenderError) as exc:
             yield "rendered files", str(exc)
             return
         except OSError as exc:

@@ -20,8 +20,10 @@ The files that come out:
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import re
 import sys
 from pathlib import Path
@@ -30,6 +32,7 @@ import jinja2
 import yaml
 
 from ..config import Config
+from ..model.project import RESERVED_NAMES
 from ..support.programs import find_njs_module, find_program
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,6 +49,22 @@ TEMPLATES = {
 }
 
 
+class RenderError(Exception):
+    """The config cannot be rendered on this host; the message says why and what to do."""
+
+
+def worker_user(config: Config) -> tuple[str, str]:
+    """The user and group nginx's workers run as when nginx starts as root (never root)."""
+    name = config["nginx.worker_user"]
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise RenderError(
+            f"nginx.worker_user {name!r} is not a user on this host: create it or choose another"
+        ) from None
+    return name, grp.getgrgid(entry.pw_gid).gr_name
+
+
 def _listen(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
@@ -59,7 +78,25 @@ def context(config: Config, conf_dir: Path) -> dict:
         "port": config["nginx.port"],
         "port_suffix": "" if config["nginx.port"] in (80, 443) else f":{config['nginx.port']}",
         "datasette_port": config["datasette.port"],
+        "datasette_memory_max_mb": config["datasette.memory_max_mb"],
+        "sql_concurrency": config["datasette.sql_concurrency"],
+        "sql_rate_per_minute": config["datasette.sql_rate_per_minute"],
+        "sql_burst": config["datasette.sql_burst"],
+        "client_timeout": config["nginx.client_timeout"],
+        "send_timeout": config["nginx.send_timeout"],
+        "connections_per_address": config["nginx.connections_per_address"],
+        "tails_per_address": config["nginx.tails_per_address"],
+        "tls": bool(config["tls.certificate"]),
+        "tls_certificate": config.home / config["tls.certificate"],
+        "tls_key": config.home / config["tls.key"],
+        "tls_port": config["tls.port"],
+        "tls_port_suffix": "" if config["tls.port"] == 443 else f":{config['tls.port']}",
+        "new_per_minute": config["projects.new_per_minute"],
+        "new_burst": config["projects.new_burst"],
+        "max_projects": config["projects.max_projects"],
+        "max_data_mb": config["projects.max_data_mb"],
         "max_body_bytes": config["nginx.max_body_bytes"],
+        "reserved_names": sorted(RESERVED_NAMES),
         "home": config.home,
         "conf_dir": conf_dir,
         "log_dir": config.path("log_dir"),
@@ -69,6 +106,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "max_size": config["logrotate.max_size"],
         "keep_days": config["logrotate.keep_days"],
         "run_as_root": os.geteuid() == 0,
+        "worker_user": " ".join(worker_user(config)) if os.geteuid() == 0 else "",
         "repo": REPO,
         "data_dir": config.path("data_dir"),
         "auto_create": config["projects.auto_create"],
@@ -100,6 +138,9 @@ def datasette_options(config: Config, metadata: Path) -> list[str]:
         "--setting",
         "suggest_facets",
         "on" if config["datasette.suggest_facets"] else "off",
+        "--setting",
+        "num_sql_threads",
+        str(config["datasette.sql_concurrency"] + config["datasette.page_threads"]),
     ]
 
 
@@ -128,6 +169,7 @@ def datasette_metadata(config: Config) -> str:
                     "port": port,
                     "auto_create": config["projects.auto_create"],
                     "quota_warning": config["projects.quota_warning"],
+                    "max_value_bytes": config["datasette.max_value_bytes"],
                     "defaults": {
                         "type": config["projects.type"],
                         "retention_days": config["projects.retention_days"],

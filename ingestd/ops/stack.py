@@ -2,19 +2,24 @@
 
 Everything lives under the config's ``home``: the rendered nginx config, logs,
 data, state and sockets. nginx runs unprivileged (``-p HOME``) in the
-foreground. Ctrl-C (or SIGTERM) stops all three; if one of them dies, the
-others are stopped too and ``up`` exits non-zero, saying which one and where
-its log is.
+foreground. Ctrl-C (or SIGTERM) stops all three. ``up`` supervises them as
+systemd does in production: a service that dies is started again after a
+delay that doubles with each quick death (``up.restart_delay`` up to
+``up.restart_delay_max``), and ``up`` says so on its output. nginx is never
+stopped because something behind it died: writes are still accepted, and the
+log holds them until ingestd is back (promise 2).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +39,29 @@ class Service:
     port: int
     log: Path
     process: subprocess.Popen | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float | None = None
+    memory_limit: int | None = None
+
+    def spawn(self) -> None:
+        """Start the process, its output appended to its log, its data limited to ``memory_limit``."""
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        limit = self.memory_limit
+
+        def limit_memory() -> None:
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+        prepare = nginx_preexec() if self.name == "nginx" else limit_memory if limit else None
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=prepare,
+            )
+        self.started = time.monotonic()
 
 
 def rotate_logs(config: Config, force: bool = False) -> subprocess.CompletedProcess:
@@ -72,10 +100,29 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 def write_runtime_files(config: Config) -> tuple[Path, Path]:
     """Render every config file into HOME/conf; return the effective config and metadata paths."""
     conf_dir = config.home / "conf"
-    render.write(config, conf_dir)
+    try:
+        render.write(config, conf_dir)
+    except render.RenderError as exc:
+        raise StackError(str(exc)) from None
     for key in ("data_dir", "state_dir"):
         config.path(key).mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        let_workers_reach(config)
     return conf_dir / "smalltable.yaml", conf_dir / "datasette.json"
+
+
+def let_workers_reach(config: Config) -> None:
+    """Started as root, nginx's workers run as ``nginx.worker_user``: they open the ack
+    socket and temp files in the run directory, and reopen the logs, by path. Give every
+    directory above those search permission for others (o+x: pass through, not list), and
+    the data and state directories nginx checks for new projects. ``up`` checks again as
+    it supervises: a program that resets a parent's mode (pytest does, for its temporary
+    directories) would otherwise cut the workers off."""
+    for key in ("run_dir", "log_dir", "data_dir", "state_dir"):
+        for directory in config.path(key).parents:
+            mode = directory.stat().st_mode
+            if not mode & 0o001:
+                directory.chmod(mode | 0o001)
 
 
 def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
@@ -87,6 +134,7 @@ def services(config: Config, effective: Path, metadata: Path) -> list[Service]:
             [sys.executable, "-m", "datasette", "serve", *render.datasette_options(config, metadata)],
             config["datasette.port"],
             logs / "datasette.log",
+            memory_limit=config["datasette.memory_max_mb"] * 1048576,
         ),
         Service(
             "ingestd",
@@ -111,6 +159,17 @@ def nginx_argv(config: Config, *extra: str) -> list[str]:
         "-e",
         str(config.path("log_dir") / "nginx-error.log"),
     ]
+
+
+def _socket_for_workers() -> None:
+    os.umask(0o000)
+
+
+def nginx_preexec() -> Callable[[], None] | None:
+    """What nginx needs before it starts. As root, its workers run as ``nginx.worker_user``
+    and must connect to the ack socket the master creates: with no umask it is created
+    0777 (nginx gives every file it makes an explicit mode, and temp directories 0700)."""
+    return _socket_for_workers if os.geteuid() == 0 else None
 
 
 def check_nginx_config(config: Config) -> None:
@@ -178,11 +237,7 @@ def start(config: Config) -> list[Service]:
     running: list[Service] = []
     try:
         for service in planned:
-            service.log.parent.mkdir(parents=True, exist_ok=True)
-            with open(service.log, "ab") as out:
-                service.process = subprocess.Popen(
-                    service.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-                )
+            service.spawn()
             running.append(service)
             if service.port:
                 _wait_listening(service, time.monotonic() + 30)
@@ -205,6 +260,7 @@ def banner(config: Config) -> str:
   metrics: http://127.0.0.1:{config["metrics.port"]}/metrics
   logs:    {config.path("log_dir")} ({rotation})
 
+A service that dies is restarted (and said so here).
 Ctrl-C stops nginx, ingestd and Datasette."""
 
 
@@ -216,8 +272,41 @@ def _rotate_in_background(config: Config) -> None:
             out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} exit {result.returncode}\n{result.stderr}")
 
 
+def _exit_words(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def supervise(config: Config, service: Service, now: float) -> str | None:
+    """Look after one service: schedule a restart when it has died, start it when due.
+
+    Returns what ``up`` should say about it, if anything. A service that ran at
+    least ``up.restart_delay_max`` seconds died of something new: its delay starts
+    again from ``up.restart_delay``; each quicker death doubles it, up to the max,
+    so a service that cannot start does not spin.
+    """
+    first, most = config["up.restart_delay"], config["up.restart_delay_max"]
+    if service.restart_at is None:
+        code = service.process.poll()
+        if code is None:
+            return None
+        service.quick_deaths = service.quick_deaths + 1 if now - service.started < most else 1
+        delay = min(first * 2 ** (service.quick_deaths - 1), most)
+        service.restart_at = now + delay
+        return f"{service.name} {_exit_words(code)}; restarting it in {delay:g}s. See {service.log}"
+    if now < service.restart_at:
+        return None
+    service.restart_at = None
+    service.spawn()
+    return f"{service.name} restarted (pid {service.process.pid})"
+
+
 def run(config: Config) -> int:
-    """Start the stack, supervise it until Ctrl-C or a service dies; return an exit code."""
+    """Start the stack and supervise it until Ctrl-C or SIGTERM; return an exit code."""
     stopping = False
 
     def on_signal(*_: object) -> None:
@@ -233,14 +322,12 @@ def run(config: Config) -> int:
             if time.monotonic() >= next_rotation:
                 _rotate_in_background(config)
                 next_rotation = time.monotonic() + config["logrotate.interval"]
+            if os.geteuid() == 0:
+                let_workers_reach(config)
             for service in running:
-                if service.process.poll() is not None:
-                    print(
-                        f"{service.name} exited with status {service.process.returncode}; "
-                        f"stopping the others. See {service.log}",
-                        file=sys.stderr,
-                    )
-                    return 1
+                said = supervise(config, service, time.monotonic())
+                if said:
+                    print(said, flush=True)
             time.sleep(0.2)
         print("stopping...", flush=True)
         return 0

@@ -82,8 +82,9 @@ def _picker(keep: list[int], keys: int) -> Callable[[dict], Iterable]:
 _Item = TypeVar("_Item", Record, Reject)
 
 
-def _request_values(request: Request) -> tuple:
-    """The system-column values every stored or rejected request has."""
+def _request_values(request: Request, store_client: bool = False) -> tuple:
+    """The system-column values every stored or rejected request has; the client's address
+    and user agent only where the project's owner turned ``store_client`` on."""
     path, sep, query = request.uri.partition("?")
     return (
         request.request_id,
@@ -93,17 +94,29 @@ def _request_values(request: Request) -> tuple:
         query if sep else None,
         request.content_type,
         len(request.body),
-        request.remote_addr,
-        request.user_agent,
+        request.remote_addr if store_client else None,
+        request.user_agent if store_client else None,
     )
 
 
 class ProjectDatabase:
     """One project's open database and what it knows of its columns."""
 
-    def __init__(self, path: Path, max_columns: int, cache_mb: int = 2, sync_commits: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_columns: int,
+        cache_mb: int = 2,
+        sync_commits: bool = True,
+        max_new_columns_per_post: int = 20,
+    ) -> None:
         self.path = path
         self.max_columns = max_columns
+        self.max_new_columns_per_post = max_new_columns_per_post
+        self.column_keys: frozenset[str] | None = None
+        self.store_client = False
+        """Whether posts keep their client's address and user agent (a project setting)."""
+        """When the owner set a schema: the only keys that may become columns."""
         self.sync_commits = sync_commits
         self.conn = open_database(path, cache_mb, sync_commits)
         self._load_columns()
@@ -145,14 +158,20 @@ class ProjectDatabase:
         answer is kept in ``_layouts`` for the next record with the same keys."""
         columns: list[str] = []
         keep: list[int] = []
+        added = 0
         for position, key in enumerate(keys):
             column = column_for_key(key)
             if column is None:
                 continue
             existing = self.user_columns.get(column.lower())
             if existing is None:
-                if len(self.user_columns) >= self.max_columns:
+                # One post may not take the project's column slots (max_new_columns_per_post),
+                # and with a schema only its keys become columns: squatters stay in the body.
+                if len(self.user_columns) >= self.max_columns or added >= self.max_new_columns_per_post:
                     continue
+                if self.column_keys is not None and key not in self.column_keys:
+                    continue
+                added += 1
                 self.conn.execute(f"ALTER TABLE records ADD COLUMN {quote(column)}")
                 self.user_columns[column.lower()] = column
                 result.columns_added.append(column)
@@ -165,6 +184,14 @@ class ProjectDatabase:
             self._layouts.clear()
         self._layouts[keys] = layout
         return layout
+
+    def follow(self, keys: frozenset[str] | None, store_client: bool) -> None:
+        """The owner's settings for what comes next: only ``keys`` may get new columns
+        (None: any key), and whether the client's address and user agent are kept."""
+        self.store_client = store_client
+        if keys != self.column_keys:
+            self.column_keys = keys
+            self._layouts = {}
 
     def write(self, records: list[Record], rejects: list[Reject]) -> WriteResult:
         """Load one batch in one transaction; already-loaded request ids are skipped.
@@ -194,7 +221,12 @@ class ProjectDatabase:
                 layout = layouts.get(keys) or self._new_layout(keys, result)
                 if layout.dropped:
                     result.keys_without_column += layout.dropped
-                values = (*_request_values(record.request), record.kind, record.body, *layout.pick(fields))
+                values = (
+                    *_request_values(record.request, self.store_client),
+                    record.kind,
+                    record.body,
+                    *layout.pick(fields),
+                )
                 if run and (record.files or layout.columns != run_columns):
                     result.stored += self._insert_rows(run_columns, run)
                     run = []
@@ -209,7 +241,9 @@ class ProjectDatabase:
                 conn.execute("DELETE FROM records WHERE _id = ?", (floor,))
             by_code: dict[str, list[tuple]] = {}
             for r in rejects:
-                by_code.setdefault(r.code, []).append((*_request_values(r.request), r.reason, r.body))
+                by_code.setdefault(r.code, []).append(
+                    (*_request_values(r.request, self.store_client), r.reason, r.body)
+                )
             for code, reject_rows in by_code.items():
                 before = conn.total_changes
                 conn.executemany(_insert_sql("rejects", _REJECT_INSERT_COLUMNS), reject_rows)
@@ -271,12 +305,14 @@ class ProjectDatabase:
         return floor
 
     def change_settings(self, request: Request, settings: dict[str, object], changed: list[str]) -> bool:
-        """Record a settings change (idempotent, by request id); True when it was new."""
+        """Record a settings change (idempotent, by request id); True when it was new. Who made
+        it (address, user agent) is kept only when the settings keep clients' (``store_client``)."""
+        keep_client = bool(settings.get("store_client"))
         row = (
             request.request_id,
             iso_time(request.received),
-            request.remote_addr,
-            request.user_agent,
+            request.remote_addr if keep_client else None,
+            request.user_agent if keep_client else None,
             settings["owner"],
             settings["description"],
             settings["type"],
@@ -286,14 +322,15 @@ class ProjectDatabase:
             json.dumps(changed),
             settings["write"],
             settings["read"],
+            int(keep_client),
         )
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             before = self.conn.total_changes
             self.conn.execute(
                 "INSERT INTO settings (_request_id, _received, _remote_addr, _user_agent, owner, "
-                "description, type, schema, retention_days, quota_mb, changed, write, read) "
-                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 "
+                "description, type, schema, retention_days, quota_mb, changed, write, read, store_client) "
+                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 "
                 "WHERE NOT EXISTS (SELECT 1 FROM rejects WHERE _request_id = ?1) "
                 "ON CONFLICT (_request_id) DO NOTHING",
                 row,
@@ -360,10 +397,12 @@ class Store:
         open_databases: int,
         cache_mb: int = 2,
         sync_commits: bool = True,
+        max_new_columns_per_post: int = 20,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.max_columns = max_columns
+        self.max_new_columns_per_post = max_new_columns_per_post
         self.open_databases = open_databases
         self.cache_mb = cache_mb
         self.sync_commits = sync_commits
@@ -375,7 +414,13 @@ class Store:
             raise ValueError(f"not a valid project name: {name!r}")
         db = self._open.get(name)
         if db is None:
-            db = ProjectDatabase(self.path(name), self.max_columns, self.cache_mb, self.sync_commits)
+            db = ProjectDatabase(
+                self.path(name),
+                self.max_columns,
+                self.cache_mb,
+                self.sync_commits,
+                self.max_new_columns_per_post,
+            )
             self._open[name] = db
             while len(self._open) > self.open_databases:
                 self._open.popitem(last=False)[1].close()
@@ -383,13 +428,22 @@ class Store:
             self._open.move_to_end(name)
         return db
 
-    def write(self, project: str, records: list[Record], rejects: list[Reject]) -> WriteResult:
-        """Load one project's share of a batch.
+    def write(
+        self,
+        project: str,
+        records: list[Record],
+        rejects: list[Reject],
+        column_keys: frozenset[str] | None = None,
+        store_client: bool = False,
+    ) -> WriteResult:
+        """Load one project's share of a batch; only ``column_keys`` (if given: the keys of
+        the owner's schema) may become new columns.
 
         If the batch fails, the project's database is closed, so the next write
         starts on a fresh connection (whatever state the failure left behind).
         """
         db = self.project(project)
+        db.follow(column_keys, store_client)
         try:
             return db.write(records, rejects)
         except BaseException:
@@ -439,4 +493,5 @@ def for_config(config: Config, data_dir: Path | None = None, sync_commits: bool 
         config["ingest.open_databases"],
         config["ingest.cache_mb"],
         sync_commits,
+        config["ingest.max_new_columns_per_post"],
     )

@@ -74,6 +74,7 @@ SETTINGS_COLUMNS: dict[str, str] = {
     "changed": "TEXT",
     "write": "TEXT",
     "read": "TEXT",
+    "store_client": "INTEGER",
 }
 _POLICY_COLUMNS = ("write", "read")
 """Settings columns added with keys: NULL (the default policy) in rows from before."""
@@ -169,13 +170,15 @@ def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> s
             SETTINGS_COLUMNS,
             pk="_id",
             not_null=set(SETTINGS_COLUMNS)
-            - {"_id", "_remote_addr", "_user_agent", "schema", *_POLICY_COLUMNS},
+            - {"_id", "_remote_addr", "_user_agent", "schema", "store_client", *_POLICY_COLUMNS},
             if_not_exists=True,
         )
         existing = {row[1] for row in conn.execute("PRAGMA table_info(settings)")}
-        for column in _POLICY_COLUMNS:
+        for column in _POLICY_COLUMNS:  # a database made before keys
             if column not in existing:
                 conn.execute(f"ALTER TABLE settings ADD COLUMN {quote(column)} TEXT")
+        if "store_client" not in existing:  # a database made before the setting
+            conn.execute("ALTER TABLE settings ADD COLUMN store_client INTEGER")
         db["expiry"].create(EXPIRY_COLUMNS, pk="_id", not_null={"at", "cutoff"}, if_not_exists=True)
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_settings_request_id" ON settings (_request_id)')
         conn.execute('CREATE UNIQUE INDEX IF NOT EXISTS "idx_records_request_id" ON records (_request_id)')
@@ -192,7 +195,8 @@ def read_settings(conn: sqlite3.Connection) -> Settings | None:
     try:
         row = conn.execute(
             "SELECT owner, description, type, schema, retention_days, quota_mb, "
-            "coalesce(write, 'open'), coalesce(read, 'public') FROM settings ORDER BY _id DESC LIMIT 1"
+            "coalesce(write, 'open'), coalesce(read, 'public'), store_client "
+            "FROM settings ORDER BY _id DESC LIMIT 1"
         ).fetchone()
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
@@ -200,7 +204,9 @@ def read_settings(conn: sqlite3.Connection) -> Settings | None:
         raise
     if row is None:
         return None
-    owner, description, type_, schema, retention_days, quota_mb, write, read = row
+    owner, description, type_, schema, retention_days, quota_mb, write, read, store_client = row
     schema = None if schema is None else json.loads(schema)
     quota_mb = int(quota_mb) if float(quota_mb).is_integer() else quota_mb
-    return Settings(owner, description or "", type_, schema, retention_days, quota_mb, write, read)
+    return Settings(
+        owner, description or "", type_, schema, retention_days, quota_mb, write, read, bool(store_client)
+    )

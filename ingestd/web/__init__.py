@@ -36,12 +36,19 @@ from datasette.utils.asgi import Response
 from . import apex, keys_api, livetail, pages, request_status, settings_api, streams
 from .databases import sync_databases
 from .errors import json_error_page
+from .guard import bound_connection
+from .site import site
 from .tableview import default_view
 
 
 @hookimpl
 def startup(datasette) -> None:
     sync_databases(datasette)
+
+
+@hookimpl
+def prepare_connection(conn, database, datasette) -> None:
+    bound_connection(conn, site(datasette).max_value_bytes)
 
 
 @hookimpl

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 NAME_PATTERN = PROJECT_NAME_RE.pattern.removeprefix("^").removesuffix("$").replace("0-9-]", "0-9\\-]")
 """The project-name rule for the form's ``pattern`` (browsers compile it with the ``v`` flag,
 where a literal ``-`` in a class must be escaped)."""
+PAGE_SIZE = 100
+"""Projects shown per page of the apex: a host with thousands stays one quick page."""
 EXAMPLE_CHANGE = {"owner": "ann@example.com", "description": "checkout clicks, for the UX study"}
 
 
@@ -48,8 +50,27 @@ def _rows(config: Site, request: Request) -> tuple[list[dict], list[dict]]:
     return projects, waiting
 
 
+def _page_of(projects: list[dict], request: Request) -> dict:
+    """The projects whose name contains ``?q=``, ``PAGE_SIZE`` at a time (``?page=N``)."""
+    query = request.args.get("q", "").strip().lower()
+    matching = [p for p in projects if query in p["project"]] if query else projects
+    pages = max(1, -(-len(matching) // PAGE_SIZE))
+    try:
+        page = min(max(1, int(request.args.get("page") or 1)), pages)
+    except ValueError:
+        page = 1
+    return {
+        "projects": matching[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
+        "total": len(projects),
+        "matching": len(matching),
+        "query": query,
+        "page": page,
+        "pages": pages,
+    }
+
+
 async def apex_page(datasette: Datasette, request: Request) -> Response:
-    """The apex page: projects, the holding area, how to create a project."""
+    """The apex page: projects (searched and paged), the holding area, how to create a project."""
     config = site(datasette)
     projects, waiting = await asyncio.to_thread(_rows, config, request)
     defaults = config.defaults
@@ -59,7 +80,7 @@ async def apex_page(datasette: Datasette, request: Request) -> Response:
         "quota_mb": defaults.quota_mb,
     }
     context = {
-        "projects": projects,
+        **_page_of(projects, request),
         "waiting": waiting,
         "config": config,
         "types": TYPES,

@@ -78,7 +78,7 @@ def summary(db_path: Path, url: str, defaults: Settings, held: int = 0) -> dict[
     settings = found.pop("settings") or defaults
     return {
         **found,
-        "owner": settings.owner,
+        "owner": public_owner(settings.owner),
         "description": settings.description,
         "type": settings.type,
         "retention_days": settings.retention_days,
@@ -94,6 +94,12 @@ def listed(entry: dict[str, object]) -> dict[str, object]:
     if entry.get("read") != "private":
         return entry
     return {"project": entry["project"], "url": entry["url"], "owner": entry["owner"], "private": True}
+
+
+def public_owner(owner: str) -> str:
+    """The owner as the project lists show it: an email address is never listed (it says
+    ``claimed``); a project's own settings page still names its owner."""
+    return "claimed" if "@" in owner else owner
 
 
 def summaries(config: Site, request: Request) -> list[dict[str, object]]:

@@ -10,15 +10,17 @@ The tail starts at the project's current end, or right after record N when
 the request has ``Last-Event-ID: N`` (what a browser's EventSource sends when
 it reconnects) or ``?after=N``; the header wins, being the newer of the two.
 ``_id`` is gapless and only grows, so resuming after the last id seen misses
-nothing and repeats nothing. A project that does not exist yet is waited for:
-its first record is the first event.
+nothing and repeats nothing. A project that does not exist is a 404: a tail
+cannot hold a connection open for a name nobody posts to.
 
-Polling costs next to nothing while a project is idle: every POLL_SECONDS the
-tail ``stat``s the database and its WAL (no thread, no SQL) and queries only
-while they are changing. A commit grows or rewrites the WAL a few
+Watching costs next to nothing while a project is idle, however many tails it
+has: one watch per project (:class:`_Watch`, a task that ends with its last
+tail) ``stat``s the database and its WAL every POLL_SECONDS (no thread, no
+SQL) and wakes its tails only while they are changing; each tail then queries
+from where it is. A commit grows or rewrites the WAL a few
 milliseconds before readers can see it (the fsync comes in between), so
-after each change the tail keeps querying for SETTLE_SECONDS; and it queries
-every RECHECK_SECONDS regardless, since a commit that rewrites a reset WAL
+after each change the watch keeps waking the tails for SETTLE_SECONDS; and it
+wakes them every RECHECK_SECONDS regardless, since a commit that rewrites a reset WAL
 within one clock tick of the last one can leave size and mtime unchanged.
 A comment every KEEPALIVE_SECONDS keeps idle proxies from closing the
 stream. The tail ends when the client disconnects or Datasette is asked to
@@ -136,16 +138,64 @@ class _Project:
             return 0
 
 
-async def _follow(project: _Project, after: int, send: Send, gone: asyncio.Task) -> None:
+class _Watch:
+    """The one watch of a project's files, shared by all its open tails.
+
+    Every POLL_SECONDS it stats the files; when the tails should query (the files
+    changed, are settling, or a recheck is due) or the server is stopping, it
+    resolves ``woken`` and puts a new future in its place. It ends when its last
+    tail leaves.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tails = 0
+        self.woken: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task | None = None
+
+    def wake(self) -> None:
+        self.woken.set_result(None)
+        self.woken = asyncio.get_running_loop().create_future()
+
+    async def run(self) -> None:
+        seen, changed, checked = None, 0.0, 0.0
+        while self.tails and not server_stopping():
+            now = time.monotonic()
+            signature = file_signature(self.path)
+            if signature != seen:
+                seen, changed = signature, now
+            if now - changed < SETTLE_SECONDS or now - checked >= RECHECK_SECONDS:
+                checked = now
+                self.wake()
+            await asyncio.sleep(POLL_SECONDS)
+        self.wake()
+
+
+_WATCHES: dict[tuple[asyncio.AbstractEventLoop, Path], _Watch] = {}
+
+
+def _join_watch(path: Path, name: str) -> _Watch:
+    """The project's watch, started for its first tail."""
+    key = (asyncio.get_running_loop(), path)
+    watch = _WATCHES.get(key)
+    if watch is None or watch.task is None or watch.task.done():
+        watch = _WATCHES[key] = _Watch(path)
+        watch.tails = 1
+        watch.task = asyncio.get_running_loop().create_task(watch.run(), name=f"smalltable-watch:{name}")
+        watch.task.add_done_callback(
+            lambda _: _WATCHES.pop(key, None) if _WATCHES.get(key) is watch else None
+        )
+    else:
+        watch.tails += 1
+    return watch
+
+
+async def _follow(project: _Project, watch: _Watch, after: int, send: Send, gone: asyncio.Task) -> None:
     """Send each record after ``after`` as it is loaded, until the client or the server goes."""
-    seen, changed, checked, written, more = None, 0.0, 0.0, time.monotonic(), True
+    written, more, query = time.monotonic(), True, True
     while not gone.done() and not server_stopping():
         now = time.monotonic()
-        signature = file_signature(project.path)
-        if signature != seen:
-            seen, changed = signature, now
-        if more or now - changed < SETTLE_SECONDS or now - checked >= RECHECK_SECONDS:
-            checked = now
+        if more or query:
             events, after, more = await project.events_after(after)
             if events:
                 await send_body(send, events)
@@ -155,7 +205,10 @@ async def _follow(project: _Project, after: int, send: Send, gone: asyncio.Task)
         if now - written >= KEEPALIVE_SECONDS:
             await send_body(send, b": keepalive\n\n")
             written = now
-        await asyncio.wait({gone}, timeout=POLL_SECONDS)
+        woken = watch.woken
+        timeout = KEEPALIVE_SECONDS - (time.monotonic() - written)
+        await asyncio.wait({gone, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        query = woken.done()
     if not gone.done():
         await send_body(send, b": the server is restarting: resume with Last-Event-ID: %d\n\n" % after)
         await send_body(send, b"", more=False)
@@ -171,22 +224,32 @@ async def tail_view(datasette: Datasette, request: Request, send: Send) -> Respo
     directory = site(datasette).data_dir
     if directory is None:
         return json_error(404, "this Datasette has no SmallTable data directory configured")
+    path = directory / f"{name}.db"
+    if not path.exists():
+        return json_error(
+            404,
+            f"no project {name!r}",
+            project=name,
+            fix="post to it first: a tail follows a project that exists",
+        )
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
     if request.method == "HEAD":
         return Response("", headers=headers, content_type=EVENT_STREAM)
-    project = _Project(datasette, name, directory / f"{name}.db")
+    project = _Project(datasette, name, path)
     asyncio.current_task().set_name(f"smalltable-tail:{name}")  # shows in /-/threads.json while open
+    watch = _join_watch(path, name)
     gone = watch_disconnect(request.receive)
     try:
         await start_response(send, EVENT_STREAM, headers)
         if after is None:
             after = await project.last_id()
         await send_body(send, b": %s: records after %d, as they are loaded\n\n" % (name.encode(), after))
-        await _follow(project, after, send, gone)
+        await _follow(project, watch, after, send, gone)
     except Exception:
         log.exception("tail of %s failed", name)  # the unfinished body tells the client
     finally:
         gone.cancel()
+        watch.tails -= 1
     return None
 
 

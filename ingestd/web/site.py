@@ -4,6 +4,7 @@
 
     {"plugins": {"smalltable": {"data_dir": "…", "domain": "localhost", "port": 8080,
                                 "auto_create": true, "quota_warning": 0.8,
+                                "max_value_bytes": 4194304,
                                 "defaults": {"type": "any", "retention_days": 180, "quota_mb": 100}}}}
 
 Pages link to projects by their public address (``http://demo.localhost:8080/``).
@@ -36,6 +37,7 @@ class Site:
     auto_create: bool
     quota_warning: float
     defaults: Settings
+    max_value_bytes: int
 
 
 def site(datasette: Datasette) -> Site:
@@ -51,6 +53,7 @@ def site(datasette: Datasette) -> Site:
         defaults=default_settings(
             defaults.get("type"), defaults.get("retention_days"), defaults.get("quota_mb")
         ),
+        max_value_bytes=int(config.get("max_value_bytes") or _default("datasette.max_value_bytes")),
     )
 
 
