@@ -37,6 +37,12 @@ def lines_of(stream) -> queue.Queue:
     return got
 
 
+def answers(done: subprocess.CompletedProcess) -> list[dict]:
+    """The JSON lines ``post`` printed, without its ``# …`` remarks (a "did you mean" shows
+    when another test's project has a close name)."""
+    return [json.loads(line) for line in done.stdout.splitlines() if not line.startswith(b"#")]
+
+
 def url(stack, project: str, path: str = "/") -> str:
     return f"http://{project}.localhost:{stack.port}{path}"
 
@@ -44,7 +50,7 @@ def url(stack, project: str, path: str = "/") -> str:
 def test_post_from_stdin_waits_for_the_record_and_exits_0(stack, project):
     done = smalltable("post", url(stack, project, "/clicks"), "--wait", stdin=b'{"user": "ann"}')
     assert done.returncode == 0, done.stderr
-    answer, outcome = (json.loads(line) for line in done.stdout.splitlines())
+    answer, outcome = answers(done)
     assert (answer["status"], answer["created"]) == ("accepted", True)
     assert (outcome["status"], outcome["id"]) == ("stored", 1)
     row = stack.wait_row(project, answer["id"])
@@ -56,7 +62,7 @@ def test_post_a_file_takes_its_type_from_its_name(stack, project, tmp_path):
     picture.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     done = smalltable("post", url(stack, project), str(picture), "--wait")
     assert done.returncode == 0, done.stderr
-    row = stack.wait_row(project, json.loads(done.stdout.splitlines()[0])["id"])
+    row = stack.wait_row(project, answers(done)[0]["id"])
     assert row["_content_type"] == "image/png" and row["_size"] == 264
 
 
@@ -65,7 +71,7 @@ def test_post_wait_exits_2_with_the_reason_when_rejected(stack, project):
     done = smalltable("post", url(stack, project), "--type", "application/json", "--wait", stdin=body)
     assert done.returncode == 2
     assert done.stderr.decode().startswith("Error: rejected: malformed JSON")
-    assert json.loads(done.stdout.splitlines()[-1])["status"] == "rejected"
+    assert answers(done)[-1]["status"] == "rejected"
 
 
 def test_post_wait_exits_3_with_the_reason_when_held(stack, project):
@@ -87,7 +93,7 @@ def test_post_to_nothing_listening_is_a_clear_error(tmp_path):
 
 def test_get_a_record_as_json_and_an_export(stack, project):
     done = smalltable("post", url(stack, project), "--wait", stdin=b'{"user": "bob"}')
-    record = json.loads(done.stdout.splitlines()[1])["id"]
+    record = answers(done)[1]["id"]
     got = smalltable("get", url(stack, project, f"/{record}"), "--json")
     assert got.returncode == 0, got.stderr
     assert got.stdout.endswith(b"\n") and json.loads(got.stdout)["user"] == "bob"
