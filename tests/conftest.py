@@ -171,6 +171,14 @@ def with_test_limits(home: Path, extra_args: list[str]) -> list[str]:
     return args
 
 
+def smalltable(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The ``smalltable`` command with ``args``, its output as text (``env``: the whole
+    environment, when given)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ingestd", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
 def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:
     """``smalltable up`` in ``home`` on free ports, again on others if one was taken meanwhile."""
     try:

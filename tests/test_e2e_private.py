@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-import subprocess
-import sys
 
 import httpx
 import pytest
 
-from .conftest import start_stack, stop_stack
+from .conftest import smalltable, start_stack, stop_stack
 from .keyslib import (
     bearer,
     claim,
@@ -182,23 +180,17 @@ def test_replay_applies_the_log_as_it_was_authorised_when_written(stack, project
         assert status(stack, project, refused)["status"] == "rejected"
     rebuilt = tmp_path / "rebuilt"
     keys_before = (stack.home / "state" / "keys.json").read_bytes()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ingestd",
-            "replay",
-            "--config",
-            str(stack.home / "conf" / "smalltable.yaml"),
-            "--project",
-            project,
-            "--data-dir",
-            str(rebuilt),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin"},  # no secret anywhere: replay reads only the log
+    # no secret anywhere: replay reads only the log
+    config = str(stack.home / "conf" / "smalltable.yaml")
+    result = smalltable(
+        "replay",
+        "--config",
+        config,
+        "--project",
+        project,
+        "--data-dir",
+        str(rebuilt),
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 
 import pytest
 
 from ingestd.store.schema import database_bytes
 
-from .conftest import start_stack, stop_stack
+from .conftest import smalltable, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -310,23 +308,8 @@ def test_replay_reproduces_settings_and_what_they_decided(stack, project, tmp_pa
     last = stack.post(project, "text", headers={"Content-Type": "text/plain"})
     assert status(stack, project, last)["status"] == "stored"
     rebuilt = tmp_path / "rebuilt"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ingestd",
-            "replay",
-            "--config",
-            str(stack.home / "conf" / "smalltable.yaml"),
-            "--project",
-            project,
-            "--data-dir",
-            str(rebuilt),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    config = str(stack.home / "conf" / "smalltable.yaml")
+    result = smalltable("replay", "--config", config, "--project", project, "--data-dir", str(rebuilt))
     assert result.returncode == 0, result.stderr
     assert "2 settings changes" in result.stdout
 

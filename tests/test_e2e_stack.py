@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import free_port, start_stack, stop_stack
+from .conftest import free_port, smalltable, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -237,12 +237,6 @@ def test_a_second_up_on_a_running_home_changes_nothing(fresh_stack):
     assert result.returncode == 1
     assert f"{fresh_stack.home} is in use by a running stack" in result.stderr
     assert conf.read_text() == before
-
-
-def smalltable(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestd", *args], capture_output=True, text=True, timeout=60
-    )
 
 
 def test_status_of_a_home_uses_the_ports_up_ran_it_with(stack):

@@ -8,20 +8,13 @@ import json
 import os
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from .conftest import smalltable
 from .daemonlib import DaemonRunner
-
-
-def smalltable(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestd", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 def request_ids(path, table: str = "records") -> list[str]:

@@ -22,6 +22,7 @@ import pytest
 import ingestd.ingest.replay as replay_module
 from ingestd.ingest.replay import Share, plan, route
 
+from .conftest import smalltable
 from .linelib import make_line
 
 
@@ -74,12 +75,6 @@ def digest(data_dir: Path) -> dict[str, str]:
         conn.close()
         out[path.name] = h.hexdigest()
     return out
-
-
-def smalltable(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestd", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture
