@@ -114,7 +114,7 @@ class Session:
 
     def check(self, example: Example) -> None:
         if "X-SmallTable-Quota:" in example.expected:
-            self.wait_quota_map_served()
+            self.wait_quota_map_served(re.search(r"//([a-z0-9-]+)\.localhost", example.command)[1])
         if example.command.startswith("curl -N"):
             actual = self.tail(example)
         else:
@@ -129,13 +129,20 @@ class Session:
         )
         self.learn(example.expected, actual)
 
-    def wait_quota_map_served(self) -> None:
-        """Until nginx's workers started after ingestd last wrote the quota map (and reloaded
-        nginx): a write answered before that would not say how full its project is."""
+    def wait_quota_map_served(self, project: str) -> None:
+        """Until ingestd's quota map names ``project`` and nginx's workers started after it was
+        last written (and nginx reloaded): a write answered before that would not say how full
+        its project is."""
         quota_map = self.stack.home / "state" / "quota.map"
         master = int(next(self.stack.home.rglob("nginx.pid")).read_text())
         deadline = time.monotonic() + SETTLE_SECONDS
-        while not (quota_map.exists() and all_started_after(children(master), quota_map.stat().st_mtime)):
+
+        def served() -> bool:
+            if not quota_map.exists() or not re.search(rf"^{project} ", quota_map.read_text(), re.M):
+                return False
+            return all_started_after(children(master), quota_map.stat().st_mtime)
+
+        while not served():
             assert time.monotonic() < deadline, "nginx did not reload the quota map"
             time.sleep(0.05)
 
