@@ -390,18 +390,19 @@ SETTINGS: dict[str, Setting] = {
     ),
     "tls.key": Setting("", _optional_path, "a file path, or empty", "The certificate's private key (PEM)."),
     "tls.port": Setting(8443, _int_range(1, 65535), "an integer from 1 to 65535", "nginx's HTTPS port."),
-    "systemd.user": Setting(
-        "smalltable",
-        _path,
-        "a user name",
-        "The user the systemd units run ingestd and Datasette as.",
+    "systemd.user": Setting("smalltable", _path, "a user name", "The user the systemd units run as."),
+    "systemd.group": Setting("smalltable", _path, "a group name", "Their group."),
+    "blobs.max_mb": Setting(64, _int_range(1, 4096), "an integer from 1 to 4096", "The largest blob (MiB)."),
+    "blobs.stores": Setting(
+        [{"dir": "blobs/a"}, {"dir": "blobs/b"}],
+        checks.blob_stores,
+        checks.BLOB_STORES_EXPECTED,
+        "Where blobs are kept (docs/blobs.md): directories ({dir: PATH}, relative to home; nginx serves "
+        "downloads from the first with a copy) and S3-compatible buckets ({s3: ENDPOINT, bucket: NAME, "
+        "prefix: TEXT}). S3 credentials come from the environment or the AWS files, never from here.",
     ),
-    "systemd.group": Setting(
-        "smalltable",
-        _path,
-        "a group name",
-        "Their group.",
-    ),
+    "blobs.min_copies": Setting(2, _int_range(1, 10), "an integer from 1 to 10", "Verified copies per blob."),
+    "blobs.replicate_interval": Setting(30, _int_range(1, 86400), "seconds", "How often copies are made."),
 }
 
 

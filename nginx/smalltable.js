@@ -7,6 +7,7 @@
 // Only hashes are ever stored: the key presented is hashed here and looked up in the map
 // (a hash table: its time does not depend on how much of a guess is right).
 import nodecrypto from 'crypto';
+import fs from 'fs';
 
 const KEY = /^stk_[0-9a-f]{32}$/;
 const KEY_IN_URL = /stk_[0-9A-Za-z]{8,}/;
@@ -159,6 +160,11 @@ function decision(r) {
         }
         return refusal;
     }
+    if (path === '/_blobs' && write) {
+        // Blobs (issue 23): an upload needs a write key whatever the write policy.
+        return needs(r, who, WRITE_SCOPES, 'uploading a blob needs a write key of this project',
+            'send a write key ' + AS + ' (the owner makes one: POST /_project/keys)');
+    }
     if (path === '/_project' && (r.method === 'POST' || r.method === 'PUT')) {
         return needs(r, who, ['owner'], 'the project is claimed: changing its settings needs its owner key',
             'send the owner key ' + AS);
@@ -196,4 +202,70 @@ function answer(r) {
     r.return(status, r.variables.smalltable_refusal_body + '\n');
 }
 
-export default { bearerHash, pathProject, decide, answer };
+// ---- Blobs (issue 23; docs/blobs.md) ------------------------------------------------
+// nginx kept the upload's body in a spool file (client_body_in_file_only): its SHA-256 is
+// the blob's id, read here a chunk at a time, so that the answer can hold it. The log line
+// carries the file's name and the hash, never the body; ingestd moves the file into the
+// blob stores in log order.
+const BLOB_CHUNK = 1048576;
+
+function blobHash(path) {
+    const hash = nodecrypto.createHash('sha256');
+    const buffer = Buffer.alloc(BLOB_CHUNK);
+    const fd = fs.openSync(path, 'r');
+    let size = 0;
+    try {
+        for (;;) {
+            const got = fs.readSync(fd, buffer, 0, BLOB_CHUNK, size);
+            if (got <= 0) {
+                break;
+            }
+            hash.update(got === BLOB_CHUNK ? buffer : buffer.subarray(0, got));
+            size += got;
+        }
+    } finally {
+        fs.closeSync(fd);
+    }
+    return { hex: hash.digest('hex'), size: size };
+}
+
+function json(r, status, body) {
+    r.headersOut['Content-Type'] = 'application/json';
+    r.return(status, JSON.stringify(body) + '\n');
+}
+
+// js_content of POST /_blobs: hash the spooled body, answer with the id.
+function blobUpload(r) {
+    const path = r.variables.request_body_file;
+    if (!path) {
+        return json(r, 400, { error: 'an empty upload: a blob needs a body',
+            fix: 'send the file as the body: curl --data-binary @FILE -H "Authorization: Bearer stk_..." ' +
+                 'https://PROJECT.DOMAIN/_blobs' });
+    }
+    const blob = blobHash(path);
+    r.variables.smalltable_blob = blob.hex;
+    r.variables.smalltable_blob_size = String(blob.size);
+    const id = 'sha256-' + blob.hex;
+    const url = r.variables.smalltable_scheme + '://' + r.variables.host + r.variables.smalltable_port_suffix +
+        '/_blobs/' + id;
+    r.headersOut['Location'] = url;
+    json(r, 200, { id: id, size: blob.size, status: 'OK', url: url, request_id: r.variables.smalltable_id });
+}
+
+// js_set $smalltable_blob_type: the Content-Type a download is served with, from the
+// ".type" file beside the first local copy (nginx/smalltable.conf.j2 lists the stores).
+function blobType(r) {
+    const id = r.variables.smalltable_blob_id;
+    const dirs = (r.variables.smalltable_blob_dirs || '').split(' ');
+    for (let i = 0; i < dirs.length; i++) {
+        try {
+            const type = fs.readFileSync(dirs[i] + '/' + id.slice(7, 9) + '/' + id + '.type', 'utf8');
+            return type || 'application/octet-stream';
+        } catch (e) {
+            // not in this store: the next
+        }
+    }
+    return 'application/octet-stream';
+}
+
+export default { bearerHash, pathProject, decide, answer, blobUpload, blobType };

@@ -68,6 +68,10 @@ DEFAULTS = {
     "tls.port": 8443,
     "systemd.user": "smalltable",
     "systemd.group": "smalltable",
+    "blobs.max_mb": 64,
+    "blobs.stores": [{"dir": "blobs/a"}, {"dir": "blobs/b"}],
+    "blobs.min_copies": 2,
+    "blobs.replicate_interval": 30,
 }
 
 
@@ -343,3 +347,20 @@ def test_defaults_yaml_documents_every_setting():
     for setting in SETTINGS.values():
         assert f"# {setting.doc}\n" in text
     assert text.endswith("\n")
+
+
+@pytest.mark.parametrize(
+    "stores",
+    [
+        [],
+        [{"dir": ""}],
+        [{"s3": "http://127.0.0.1:8333"}],
+        [{"s3": "http://127.0.0.1:8333", "bucket": "b", "secret_access_key": "x"}],
+        "blobs/a",
+    ],
+)
+def test_blob_stores_are_directories_or_buckets_and_never_hold_credentials(tmp_path, stores):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"blobs": {"stores": stores}}))
+    with pytest.raises(ConfigError, match="blobs.stores.*no credentials here"):
+        load_config(path)

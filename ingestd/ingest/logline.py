@@ -67,6 +67,9 @@ class _Fields(msgspec.Struct, gc=False):
     key: str = ""
     mint: str = ""
     keyhash: str = ""
+    blob: str = ""
+    file: str = ""
+    filename: str = ""
 
 
 _decode_fields = msgspec.json.Decoder(_Fields).decode
@@ -108,6 +111,9 @@ def parse_line(line: bytes) -> Request:
                 f.key,
                 f.mint,
                 f.keyhash,
+                f.blob,
+                f.file,
+                f.filename,
             )
     except (msgspec.DecodeError, ValueError):
         pass
@@ -134,6 +140,9 @@ def _request(
     key: str = "",
     mint: str = "",
     presented: str = "",
+    blob: str = "",
+    blob_file: str = "",
+    filename: str = "",
 ) -> Request:
     """A :class:`Request` from a line's checked fields: headers back to text, the body to bytes."""
     return Request(
@@ -150,6 +159,9 @@ def _request(
         key,
         mint,
         presented,
+        blob,
+        blob_file,
+        _text(filename),
     )
 
 
@@ -194,6 +206,9 @@ def _parse_checked(line: bytes) -> Request:
             fields.get("key", ""),
             fields.get("mint", ""),
             fields.get("keyhash", ""),
+            fields.get("blob", ""),
+            fields.get("file", ""),
+            fields.get("filename", ""),
         )
     except KeyError as exc:
         raise LineError(f"missing field {exc.args[0]!r}") from None

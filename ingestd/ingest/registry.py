@@ -34,6 +34,7 @@ from ..model.project import (
 )
 from ..model.record import Record, Reject
 from ..model.request import Request
+from ..store.blobs import stores_from
 from ..store.database import Store, WriteResult
 from ..store.holding import Held, Holding
 from ..store.keys import Key, KeyStore, record_change
@@ -42,6 +43,7 @@ from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
 from ..support.timefmt import iso_time
 from . import grace
+from .blobs import BlobIntake, is_upload
 from .keychange import (
     KEYS_PATH,
     RESET_PATH,
@@ -105,8 +107,10 @@ class Registry:
         release_batch: int = 10000,
         keys: KeyStore | None = None,
         grace_seconds: float = 86400.0,
+        blobs: BlobIntake | None = None,
     ) -> None:
         self.grace_seconds = grace_seconds
+        self.blobs = blobs
         self.store = store
         self.keys = keys
         self.holding = holding
@@ -177,6 +181,10 @@ class Registry:
             if is_keys_write(request.method, request.uri):
                 flush()
                 self._change_keys(project, request, state, out)
+                continue
+            if is_upload(request) and (state.exists or self.auto_create):
+                flush()
+                self._take_blob(project, request, state, out)
                 continue
             if not state.exists and not self.auto_create:
                 holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))
@@ -281,6 +289,15 @@ class Registry:
         if self.keys is not None:
             waits = [grace.announcement(change, due_at) for _, _, due_at, change in pending(conn)]
             self.keys.set_pending(project, "; ".join(waits))
+
+    def _take_blob(self, project: str, request: Request, state: _State, out: Outcome) -> None:
+        """Apply one blob upload (ingest/blobs.py), or keep it as a reject saying why not."""
+        conn = self.store.project(project).conn
+        reject = self.blobs.take(conn, request, state.settings.read == "public") if self.blobs else None
+        if reject is not None:
+            out.write.add(self.store.write(project, [], [reject]))
+        state.exists = True
+        self._measure(project, state)
 
     # -- keys --------------------------------------------------------------
 
@@ -411,6 +428,9 @@ def for_config(config: Config, store: Store, holding: Holding, keys: KeyStore | 
         config["ingest.batch_lines"],
         keys,
         config["projects.grace_hours"] * 3600,
+        BlobIntake(
+            stores_from(config["blobs.stores"], config.home), config.path("state_dir") / "blobs-public"
+        ),
     )
 
 

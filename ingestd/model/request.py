@@ -33,6 +33,12 @@ class Request(msgspec.Struct, frozen=True, gc=False):
     """The SHA-256 of a key nginx made for this write's answer (a claim, a new key); "" for none."""
     presented: str = ""
     """The SHA-256 of a key sent with a settings write nginx could not decide (no owner yet)."""
+    blob: str = ""
+    """A blob upload (``POST /_blobs``): the SHA-256 (hex) nginx computed of its body; "" otherwise."""
+    blob_file: str = ""
+    """A blob upload: the spool file nginx kept its body in (the body is not in the line)."""
+    filename: str = ""
+    """A blob upload: its ``X-Filename`` header, if any."""
 
     @property
     def path(self) -> str:

@@ -33,6 +33,7 @@ import yaml
 
 from ..config import Config
 from ..model.project import RESERVED_NAMES
+from ..store.blobs import local_stores, stores_from
 from ..support.programs import find_njs_module, find_program
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +70,19 @@ def _listen(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+def blob_context(config: Config) -> dict:
+    """What the blob locations need: the limit, the spool, the local stores nginx serves from."""
+    return {
+        "blob_max_mb": config["blobs.max_mb"],
+        "blob_max_bytes": config["blobs.max_mb"] * 1048576,
+        "blob_spool_dir": config.path("run_dir") / "blob-spool",
+        "blob_public_dir": config.path("state_dir") / "blobs-public",
+        "blob_dirs": [
+            store.directory for store in local_stores(stores_from(config["blobs.stores"], config.home))
+        ],
+    }
+
+
 def context(config: Config, conf_dir: Path) -> dict:
     """The values the templates are rendered with."""
     return {
@@ -96,6 +110,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "max_projects": config["projects.max_projects"],
         "max_data_mb": config["projects.max_data_mb"],
         "max_body_bytes": config["nginx.max_body_bytes"],
+        **blob_context(config),
         "reserved_names": sorted(RESERVED_NAMES),
         "home": config.home,
         "conf_dir": conf_dir,

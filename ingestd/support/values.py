@@ -98,6 +98,25 @@ def optional_path(value: Any) -> str:
     return value
 
 
+BLOB_STORES_EXPECTED = (
+    "a non-empty list of stores, each {dir: PATH} or {s3: ENDPOINT, bucket: NAME} (and optionally prefix, "
+    "region); no credentials here: S3 keys come from the environment or the AWS files"
+)
+_S3_KEYS = {"s3", "bucket", "prefix", "region"}
+
+
+def blob_stores(value: Any) -> list[dict]:
+    """``blobs.stores``: directories and buckets, never a credential."""
+    if not isinstance(value, list) or not value:
+        raise ValueError("not a list")
+    for store in value:
+        if not isinstance(store, dict) or not all(isinstance(v, str) and v for v in store.values()):
+            raise ValueError("not a mapping of strings")
+        if set(store) != {"dir"} and not ({"s3", "bucket"} <= set(store) <= _S3_KEYS):
+            raise ValueError("neither a directory nor a bucket")
+    return value
+
+
 def flatten(data: dict, known: Collection[str], prefix: str = "") -> dict[str, Any]:
     """Nested sections to dotted keys: ``{"nginx": {"port": 80}}`` → ``{"nginx.port": 80}``.
 
