@@ -365,3 +365,40 @@ def keys_list(config_file, home, project) -> None:
     for k in listed:
         expires = "never" if k.expires is None else iso_time(k.expires)
         click.echo(f"{k.key_id:<14}{k.scope:<12}{iso_time(k.created):<26}{expires:<26}{k.label}")
+
+
+@cli.group()
+def blobs() -> None:
+    """Blob copies on the stores, for the operator on the host (docs/blobs.md)."""
+
+
+def _blob_pass(config_file, home, run) -> None:
+    import json
+
+    from .ops.replicate import figures_dict, for_config
+
+    replicator = for_config(_config(config_file, home=home))
+    try:
+        figures = run(replicator)
+    finally:
+        replicator.close()
+    click.echo(json.dumps(figures_dict(figures), indent=1))
+    if figures.under_replicated:
+        raise click.ClickException(f"{figures.under_replicated} blobs are on fewer stores than wanted")
+
+
+@blobs.command("replicate")
+@config_option
+@home_option
+@click.option("--min-copies", type=click.IntRange(1, 10), help="Copies to make [default: blobs.min_copies].")
+def blobs_replicate(config_file, home, min_copies) -> None:
+    """Copy every blob to stores without one until it has enough verified copies."""
+    _blob_pass(config_file, home, lambda r: r.replicate(min_copies))
+
+
+@blobs.command("verify")
+@config_option
+@home_option
+def blobs_verify(config_file, home) -> None:
+    """Re-read every copy on every store; report, drop and remake missing or corrupt ones."""
+    _blob_pass(config_file, home, lambda r: r.verify())

@@ -303,6 +303,8 @@ def run_daemon(config: Config) -> None:
     """What ``smalltable ingest`` runs: metrics server, signals, loop."""
     from prometheus_client import REGISTRY, start_http_server
 
+    from .ops import replicate
+    from .ops.blobmetrics import BlobFigures
     from .ops.metrics import ScrapeTime
 
     lower_priority(config["ingest.nice"])
@@ -323,5 +325,7 @@ def run_daemon(config: Config) -> None:
             {"logs": config.path("log_dir"), "data": config.path("data_dir")},
         )
     )
+    REGISTRY.register(BlobFigures(config.path("state_dir") / "blobs.json"))
+    replicate.run_in_background(config, daemon.stopping)  # blobs (issue 23): copies kept on min_copies stores
     install_signal_handlers(daemon)
     daemon.run()

@@ -362,5 +362,5 @@ def test_defaults_yaml_documents_every_setting():
 def test_blob_stores_are_directories_or_buckets_and_never_hold_credentials(tmp_path, stores):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"blobs": {"stores": stores}}))
-    with pytest.raises(ConfigError, match="blobs.stores.*no credentials here"):
+    with pytest.raises(ConfigError, match=r"blobs\.stores.*no credentials here"):
         load_config(path)

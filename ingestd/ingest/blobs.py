@@ -54,6 +54,7 @@ class BlobIntake:
         spool = Path(request.blob_file) if request.blob_file else None
         # Only the local stores are looked at here: a slow or dead S3 must not slow intake.
         held = [s for s in (self.local or self.stores) if _holds(s, blob_id, size)]
+        copied = False
         if not held:
             if spool is None or not spool.exists():
                 reason = (
@@ -65,6 +66,7 @@ class BlobIntake:
                 reason = f"the spooled body {spool} is not the logged {blob_id} of {size} bytes"
                 return Reject(request, reason, b"", "body_not_captured")
             held = [self._put(blob_id, spool, size, request.content_type)]
+            copied = True
         if public and self.public_dir is not None:
             self.public_dir.mkdir(parents=True, exist_ok=True)
             (self.public_dir / blob_id).touch()
@@ -78,7 +80,7 @@ class BlobIntake:
             "request_id": request.request_id,
         }
         add_blob(conn, row)
-        if spool is not None:
+        if spool is not None and _is_spool_of(spool, blob_id, size, copied):
             spool.unlink(missing_ok=True)
         return None
 
@@ -99,4 +101,19 @@ def _holds(store: Store, blob_id: str, size: int) -> bool:
     try:
         return store.check(blob_id, size, full=False) == "ok"
     except StoreError:
+        return False
+
+
+def _is_spool_of(spool: Path, blob_id: str, size: int, copied: bool) -> bool:
+    """True when ``spool`` holds this upload's body and may go.
+
+    nginx reuses spool file names once they are free: a line applied again (after a
+    crash, before its checkpoint moved) may name a file that is now a newer upload's,
+    which must stay until its own line. So a file not just copied is removed only if
+    it is these very bytes."""
+    if copied:
+        return True
+    try:
+        return spool.stat().st_size == size and hash_file(spool) == (blob_id, size)
+    except OSError:
         return False

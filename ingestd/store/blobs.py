@@ -76,21 +76,23 @@ class LocalStore:
     def put(self, blob_id: str, source: Path, size: int, content_type: str | None) -> None:
         """Copy ``source`` in (temp file, fsync, read back and checked, rename), with its type."""
         target = self.path(blob_id)
+        temp = target.with_name(f".{blob_id}.{os.getpid()}.tmp")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             _durable_write(target.with_name(blob_id + ".type"), (content_type or "").encode())
-            temp = target.with_name(f".{blob_id}.{os.getpid()}.tmp")
             with source.open("rb") as src, temp.open("wb") as out:
                 while data := src.read(_CHUNK):
                     out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
             if hash_file(temp) != (blob_id, size):
-                temp.unlink()
                 raise StoreError(f"{self.name}: the copy of {blob_id} read back wrong (its source changed?)")
             os.replace(temp, target)
             _sync_dir(target.parent)
         except OSError as exc:
+            temp.unlink(missing_ok=True)  # a full disk keeps no half copy
+            if isinstance(exc, StoreError):
+                raise
             raise StoreError(f"{self.name}: cannot write {blob_id}: {exc.strerror or exc}") from None
 
     def check(self, blob_id: str, size: int, full: bool = True) -> str:
