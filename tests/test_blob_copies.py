@@ -19,6 +19,7 @@ from ingestd.store.blobtable import add_blob
 from ingestd.store.schema import open_database
 from ingestd.support.s3 import Bucket
 
+from .conftest import smalltable
 from .s3lib import BUCKET, credentials_env
 from .test_faults import require_root
 
@@ -119,3 +120,32 @@ def test_a_dead_s3_store_leaves_the_blob_under_replicated_and_the_pass_quick(tmp
     assert time.monotonic() - started < 20
     assert figures.under_replicated == 1 and figures.copied == 0 and figures.failures
     assert copies_of(tmp_path, blob_id) == 1
+
+
+def test_the_blobs_commands_replicate_and_verify_a_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    a, b = LocalStore(home / "blobs" / "a"), LocalStore(home / "blobs" / "b")  # the default stores
+    blob_id = blob_in(home, a, b"a file")
+    once = smalltable("blobs", "replicate", "--home", str(home), "--min-copies", "1")
+    assert once.returncode == 0 and json.loads(once.stdout)["copied"] == 0, once.stdout + once.stderr
+    twice = smalltable("blobs", "replicate", "--home", str(home))  # blobs.min_copies: 2
+    assert twice.returncode == 0 and json.loads(twice.stdout)["copied"] == 1
+    assert b.path(blob_id).read_bytes() == b"a file"
+    b.path(blob_id).write_bytes(b"a fil3")
+    checked = smalltable("blobs", "verify", "--home", str(home))
+    assert checked.returncode == 0, checked.stderr
+    assert json.loads(checked.stdout) | {"finished": 0} == {
+        "blobs": 1,
+        "bytes": 6,
+        "under_replicated": 0,
+        "copied": 1,
+        "dropped": 1,
+        "failures": [],
+        "finished": 0,
+    }
+    assert b.path(blob_id).read_bytes() == b"a file"
+    a.remove(blob_id)
+    b.remove(blob_id)
+    lost = smalltable("blobs", "verify", "--home", str(home))
+    assert lost.returncode == 1 and "1 blobs are on fewer stores than wanted" in lost.stderr

@@ -196,8 +196,8 @@ class Replicator:
             "under_replicated": figures.under_replicated,
             "min_copies": self.min_copies,
             "last_replicate": figures.finished,
-            "last_verify": figures.finished if verify else previous.get("last_verify"),
-            "last_verify_dropped": figures.dropped if verify else previous.get("last_verify_dropped"),
+            "last_verify": figures.finished if verify else previous.get("last_verify", 0),
+            "last_verify_dropped": figures.dropped if verify else previous.get("last_verify_dropped", 0),
         }
         temp = path.with_name(".blobs.json.tmp")
         temp.write_text(json.dumps(saved))
@@ -257,7 +257,7 @@ def for_config(config: Config) -> Replicator:
 
 
 def run_in_background(config: Config, stopping: threading.Event) -> threading.Thread:
-    """The daemon's replicator: a pass every ``blobs.replicate_interval`` until ``stopping``.
+    """The daemon's replicator: a pass at start, then every ``blobs.replicate_interval``, until ``stopping``.
 
     It runs beside the ingest loop (its own connections; a pass that fails is logged and
     tried again), so a slow or dead store never delays loading."""
@@ -265,11 +265,12 @@ def run_in_background(config: Config, stopping: threading.Event) -> threading.Th
     def loop() -> None:
         replicator = for_config(config)
         try:
-            while not stopping.wait(config["blobs.replicate_interval"]):
+            while not stopping.is_set():
                 try:
                     figures = replicator.replicate()
                 except (OSError, sqlite3.Error) as exc:
                     log.error("blob replication pass failed: %s; trying again next pass", exc)
+                    stopping.wait(config["blobs.replicate_interval"])
                     continue
                 if figures.copied or figures.under_replicated:
                     log.info(
@@ -278,6 +279,7 @@ def run_in_background(config: Config, stopping: threading.Event) -> threading.Th
                         figures.under_replicated,
                         f" ({figures.failures[0]})" if figures.failures else "",
                     )
+                stopping.wait(config["blobs.replicate_interval"])
         finally:
             replicator.close()
 
