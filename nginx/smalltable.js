@@ -268,4 +268,34 @@ function blobType(r) {
     return 'application/octet-stream';
 }
 
-export default { bearerHash, pathProject, decide, answer, blobUpload, blobType };
+// js_set $smalltable_s3_auth: AWS Signature V4 of a download nginx fetches from the S3
+// store when no local store has a copy (the location sets the path, host and region).
+// The keys come from nginx's environment (env AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+// in nginx.conf), never from a file SmallTable writes; "" without them (S3 then refuses).
+function hmac(key, data) {
+    return nodecrypto.createHmac('sha256', key).update(data).digest();
+}
+
+function s3Auth(r) {
+    const access = process.env.AWS_ACCESS_KEY_ID;
+    const secret = process.env.AWS_SECRET_ACCESS_KEY;
+    if (!access || !secret) {
+        return '';
+    }
+    const amzDate = new Date().toISOString().replace(/[:-]|\.\d{3}/g, '');
+    const day = amzDate.slice(0, 8);
+    const region = r.variables.smalltable_s3_region;
+    r.variables.smalltable_s3_date = amzDate;
+    const canonical = [r.method, r.variables.smalltable_s3_path, '',
+        'host:' + r.variables.smalltable_s3_host, 'x-amz-content-sha256:UNSIGNED-PAYLOAD',
+        'x-amz-date:' + amzDate, '', 'host;x-amz-content-sha256;x-amz-date', 'UNSIGNED-PAYLOAD'].join('\n');
+    const scope = day + '/' + region + '/s3/aws4_request';
+    const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256(canonical)].join('\n');
+    let key = hmac('AWS4' + secret, day);
+    key = hmac(hmac(hmac(key, region), 's3'), 'aws4_request');
+    const signature = nodecrypto.createHmac('sha256', key).update(toSign).digest('hex');
+    return 'AWS4-HMAC-SHA256 Credential=' + access + '/' + scope +
+        ', SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=' + signature;
+}
+
+export default { bearerHash, pathProject, decide, answer, blobUpload, blobType, s3Auth };

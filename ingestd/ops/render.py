@@ -26,6 +26,7 @@ import os
 import pwd
 import re
 import sys
+import urllib.parse
 from pathlib import Path
 
 import jinja2
@@ -33,7 +34,7 @@ import yaml
 
 from ..config import Config
 from ..model.project import RESERVED_NAMES
-from ..store.blobs import local_stores, stores_from
+from ..store.blobs import S3Store, local_stores, stores_from
 from ..support.programs import find_njs_module, find_program
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,15 +73,34 @@ def _listen(address: str) -> str:
 
 def blob_context(config: Config) -> dict:
     """What the blob locations need: the limit, the spool, the local stores nginx serves from."""
+    stores = stores_from(config["blobs.stores"], config.home)
     return {
         "blob_max_mb": config["blobs.max_mb"],
         "blob_max_bytes": config["blobs.max_mb"] * 1048576,
         "blob_spool_dir": config.path("run_dir") / "blob-spool",
         "blob_public_dir": config.path("state_dir") / "blobs-public",
-        "blob_dirs": [
-            store.directory for store in local_stores(stores_from(config["blobs.stores"], config.home))
-        ],
+        "blob_dirs": [store.directory for store in local_stores(stores)],
+        "blob_s3": _s3_fallback(stores),
     }
+
+
+def _s3_fallback(stores: list) -> dict | None:
+    """The first S3 store, as nginx fetches a download from it when no local store has one."""
+    for store in stores:
+        if isinstance(store, S3Store):
+            bucket = store.bucket
+            url = urllib.parse.urlsplit(bucket.endpoint)
+            port = url.port or (443 if url.scheme == "https" else 80)
+            prefix = bucket.prefix.strip("/")
+            return {
+                "scheme": url.scheme,
+                "host": url.netloc,
+                "hostport": f"{url.hostname}:{port}",
+                "bucket": bucket.bucket,
+                "prefix": f"{prefix}/" if prefix else "",
+                "region": bucket.region,
+            }
+    return None
 
 
 def context(config: Config, conf_dir: Path) -> dict:
