@@ -59,6 +59,8 @@ def test_an_upload_answers_its_sha256_and_the_download_is_the_exact_bytes(stack,
         "request_id": answer.headers["X-Request-Id"],
     }
     assert row["copies"] >= 1
+    page = httpx.get(stack.url("/"), headers=host).text  # the project page shows it, inline
+    assert f'<img class="st-thumb" src="/_blobs/{expected}" alt="cat.png"' in page
     # The body never travels through the ingest log as escaped text.
     [line] = [line for line in logged(stack) if line["project"] == project and line["uri"] == "/_blobs"][-1:]
     assert line["body"] == "" and line["blob"] == expected.removeprefix("sha256-")

@@ -27,6 +27,7 @@ from datasette.utils.asgi import NotFound, Response
 
 from ..store.schema import SYSTEM_COLUMNS, quote
 from . import commands, stats
+from .bloblist import recent_blobs
 from .databases import project_database
 from .holding_area import held_for
 from .projectinfo import project_info
@@ -312,6 +313,7 @@ async def project_page(request: Request, datasette: Datasette) -> Response:
         ),
         "schema_text": None if schema is None else json.dumps(schema, indent=2, ensure_ascii=False),
         "rows": [list_row(**row, files=files.get(row["record"]["_id"], [])) for row in rows],
+        "blobs": await recent_blobs(db),
         "max_fields": MAX_FIELDS,
         "system_columns": [*SYSTEM_COLUMNS, "_base64"],
         "older": older,
