@@ -26,6 +26,7 @@ from ..model.record import Reject
 from ..model.request import Request
 from ..store.blobs import Store, StoreError, hash_file, is_blob_id, local_stores
 from ..store.blobtable import add_blob
+from ..support import failpoints
 from ..support.timefmt import iso_time
 
 UPLOAD_PATH = "/_blobs"
@@ -67,6 +68,7 @@ class BlobIntake:
                 return Reject(request, reason, b"", "body_not_captured")
             held = [self._put(blob_id, spool, size, request.content_type)]
             copied = True
+            failpoints.hit("blobs.after_copy")
         if public and self.public_dir is not None:
             self.public_dir.mkdir(parents=True, exist_ok=True)
             (self.public_dir / blob_id).touch()
@@ -80,6 +82,7 @@ class BlobIntake:
             "request_id": request.request_id,
         }
         add_blob(conn, row)
+        failpoints.hit("blobs.after_row")
         if spool is not None and _is_spool_of(spool, blob_id, size, copied):
             spool.unlink(missing_ok=True)
         return None

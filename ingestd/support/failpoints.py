@@ -33,6 +33,8 @@ LOAD_POINTS = frozenset(
 POINTS = LOAD_POINTS | {
     "holding.after_load",  # held posts committed into their project, still in the holding area
     "retention.after_chunk",  # one chunk of a retention pass deleted and committed, more to go
+    "blobs.after_copy",  # an upload's first copy in its store, no row yet, the spool file still there
+    "blobs.after_row",  # its row committed, the spool file not yet removed
 }
 
 
