@@ -115,6 +115,8 @@ class Session:
     def check(self, example: Example) -> None:
         if "X-SmallTable-Quota:" in example.expected:
             self.wait_quota_map_served(re.search(r"//([a-z0-9-]+)\.localhost", example.command)[1])
+        if "the project is claimed" in example.expected:
+            self.wait_map_served("policy.map", re.search(r"//([a-z0-9-]+)\.localhost", example.command)[1])
         if example.command.startswith("curl -N"):
             actual = self.tail(example)
         else:
@@ -133,17 +135,23 @@ class Session:
         """Until ingestd's quota map names ``project`` and nginx's workers started after it was
         last written (and nginx reloaded): a write answered before that would not say how full
         its project is."""
-        quota_map = self.stack.home / "state" / "quota.map"
+        self.wait_map_served("quota.map", project)
+
+    def wait_map_served(self, name: str, project: str) -> None:
+        """Until ingestd's map ``name`` names ``project`` and nginx's workers started after it
+        was last written: a claim's status says "applied" once its database has it, a moment
+        before nginx reloads for its owner key."""
+        path = self.stack.home / "state" / name
         master = int(next(self.stack.home.rglob("nginx.pid")).read_text())
         deadline = time.monotonic() + SETTLE_SECONDS
 
         def served() -> bool:
-            if not quota_map.exists() or not re.search(rf"^{project} ", quota_map.read_text(), re.M):
+            if not path.exists() or not re.search(rf"^{project} ", path.read_text(), re.M):
                 return False
-            return all_started_after(children(master), quota_map.stat().st_mtime)
+            return all_started_after(children(master), path.stat().st_mtime)
 
         while not served():
-            assert time.monotonic() < deadline, "nginx did not reload the quota map"
+            assert time.monotonic() < deadline, f"nginx did not reload {name}"
             time.sleep(0.05)
 
     def tail(self, example: Example) -> str:
