@@ -5,10 +5,12 @@ copies made and verified, corrupt and missing copies found and remade, a full di
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import os
 import sqlite3
 import subprocess
+import threading
 import time
 
 import pytest
@@ -149,3 +151,46 @@ def test_the_blobs_commands_replicate_and_verify_a_home(tmp_path):
     b.remove(blob_id)
     lost = smalltable("blobs", "verify", "--home", str(home))
     assert lost.returncode == 1 and "1 blobs are on fewer stores than wanted" in lost.stderr
+
+
+class _Faulty(http.server.BaseHTTPRequestHandler):
+    """An S3 endpoint in trouble: every request answered 500, or (``slow``) never answered."""
+
+    slow = False
+
+    def _answer(self) -> None:
+        if self.slow:
+            time.sleep(5)
+            return
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_PUT = do_HEAD = do_POST = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize("slow", [False, True], ids=["answers-500", "never-answers"])
+def test_an_s3_store_in_trouble_is_skipped_and_tried_again_next_pass(tmp_path, seaweed, slow):
+    handler = type("Handler", (_Faulty,), {"slow": slow})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        a = LocalStore(tmp_path / "a")
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        ids = [blob_in(tmp_path, a, os.urandom(1000)) for _ in range(5)]
+        started = time.monotonic()
+        trouble = Replicator(
+            [a, S3Store(Bucket(endpoint, BUCKET, timeout=1))], tmp_path / "data", tmp_path / "state", 2
+        )
+        figures = trouble.replicate()
+        assert time.monotonic() - started < 15  # one store's trouble costs one timeout, not one per blob
+        assert figures.under_replicated == 5 and len(figures.failures) == 1
+        trouble.close()
+        healthy = S3Store(Bucket(seaweed.endpoint, BUCKET, prefix=f"trouble-{slow}"))
+        assert Replicator([a, healthy], tmp_path / "data", tmp_path / "state", 2).replicate().copied == 5
+        assert {copies_of(tmp_path, blob) for blob in ids} == {2}
+    finally:
+        server.shutdown()
