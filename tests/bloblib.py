@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from .keyslib import bearer, claim, make_key, wait_owned
+from .keyslib import bearer, claim, make_key
 
 
 def blob_id(data: bytes) -> str:
@@ -19,13 +19,24 @@ def blob_id(data: bytes) -> str:
 def writer(stack, project: str) -> str:
     """Claim ``project`` and make it a write key; the key, once nginx knows it."""
     owner = claim(stack, project)
-    wait_owned(stack, project)
+    wait_owned_fresh(stack, project)
     key, _ = make_key(stack, project, owner, scope="write")
     deadline = time.monotonic() + 10
     while oversized(stack, project, key).startswith("HTTP/1.1 401"):  # 413 once nginx knows the key
         assert time.monotonic() < deadline, "nginx never knew the new write key"
         time.sleep(0.05)
     return key
+
+
+def wait_owned_fresh(stack, project: str, timeout: float = 10) -> None:
+    """keyslib.wait_owned, each probe on a connection of its own: a reload resets kept-alive ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = httpx.post(stack.url("/_project/keys"), content=b"{}", headers={"Host": stack.host(project)})
+        if answer.json()["error"] != "the project has no owner key":
+            return
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.02)
 
 
 def oversized(stack, project: str, key: str, size: int = 64 * 1048576 + 1) -> str:
