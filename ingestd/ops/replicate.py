@@ -50,7 +50,8 @@ class Figures:
 class _Blob:
     size: int
     content_type: str | None
-    projects: list[str]
+    projects: dict[str, int]
+    """The projects holding it, with the copy count each one's ``blobs`` row shows."""
 
 
 def blob_index(data_dir: Path) -> dict[str, _Blob]:
@@ -67,8 +68,8 @@ def blob_index(data_dir: Path) -> dict[str, _Blob]:
                 conn.close()
         except sqlite3.Error:
             continue
-        for blob_id, size, content_type, _ in rows:
-            index.setdefault(blob_id, _Blob(size, content_type, [])).projects.append(path.stem)
+        for blob_id, size, content_type, copies in rows:
+            index.setdefault(blob_id, _Blob(size, content_type, {})).projects[path.stem] = copies
     return index
 
 
@@ -172,8 +173,10 @@ class Replicator:
         figures.failures.append(str(exc))
 
     def _count(self, blob_id: str, blob: _Blob, copies: int) -> None:
-        """Each holding project's ``blobs.copies``, where it changed."""
-        for project in blob.projects:
+        """Each holding project's ``blobs.copies``, where it changed (most passes change none)."""
+        for project, shown in blob.projects.items():
+            if shown == copies:
+                continue
             try:
                 conn = sqlite3.connect(str(self.data_dir / f"{project}.db"), isolation_level=None, timeout=10)
                 try:
