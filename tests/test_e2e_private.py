@@ -156,6 +156,8 @@ def test_a_private_projects_held_posts_and_status_urls_need_its_read_key(stack, 
     assert stack.request("GET", project, own_status).status_code == 401
     assert stack.request("GET", project, own_status, headers=bearer(owner)).json()["status"] == "held"
     assert stack.request("GET", project, "/_project", headers=bearer(read)).json()["held"] == 1
+    own_page = stack.request("GET", project, "/", headers=bearer(read)).text
+    assert "1 waiting" in own_page and f"held?project={project}&amp;" not in own_page  # no empty list
 
 
 @pytest.fixture
