@@ -458,6 +458,14 @@ def test_the_owner_lists_creates_and_revokes_keys_on_the_project_page(stack, pag
     assert [row[:4] for row in listed[1:]] == [[new_id, "write", "ci", "2030-06-30 00:00:00"]]
     assert all(new_key not in cell and owner not in cell for row in listed for cell in row)
     until(lambda: write_with(stack, name, new_key).status_code == 202, timeout=10)
+    # a key ingestd refuses (its expiry is past) is not shown as if it were in force
+    page.evaluate(
+        "(() => { document.getElementById('st-keys-expires').value = '2020-01-01T00:00';"
+        " document.getElementById('st-keys-make').click(); })()"
+    )
+    page.wait_for(f"{status}.includes('already past')", timeout=15)
+    assert page.evaluate("document.getElementById('st-keys-new').hidden")
+    assert len(page.evaluate(rows)) == 2
     page.screenshot("browser-keys-panel.png", docs_name="keys-panel.png", element="#st-keys")
     # revoked from the page: gone from the list, and nginx refuses it
     page.evaluate(f"document.querySelector('tr[data-key-id=\"{new_id}\"] button').click()")

@@ -105,7 +105,14 @@
     $("st-keys-new-key").textContent = answer.key;
     $("st-keys-new-id").textContent = answer.key_id;
     fresh.hidden = false;
-    await applied(answer);
+    try {
+      await applied(answer);
+    } catch (error) {
+      // refused by ingestd (an expiry in the past, …): that key is not in force
+      $("st-keys-new-key").textContent = "";
+      fresh.hidden = true;
+      throw error;
+    }
     await show();
     say("key " + answer.key_id + " created: copy it now, it is shown only once");
   }
