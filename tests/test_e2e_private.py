@@ -120,7 +120,12 @@ def test_a_private_projects_held_posts_and_status_urls_need_its_read_key(stack, 
     stack.post(public, json.dumps({"owner": "bob", "quota_mb": 0.01}), path="/_project", headers=JSON)
     shown = stack.post(public, json.dumps({"note": "public-" + marker}), headers=JSON).json()["id"]
     until(lambda: stack.request("GET", public, f"/_status/{shown}").json()["status"] == "held")
+    with sqlite3.connect(stack.home / "data" / "_smalltable.db") as conn:
+        (row_id,) = conn.execute("select _id from held where _request_id = ?", [rid]).fetchone()
     listings = [
+        f"/_smalltable/held/{row_id}",
+        f"/_smalltable/held/{row_id}.json",
+        "/_smalltable.db",
         "/_smalltable/held.json?_shape=array&_size=max",
         f"/_smalltable/held.json?_shape=array&project={project}",
         "/_smalltable/held.csv?_size=max",
