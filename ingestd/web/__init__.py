@@ -37,6 +37,8 @@ from . import apex, keys_api, livetail, pages, request_status, settings_api, str
 from .databases import sync_databases
 from .errors import json_error_page
 from .guard import bound_connection
+from .holding_area import DATABASE_NAME
+from .privacy import is_private
 from .site import site
 from .tableview import default_view
 
@@ -48,7 +50,14 @@ def startup(datasette) -> None:
 
 @hookimpl
 def prepare_connection(conn, database, datasette) -> None:
-    bound_connection(conn, site(datasette).max_value_bytes)
+    config = site(datasette)
+    shown = None
+    if database == DATABASE_NAME:  # the holding area: no private project's held posts
+
+        def shown(project: str) -> bool:
+            return not is_private(config.data_dir, project)
+
+    bound_connection(conn, config.max_value_bytes, shown)
 
 
 @hookimpl
