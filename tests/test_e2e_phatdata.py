@@ -69,7 +69,8 @@ def test_a_post_that_is_not_json_or_breaks_the_projects_rules_is_rejected_whole(
     empty = applied(stack, project, post(stack, project, b"[]"))
     assert empty["status"] == "rejected" and "empty array" in empty["reason"]
     schema = {"type": "object", "required": ["n"]}
-    assert configure(stack, project, owner="ann@example.com", type="json", schema=schema)["status"] == "applied"
+    claimed = configure(stack, project, owner="ann@example.com", type="json", schema=schema)
+    assert claimed["status"] == "applied"
     mixed = applied(stack, project, post(stack, project, b'[{"n": 1}, 3, {"n": 2}]'))
     assert mixed["status"] == "rejected"
     assert mixed["reason"].startswith("document 1 of the array (nothing of the post is stored)")
