@@ -11,7 +11,11 @@ import threading
 
 import pytest
 
+from ingestd.store.schema import open_database
+
 from .conftest import Stack
+from .keyslib import bearer, claim, until, wait_owned
+from .test_e2e_limits import datasette_pid, peak_memory_kib
 from .test_e2e_projects import JSON, configure, status
 
 pytestmark = pytest.mark.e2e
@@ -102,3 +106,114 @@ def test_concurrent_posts_to_one_topic_leave_no_gap_and_no_duplicate(stack, proj
     assert sorted(locations) == list(range(len(locations)))
     meta = read(stack, f"/stream/{project}").json()
     assert meta[0]["count"] == meta[0]["next"] == len(locations)
+
+
+# -- 2. reading ----------------------------------------------------------------
+
+
+def documents_posted(stack: Stack, topic: str, documents: list[bytes]) -> list[int]:
+    """Post each document; their locations, once applied."""
+    answers = [post(stack, topic, document) for document in documents]
+    return [applied(stack, topic, answer)["location"] for answer in answers]
+
+
+ODD = [b'{"foo":"bar"}', b' {"a": [1, 2]}\n', b'"caf\xc3\xa9"', b"12345678901234567890123", b'{"b":{}}']
+"""Documents whose exact bytes a re-encoding would change (spaces, UTF-8, a big number)."""
+
+
+def test_documents_are_read_as_their_exact_bytes_alone_or_in_ranges(stack, project):
+    assert documents_posted(stack, project, ODD) == [0, 1, 2, 3, 4]
+    for location, document in enumerate(ODD):
+        answer = read(stack, f"/stream/{project}/{location}")
+        assert answer.status_code == 200 and answer.content == document
+        assert answer.headers["X-Stream-Epoch"] == "0"
+    whole = read(stack, f"/stream/{project}/0-4")
+    assert whole.headers["content-type"] == "application/json; charset=utf-8"
+    assert whole.headers["X-Stream-Epoch"] == "0"
+    assert whole.content == b"[" + b",".join(ODD) + b"]\n"
+    assert whole.json() == [json.loads(document) for document in ODD]
+    assert read(stack, f"/stream/{project}/1-2").json() == [{"a": [1, 2]}, "café"]
+    assert read(stack, f"/stream/{project}/3-").json() == [12345678901234567890123, {"b": {}}]
+    assert read(stack, f"/stream/{project}/3-99").json() == [12345678901234567890123, {"b": {}}]  # to the end
+    assert read(stack, f"/stream/{project}/5-").json() == []  # nothing new yet
+
+
+def test_bad_locations_and_ranges_are_json_errors(stack, project):
+    documents_posted(stack, project, [b'{"n": 0}', b'{"n": 1}'])
+    cases = {
+        f"/stream/{project}/2": (404, "no document at location 2: the topic's next location is 2"),
+        f"/stream/{project}/2-3": (404, "no document at location 2"),
+        f"/stream/{project}/3-": (404, "no document at location 3"),
+        f"/stream/{project}/1-0": (400, "the range ends before it starts: 1-0"),
+        f"/stream/{project}/x": (400, "not a location or range: 'x'"),
+        f"/stream/{project}/1-2-3": (400, "not a location or range"),
+        "/stream/no-such-topic-here": (404, "no topic 'no-such-topic-here'"),
+        "/stream/no-such-topic-here/0-": (404, "no topic"),
+        "/stream/Not_A_Name": (404, "no topic 'Not_A_Name': not a project name"),
+    }
+    for path, (code, error) in cases.items():
+        answer = read(stack, path)
+        assert answer.status_code == code, (path, answer.text)
+        assert answer.json()["error"].startswith(error), (path, answer.text)
+    put = stack.request("PUT", None, f"/stream/{project}", content=b"{}")
+    assert put.status_code == 405 and "not a stream write" in put.json()["error"]
+
+
+def test_topics_list_public_projects_with_size_and_count(stack, project):
+    documents_posted(stack, project, [b'{"n": 0}', b'{"n": 10}'])
+    meta = [{"topic": project, "size": 17, "count": 2, "epoch": 0, "first": 0, "next": 2}]
+    assert read(stack, f"/stream/{project}").json() == meta
+    assert meta[0] in read(stack, "/stream/").json()
+    private = f"{project[:50]}-private"
+    owner = claim(stack, private)
+    applied(stack, private, post(stack, private, b'{"secret": 1}'))
+    wait_owned(stack, private)
+    turned = stack.post(private, b'{"read": "private", "now": true}', path="/_project", headers=bearer(owner))
+    assert status(stack, private, turned)["status"] == "applied"
+    until(lambda: read(stack, f"/stream/{private}").status_code == 401)
+    assert private not in {t["topic"] for t in read(stack, "/stream/").json()}
+    for path in (f"/stream/{private}", f"/stream/{private}/0", f"/stream/{private}/0-"):
+        assert read(stack, path).status_code == 401
+        assert read(stack, path, headers=bearer(owner)).status_code == 200
+    assert read(stack, f"/stream/{private}/0", headers=bearer(owner)).content == b'{"secret": 1}'
+
+
+MILLION = 1_000_000
+DOCUMENT_BYTES = 100
+
+
+def million_documents(path) -> None:
+    """A project of MILLION documents of DOCUMENT_BYTES each (``{"n":N}`` padded with spaces),
+    written straight into its database (the real schema) by SQLite itself: the loader is not
+    what is measured, and a Python loop would take most of the test's time."""
+    conn = open_database(path, sync_commits=False)
+    with conn:
+        conn.execute(
+            "WITH RECURSIVE n(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM n WHERE n < ?) "
+            "INSERT INTO records (_request_id, _received, _method, _path, _size, _kind, _body) "
+            "SELECT printf('%032x', n), '2026-01-01T00:00:00.000Z', 'POST', '/', ?, 'json', "
+            "printf('%-' || ? || 's', '{\"n\":' || n || '}') FROM n",
+            (MILLION - 1, DOCUMENT_BYTES, DOCUMENT_BYTES),
+        )
+    conn.close()
+
+
+def test_a_range_of_a_million_documents_streams_in_constant_memory(fresh_stack, project):
+    million_documents(fresh_stack.home / "data" / f"{project}.db")
+    pid = datasette_pid(fresh_stack)
+    assert read(fresh_stack, f"/stream/{project}").json()[0]["count"] == MILLION
+    before = peak_memory_kib(pid)
+    received, commas, head, tail = 0, 0, b"", b""
+    url, headers = fresh_stack.url(f"/stream/{project}/0-"), {"Host": fresh_stack.host(None)}
+    with fresh_stack.client.stream("GET", url, headers=headers) as answer:
+        assert answer.status_code == 200
+        for piece in answer.iter_bytes():
+            received += len(piece)
+            commas += piece.count(b",")
+            head += piece[: 200 - len(head)]
+            tail = (tail + piece)[-200:]
+    assert received == MILLION * (DOCUMENT_BYTES + 1) + 2  # each document, a comma or "[", "]\n"
+    assert commas == MILLION - 1
+    assert head.startswith(b'[{"n":0} ') and tail.endswith(b'{"n":999999}'.ljust(DOCUMENT_BYTES) + b"]\n")
+    grown_mib = (peak_memory_kib(pid) - before) / 1024
+    assert grown_mib < 40, f"Datasette grew {grown_mib:.0f} MiB sending {received >> 20} MiB"
