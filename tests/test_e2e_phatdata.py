@@ -7,14 +7,15 @@ by ingestd in log order; each test waits for a write's status with the status UR
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 
 import pytest
 
 from ingestd.store.schema import open_database
 
-from .conftest import Stack
-from .keyslib import bearer, claim, until, wait_owned
+from .conftest import Stack, smalltable
+from .keyslib import bearer, claim, lines_of, make_key, until, wait_owned
 from .test_e2e_limits import datasette_pid, peak_memory_kib
 from .test_e2e_projects import JSON, configure, status
 
@@ -217,3 +218,106 @@ def test_a_range_of_a_million_documents_streams_in_constant_memory(fresh_stack, 
     assert head.startswith(b'[{"n":0} ') and tail.endswith(b'{"n":999999}'.ljust(DOCUMENT_BYTES) + b"]\n")
     grown_mib = (peak_memory_kib(pid) - before) / 1024
     assert grown_mib < 40, f"Datasette grew {grown_mib:.0f} MiB sending {received >> 20} MiB"
+
+
+# -- 3. truncation and epochs --------------------------------------------------
+
+
+def truncate(stack: Stack, topic: str, location: int, key: str | None):
+    headers = bearer(key) if key else {}
+    return stack.request("DELETE", None, f"/stream/{topic}/{location}", headers=headers)
+
+
+def claimed_topic(stack: Stack, topic: str, documents: int) -> str:
+    """Claim ``topic`` and post ``documents`` documents ``{"n": 0}``, … to it; its owner key."""
+    owner = claim(stack, topic)
+    wait_owned(stack, topic)
+    body = json.dumps([{"n": n} for n in range(documents)])
+    assert applied(stack, topic, post(stack, topic, body))["location_list"] == list(range(documents))
+    return owner
+
+
+def test_truncation_lets_the_next_posts_reuse_locations_under_a_new_epoch(stack, project):
+    owner = claimed_topic(stack, project, 10)
+    cut = truncate(stack, project, 4, owner)
+    assert cut.status_code == 202 and set(cut.json()) >= {"id", "status_url"}
+    done = applied(stack, project, cut)
+    assert (done["status"], done["action"], done["location"], done["epoch"], done["removed"]) == (
+        "applied",
+        "truncated",
+        4,
+        1,
+        6,
+    )
+    again = [post(stack, project, json.dumps({"again": n})) for n in range(3)]
+    assert [applied(stack, project, answer)["location"] for answer in again] == [4, 5, 6]
+    meta = read(stack, f"/stream/{project}")
+    assert meta.json()[0] | {"size": 0} == {
+        "topic": project,
+        "size": 0,
+        "count": 7,
+        "epoch": 1,
+        "first": 0,
+        "next": 7,
+    }
+    for path in ("", "/4", "/0-", "/2-5", "/99"):  # every read says the epoch
+        assert read(stack, f"/stream/{project}{path}").headers["X-Stream-Epoch"] == "1", path
+    assert read(stack, f"/stream/{project}/3-").json() == [{"n": 3}, {"again": 0}, {"again": 1}, {"again": 2}]
+    for path in ("", "/4", "/0-"):
+        stale = read(stack, f"/stream/{project}{path}", params={"epoch": "0"})
+        assert stale.status_code == 409, path
+        assert stale.json()["epoch"] == 1 and "truncated" in stale.json()["error"]
+        assert read(stack, f"/stream/{project}{path}", params={"epoch": "1"}).status_code == 200
+    # Nothing accepted is lost: the removed documents are in rejects, saying where they were.
+    removed = stack.rows(project, "rejects", _sort="_id")
+    assert [row["_body"] for row in removed] == [json.dumps({"n": n}) for n in range(4, 10)]
+    assert removed[0]["_reason"] == f"removed from location 4 by truncation {cut.json()['id']} (epoch 1)"
+    second = applied(stack, project, truncate(stack, project, 7, owner))  # at the end: removes nothing
+    assert (second["epoch"], second["removed"]) == (2, 0)
+
+
+def test_truncation_needs_the_owner_key_and_a_location_the_topic_holds(stack, project):
+    unclaimed = f"{project[:50]}-open"
+    documents_posted(stack, unclaimed, [b'{"n": 0}'])
+    nobody = truncate(stack, unclaimed, 0, None)
+    assert nobody.status_code == 401 and "owner key" in nobody.json()["error"]
+    owner = claimed_topic(stack, project, 3)
+    write, _ = make_key(stack, project, owner, scope="write")
+    until(lambda: truncate(stack, project, 0, write).status_code == 403)  # nginx knows the key
+    lines = lines_of(stack, project)
+    refused = {None: 401, write: 403, "stk_" + "0" * 32: 401}
+    for key, code in refused.items():
+        answer = truncate(stack, project, 0, key)
+        assert answer.status_code == code, answer.text
+        assert answer.json()["error"] and answer.json()["fix"]
+    assert lines_of(stack, project) == lines  # refused by nginx: never logged
+    past = applied(stack, project, truncate(stack, project, 4, owner))
+    assert past["status"] == "rejected"
+    assert past["reason"] == "not truncated: location 4 is past the end of the topic (its next location is 3)"
+    assert read(stack, f"/stream/{project}").json()[0]["epoch"] == 0
+    assert read(stack, f"/stream/{project}/0-").json() == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_replay_into_a_new_home_gives_the_same_documents_locations_and_epochs(stack, project, tmp_path):
+    owner = claimed_topic(stack, project, 5)
+    applied(stack, project, truncate(stack, project, 2, owner))
+    applied(stack, project, post(stack, project, b'[{"b": 0}, {"b": 1}, {"b": 2}]'))
+    applied(stack, project, truncate(stack, project, 4, owner))
+    applied(stack, project, post(stack, project, b'{"c": 0}'))
+    rebuilt = tmp_path / "rebuilt"
+    config = str(stack.home / "conf" / "smalltable.yaml")
+    result = smalltable("replay", "--config", config, "--project", project, "--data-dir", str(rebuilt))
+    assert result.returncode == 0, result.stderr
+
+    def dump(path) -> list:
+        with sqlite3.connect(path) as conn:
+            return [
+                conn.execute(f"select * from {table} order by _id").fetchall()
+                for table in ("records", "rejects", "stream_truncations")
+            ]
+
+    original = dump(stack.home / "data" / f"{project}.db")
+    assert dump(rebuilt / f"{project}.db") == original
+    bodies = [row[11] for row in original[0]]  # _body
+    assert bodies == ['{"n": 0}', '{"n": 1}', '{"b": 0}', '{"b": 1}', '{"c": 0}']
+    assert [row[3] for row in original[2]] == [2, 4]  # the truncations' locations, epochs 1 and 2
