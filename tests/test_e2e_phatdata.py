@@ -321,3 +321,55 @@ def test_replay_into_a_new_home_gives_the_same_documents_locations_and_epochs(st
     bodies = [row[11] for row in original[0]]  # _body
     assert bodies == ['{"n": 0}', '{"n": 1}', '{"b": 0}', '{"b": 1}', '{"c": 0}']
     assert [row[3] for row in original[2]] == [2, 4]  # the truncations' locations, epochs 1 and 2
+
+
+# -- 4. the seed's examples (seeds/003, PhatData 1.1.1 to 1.1.6), one by one -----------
+
+
+@pytest.fixture
+def foo_topic(stack, project) -> str:
+    """A topic holding the seed's two documents, ``{"foo":"bar"}`` and ``{"foo":"baz"}``."""
+    assert documents_posted(stack, project, [b'{"foo":"bar"}', b'{"foo":"baz"}']) == [0, 1]
+    return project
+
+
+def test_seed_1_1_1_list_topics(stack, foo_topic):
+    listed = read(stack, "/stream/").json()
+    assert all({"topic", "size", "count"} <= set(topic) for topic in listed)
+    assert {"topic": foo_topic, "size": 26, "count": 2} in [
+        {key: topic[key] for key in ("topic", "size", "count")} for topic in listed
+    ]
+
+
+def test_seed_1_1_2_get_metadata_for_a_single_topic(stack, foo_topic):
+    [meta] = read(stack, f"/stream/{foo_topic}").json()
+    assert (meta["topic"], meta["size"], meta["count"]) == (foo_topic, 26, 2)
+
+
+def test_seed_1_1_3_add_a_single_document(stack, foo_topic):
+    assert applied(stack, foo_topic, post(stack, foo_topic, b'{"foo":"qux"}'))["location"] == 2
+
+
+def test_seed_1_1_3_add_multiple_documents(stack, foo_topic):
+    answer = post(stack, foo_topic, b'[{"a":1},{"a":2},{"a":3},{"a":4}]')
+    assert applied(stack, foo_topic, answer)["location_list"] == [2, 3, 4, 5]
+
+
+def test_seed_1_1_4_get_a_document(stack, foo_topic):
+    assert read(stack, f"/stream/{foo_topic}/0").content == b'{"foo":"bar"}'
+
+
+def test_seed_1_1_5_get_a_range_of_documents(stack, foo_topic):
+    assert read(stack, f"/stream/{foo_topic}/0-1").content == b'[{"foo":"bar"},{"foo":"baz"}]\n'
+
+
+def test_seed_1_1_5_get_all_documents_after_a_location(stack, foo_topic):
+    assert read(stack, f"/stream/{foo_topic}/0-").content == b'[{"foo":"bar"},{"foo":"baz"}]\n'
+    assert read(stack, f"/stream/{foo_topic}/1-").json() == [{"foo": "baz"}]
+
+
+def test_seed_1_1_6_truncate_a_stream(stack, project):
+    owner = claimed_topic(stack, project, 4)
+    assert applied(stack, project, truncate(stack, project, 1, owner))["action"] == "truncated"
+    assert read(stack, f"/stream/{project}/0-").json() == [{"n": 0}]
+    assert applied(stack, project, post(stack, project, b'{"n": "again"}'))["location"] == 1
