@@ -23,8 +23,10 @@ import orjson
 from ..store import streams
 from ..store.schema import read_settings
 from .dbfiles import is_missing_table
-from .rowstream import CHUNK_ROWS, read_rows
+from .rowstream import CHUNK_BYTES
 
+CHUNK_ROWS = 10000
+"""Documents per chunk of a range: one query, one piece of the response."""
 _SIZES_KEPT = 10000
 _sizes: dict[Path, tuple[int, int, int, int]] = {}
 """A file's (epoch, first, last ``_id``, bytes of records up to it)."""
@@ -140,29 +142,48 @@ def as_document(kind: str, body: str | bytes) -> str:
 
 
 def chunk(conn: sqlite3.Connection, epoch: int, after: int, through: int) -> tuple[int, bytes]:
-    """The documents of records ``after < _id <= through`` (a bounded chunk), comma-separated,
-    and the last ``_id`` read; EpochMoved if the topic was truncated since ``epoch``."""
+    """The documents of records ``after < _id <= end``, comma-separated, and ``end``: up to
+    CHUNK_ROWS documents and CHUNK_BYTES of them (bodies reach 1 MiB), ``end <= through``.
+    EpochMoved if the topic was truncated since ``epoch``.
+
+    SQLite joins the documents itself (quoting text bodies that are not JSON), so a chunk
+    costs Python one string, not a tuple per row; a chunk with a binary body is joined here.
+    """
     conn.execute("BEGIN")
     try:
         if streams.epoch(conn) != epoch:
             raise EpochMoved(epoch)
-        cursor = conn.execute(
-            "SELECT _id, _kind, _body FROM records WHERE _id > ? AND _id <= ? "
-            f"ORDER BY _id LIMIT {CHUNK_ROWS}",
-            (after, through),
-        )
-        rows = read_rows(cursor)
+        end = _chunk_end(conn, after, through)
+        try:
+            text = conn.execute(_JOINED_SQL, (after, end)).fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "BLOB" not in str(exc):
+                raise
+            rows = conn.execute(_ROWS_SQL, (after, end)).fetchall()
+            text = ",".join(as_document(kind, body) for kind, body in rows)
     finally:
         conn.execute("COMMIT")
-    if not rows:
-        return through, b""
-    text = ",".join(
-        [
-            body if kind == "json" and isinstance(body, str) else as_document(kind, body)
-            for _, kind, body in rows
-        ]
-    )
-    return rows[-1][0], text.encode()
+    return end, b"" if text is None else text.encode()
+
+
+_JOINED_SQL = (
+    # A range of the rowid is scanned in rowid order, so the documents join in location order.
+    "SELECT group_concat(iif(_kind = 'json', _body, json_quote(_body)), ',') "
+    "FROM records WHERE _id > ? AND _id <= ?"
+)
+_ROWS_SQL = "SELECT _kind, _body FROM records WHERE _id > ? AND _id <= ? ORDER BY _id"
+_SUM_SQL = "SELECT coalesce(sum(_size), 0) FROM records WHERE _id > ? AND _id <= ?"
+
+
+def _chunk_end(conn: sqlite3.Connection, after: int, through: int) -> int:
+    """The last ``_id`` of the chunk after ``after``: CHUNK_ROWS records, halved until their
+    bodies add up to at most CHUNK_BYTES (or one record is left)."""
+    rows = CHUNK_ROWS
+    while True:
+        end = min(after + rows, through)
+        if rows == 1 or conn.execute(_SUM_SQL, (after, end)).fetchone()[0] <= CHUNK_BYTES:
+            return end
+        rows //= 2
 
 
 def write_status(conn: sqlite3.Connection, request_id: str) -> dict | None:
