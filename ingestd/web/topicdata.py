@@ -22,13 +22,14 @@ import orjson
 
 from ..store import streams
 from ..store.schema import read_settings
-from .dbfiles import is_missing_table
+from .dbfiles import FileCache, is_missing_table
 from .rowstream import CHUNK_BYTES
 
 CHUNK_ROWS = 10000
 """Documents per chunk of a range: one query, one piece of the response."""
 _SIZES_KEPT = 10000
 _sizes: dict[Path, tuple[int, int, int, int]] = {}
+_topics: FileCache[Topic | None] = FileCache()
 """A file's (epoch, first, last ``_id``, bytes of records up to it)."""
 
 
@@ -100,7 +101,17 @@ def read_topic(conn: sqlite3.Connection, path: Path) -> Topic:
 
 
 def topic_of(path: Path) -> Topic | None:
-    """A topic's metadata (blocking); None when the project has no database."""
+    """A topic's metadata (blocking); None when the project has no database. Kept until its
+    files change, so listing every topic reads only those that did."""
+    return _topics.get(path, _read_topic_file, keep=lambda topic: topic is not None)[0]
+
+
+def forget_others(paths: list[Path]) -> None:
+    """Forget the metadata of every topic not in ``paths`` (deleted projects)."""
+    _topics.keep_only(paths)
+
+
+def _read_topic_file(path: Path) -> Topic | None:
     try:
         conn = connect(path)
     except sqlite3.OperationalError:

@@ -85,6 +85,7 @@ async def list_view(datasette: Datasette, request: Request) -> Response:
     data_dir = site(datasette).data_dir
     paths = [] if data_dir is None else sorted(data_dir.glob("*.db"), key=lambda p: p.stem)
     named = [p for p in paths if is_valid_project_name(p.stem)]
+    topicdata.forget_others(named)
     found = await asyncio.to_thread(lambda: [topicdata.topic_of(p) for p in named])
     return json_response([t.metadata() for t in found if t is not None and t.public])
 
