@@ -175,6 +175,8 @@ def test_bad_locations_and_ranges_are_json_errors(stack, project):
         assert answer.json()["error"].startswith(error), (path, answer.text)
     put = stack.request("PUT", None, f"/stream/{project}", content=b"{}")
     assert put.status_code == 405 and "not a stream write" in put.json()["error"]
+    preflight = stack.request("OPTIONS", None, f"/stream/{project}/0")  # a browser's, before a DELETE
+    assert preflight.status_code == 204 and "DELETE" in preflight.headers["Access-Control-Allow-Methods"]
 
 
 def test_topics_list_public_projects_with_size_and_count(stack, project):
