@@ -278,3 +278,7 @@ def test_records_examples_answer_as_documented(fresh_stack, tmp_path):
 
 def test_log_format_example_is_what_nginx_writes(fresh_stack, tmp_path):
     assert run_doc(fresh_stack, tmp_path, "log-format.md") == 3
+
+
+def test_streams_examples_answer_as_documented(fresh_stack, tmp_path):
+    assert run_doc(fresh_stack, tmp_path, "streams.md") >= 18

@@ -55,6 +55,7 @@ from .keychange import (
 )
 from .records import build
 from .settings_write import SettingsError, apply_change, read_change
+from .stream import documents, is_stream_post, truncation, truncation_location
 from .validate import Rules, check, rules_for
 
 
@@ -178,6 +179,14 @@ class Registry:
                 flush()
                 self._change_keys(project, request, state, out)
                 continue
+            if (location := truncation_location(request)) is not None:
+                flush()
+                refused = truncation(self.store, request, location, state.exists)
+                if refused is not None and state.exists:
+                    rejects.append(refused)
+                elif refused is not None:  # no such topic: a refusal creates no project
+                    self.holding.reject(project, [refused])
+                continue
             if not state.exists and not self.auto_create:
                 holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))
                 continue
@@ -189,11 +198,11 @@ class Registry:
                     holds.append(Held(request, "over_quota", _OVER_QUOTA.format(project=project)))
                     continue
             item = _classify(request, state.rules)
-            if isinstance(item, Record):
-                out.last_post = request.received
-                records.append(item)
-            else:
+            if isinstance(item, Reject):
                 rejects.append(item)
+            else:
+                out.last_post = request.received
+                records.extend(item)
         flush()
         if state.held and not state.over_quota:
             self._release(project, state, out)
@@ -384,7 +393,10 @@ class Registry:
             rejects: list[Reject] = []
             for _, request in waiting:
                 item = _classify(request, state.rules)
-                (records if isinstance(item, Record) else rejects).append(item)
+                if isinstance(item, Reject):
+                    rejects.append(item)
+                else:
+                    records.extend(item)
             out.write.add(
                 self.store.write(
                     project, records, rejects, schema_keys(state.settings), state.settings.store_client
@@ -424,12 +436,15 @@ _OVER_QUOTA = (
 )
 
 
-def _classify(request: Request, rules: Rules) -> Record | Reject:
-    """A post as a record that follows the project's rules, or a reject saying why."""
+def _classify(request: Request, rules: Rules) -> list[Record] | Reject:
+    """A post as the records that follow the project's rules (a stream post may make many),
+    or a reject saying why."""
+    if is_stream_post(request):
+        return documents(request, rules)
     item = build(request)
     if isinstance(item, Record) and not rules.trivial:
-        return check(item, rules)
-    return item
+        item = check(item, rules)
+    return item if isinstance(item, Reject) else [item]
 
 
 def _body(request: Request) -> str | bytes:

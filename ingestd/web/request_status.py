@@ -44,7 +44,7 @@ from datasette.utils.asgi import Request, Response
 from ..model.project import is_valid_project_name
 from ..store import retention
 from ..support.timefmt import iso_time
-from . import holding_area
+from . import holding_area, topicdata
 from .dbfiles import fetch_one, open_existing
 from .privacy import is_private
 from .site import apex_address, project_address, site
@@ -105,9 +105,20 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
     except sqlite3.OperationalError:
         return None  # deleted since: as good as not there
     try:
-        record = fetch_one(conn, "select _id, _received from records where _request_id = ?", [request_id])
+        record = fetch_one(
+            conn, "select _id, _received, _path from records where _request_id = ?", [request_id]
+        )
         if record:
-            return {"status": "stored", "id": record[0], "created": _is_first(conn, "records", *record)}
+            created = _is_first(conn, "records", *record[:2])
+            return {
+                "status": "stored",
+                "id": record[0],
+                "created": created,
+                **topicdata.location(record[0], record[2]),
+            }
+        streamed = topicdata.write_status(conn, request_id)  # issue 22: array posts, truncations
+        if streamed is not None:
+            return streamed
         applied = fetch_one(
             conn, "select _id, changed, _received from settings where _request_id = ?", [request_id]
         )
