@@ -24,6 +24,7 @@ from .keyslib import (
     claim,
     lines_of,
     logged,
+    logged_line,
     make_key,
     smalltable,
     until,
@@ -45,7 +46,7 @@ def test_a_claim_answers_its_owner_key_once_and_only_its_hash_is_kept(stack, pro
     assert answer.json()["key_id"] == digest[:12]
     applied = status(stack, project, answer)
     assert applied["status"] == "applied" and key not in json.dumps(applied)
-    line = next(line for line in logged(stack) if line["id"] == answer.json()["id"])
+    line = logged_line(stack, answer.json()["id"])
     assert line["mint"] == digest and line["key"] == ""
     assert key.encode() not in stack.ingest_log.read_bytes()
     keys = json.loads((stack.home / "state" / "keys.json").read_text())["keys"][project]
@@ -81,7 +82,7 @@ def test_a_claimed_project_keeps_its_settings_without_the_owner_key(stack, proje
     assert changed.status_code == 202 and "key" not in changed.json()
     assert status(stack, project, changed)["status"] == "applied"
     assert settings_of(stack, project)["settings"]["quota_mb"] == 700
-    line = next(line for line in logged(stack) if line["id"] == changed.json()["id"])
+    line = logged_line(stack, changed.json()["id"])
     assert line["key"] == f"owner:{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -242,7 +243,7 @@ def test_the_owner_makes_lists_and_revokes_keys_and_a_change_is_in_force_within_
     for key, kid in made:
         written = write_with(stack, project, key)
         assert written.status_code == 202
-        line = next(line for line in logged(stack) if line["id"] == written.json()["id"])
+        line = logged_line(stack, written.json()["id"])
         assert line["key"] == f"write:{kid}"
     listed = stack.request("GET", project, "/_project/keys", headers=bearer(owner))
     assert listed.status_code == 200, listed.text
