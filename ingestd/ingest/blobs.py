@@ -22,14 +22,22 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from ..config import Config
 from ..model.record import Reject
 from ..model.request import Request
-from ..store.blobs import Store, StoreError, hash_file, is_blob_id, local_stores
+from ..store.blobs import Store, StoreError, hash_file, is_blob_id, local_stores, stores_from
 from ..store.blobtable import add_blob
 from ..support import failpoints
 from ..support.timefmt import iso_time
 
 UPLOAD_PATH = "/_blobs"
+
+
+def intake_for(config: Config) -> BlobIntake:
+    """The intake a deployment's config describes (``blobs.stores``; public marks in the state dir)."""
+    return BlobIntake(
+        stores_from(config["blobs.stores"], config.home), config.path("state_dir") / "blobs-public"
+    )
 
 
 def is_upload(request: Request) -> bool:
@@ -46,8 +54,12 @@ class BlobIntake:
         self.public_dir = public_dir
         """Where a public project's blobs are marked (an empty file per id) for the apex's ``/fetch/ID``."""
 
-    def take(self, conn: sqlite3.Connection, request: Request, public: bool) -> Reject | None:
-        """Apply one upload to the project whose database is ``conn``; a Reject if it cannot be."""
+    def take(self, conn: sqlite3.Connection, request: Request, read_policy: str) -> list[Reject]:
+        """Apply one upload to the project whose database is ``conn``: ``[]``, or a Reject saying why not."""
+        reject = self._take(conn, request, read_policy == "public")
+        return [] if reject is None else [reject]
+
+    def _take(self, conn: sqlite3.Connection, request: Request, public: bool) -> Reject | None:
         blob_id = f"sha256-{request.blob}"
         size = request.content_length or 0
         if not is_blob_id(blob_id):

@@ -34,7 +34,6 @@ from ..model.project import (
 )
 from ..model.record import Record, Reject
 from ..model.request import Request
-from ..store.blobs import stores_from
 from ..store.database import Store, WriteResult
 from ..store.holding import Held, Holding
 from ..store.keys import Key, KeyStore, record_change
@@ -43,7 +42,7 @@ from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
 from ..support.timefmt import iso_time
 from . import grace
-from .blobs import BlobIntake, is_upload
+from .blobs import BlobIntake, intake_for, is_upload
 from .keychange import (
     KEYS_PATH,
     RESET_PATH,
@@ -57,6 +56,7 @@ from .keychange import (
 )
 from .records import build
 from .settings_write import SettingsError, apply_change, read_change
+from .stream import documents, is_stream_post, truncation, truncation_location
 from .validate import Rules, check, rules_for
 
 
@@ -109,10 +109,8 @@ class Registry:
         grace_seconds: float = 86400.0,
         blobs: BlobIntake | None = None,
     ) -> None:
-        self.grace_seconds = grace_seconds
-        self.blobs = blobs
-        self.store = store
-        self.keys = keys
+        self.grace_seconds, self.blobs = grace_seconds, blobs  # blobs: ingest/blobs.py
+        self.store, self.keys = store, keys
         self.holding = holding
         self.defaults = defaults
         self.auto_create = auto_create
@@ -182,9 +180,17 @@ class Registry:
                 flush()
                 self._change_keys(project, request, state, out)
                 continue
-            if is_upload(request) and (state.exists or self.auto_create):
+            if is_upload(request) and self.blobs and (state.exists or self.auto_create):
+                rejects += self.blobs.take(self.store.project(project).conn, request, state.settings.read)
+                state.exists = True
+                continue
+            if (location := truncation_location(request)) is not None:
                 flush()
-                self._take_blob(project, request, state, out)
+                refused = truncation(self.store, request, location, state.exists)
+                if refused is not None and state.exists:
+                    rejects.append(refused)
+                elif refused is not None:  # no such topic: a refusal creates no project
+                    self.holding.reject(project, [refused])
                 continue
             if not state.exists and not self.auto_create:
                 holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))
@@ -197,11 +203,11 @@ class Registry:
                     holds.append(Held(request, "over_quota", _OVER_QUOTA.format(project=project)))
                     continue
             item = _classify(request, state.rules)
-            if isinstance(item, Record):
-                out.last_post = request.received
-                records.append(item)
-            else:
+            if isinstance(item, Reject):
                 rejects.append(item)
+            else:
+                out.last_post = request.received
+                records.extend(item)
         flush()
         if state.held and not state.over_quota:
             self._release(project, state, out)
@@ -289,15 +295,6 @@ class Registry:
         if self.keys is not None:
             waits = [grace.announcement(change, due_at) for _, _, due_at, change in pending(conn)]
             self.keys.set_pending(project, "; ".join(waits))
-
-    def _take_blob(self, project: str, request: Request, state: _State, out: Outcome) -> None:
-        """Apply one blob upload (ingest/blobs.py), or keep it as a reject saying why not."""
-        conn = self.store.project(project).conn
-        reject = self.blobs.take(conn, request, state.settings.read == "public") if self.blobs else None
-        if reject is not None:
-            out.write.add(self.store.write(project, [], [reject]))
-        state.exists = True
-        self._measure(project, state)
 
     # -- keys --------------------------------------------------------------
 
@@ -401,7 +398,10 @@ class Registry:
             rejects: list[Reject] = []
             for _, request in waiting:
                 item = _classify(request, state.rules)
-                (records if isinstance(item, Record) else rejects).append(item)
+                if isinstance(item, Reject):
+                    rejects.append(item)
+                else:
+                    records.extend(item)
             out.write.add(
                 self.store.write(
                     project, records, rejects, schema_keys(state.settings), state.settings.store_client
@@ -428,9 +428,7 @@ def for_config(config: Config, store: Store, holding: Holding, keys: KeyStore | 
         config["ingest.batch_lines"],
         keys,
         config["projects.grace_hours"] * 3600,
-        BlobIntake(
-            stores_from(config["blobs.stores"], config.home), config.path("state_dir") / "blobs-public"
-        ),
+        intake_for(config),
     )
 
 
@@ -444,12 +442,15 @@ _OVER_QUOTA = (
 )
 
 
-def _classify(request: Request, rules: Rules) -> Record | Reject:
-    """A post as a record that follows the project's rules, or a reject saying why."""
+def _classify(request: Request, rules: Rules) -> list[Record] | Reject:
+    """A post as the records that follow the project's rules (a stream post may make many),
+    or a reject saying why."""
+    if is_stream_post(request):
+        return documents(request, rules)
     item = build(request)
     if isinstance(item, Record) and not rules.trivial:
-        return check(item, rules)
-    return item
+        item = check(item, rules)
+    return item if isinstance(item, Reject) else [item]
 
 
 def _body(request: Request) -> str | bytes:
