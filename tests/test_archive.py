@@ -1,0 +1,256 @@
+"""The log archive and disaster recovery (issue 24, docs/archive.md), with the real nginx,
+logrotate and daemon (``smalltable up``) and a real SeaweedFS on loopback (tests/s3lib.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import Stack, smalltable, start_stack, stop_stack
+from .s3lib import BUCKET, credentials_env
+
+
+@pytest.fixture
+def s3env(seaweed, monkeypatch, request) -> dict[str, str]:
+    """boto3's environment for the session's SeaweedFS, and an archive URL of the test's own."""
+    env = {**credentials_env(), "AWS_ENDPOINT_URL": seaweed.endpoint}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    digest = hashlib.sha1(f"{request.node.nodeid}{os.getpid()}{time.time()}".encode()).hexdigest()[:10]
+    return {**env, "url": f"s3://{BUCKET}/archive-{digest}", "prefix": f"archive-{digest}"}
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(0.1)
+    return value
+
+
+def archived_stack(home: Path, url: str, **settings) -> Stack:
+    config = home.parent / f"{home.name}-archive.yaml"
+    home.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(yaml.safe_dump(settings))
+    return start_stack(home, ["--config", str(config), "--archive", url])
+
+
+def archive_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    return smalltable("archive", *args, "--home", str(home), env=dict(os.environ))
+
+
+def objects(seaweed, prefix: str) -> dict[str, bytes]:
+    client = seaweed.client()
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix + "/").get("Contents", [])
+    return {
+        o["Key"][len(prefix) + 1 :]: client.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read()
+        for o in listed
+    }
+
+
+def post_and_wait(stack: Stack, project: str, count: int, start: int = 0) -> list[str]:
+    ids = [
+        stack.post(project, json.dumps({"n": start + i, "pad": "x" * 100})).json()["id"] for i in range(count)
+    ]
+    stack.wait_row(project, ids[-1])
+    return ids
+
+
+def test_rotated_logs_are_archived_verified_and_chained(seaweed, s3env, tmp_path, project):
+    home = tmp_path / "home"
+    stack = archived_stack(home, s3env["url"])
+    try:
+        post_and_wait(stack, project, 5)
+        now = archive_cli("now", home=home)
+        assert now.returncode == 0, now.stderr
+        post_and_wait(stack, project, 5, 5)
+        assert archive_cli("now", home=home).returncode == 0
+        stored = objects(seaweed, s3env["prefix"])
+        manifests = [json.loads(v) for k, v in sorted(stored.items()) if k.endswith(".manifest.json")]
+        assert [m["seq"] for m in manifests] == [1, 2]
+        assert manifests[0]["previous"] is None
+        assert (manifests[1]["previous"], manifests[1]["previous_sha256"]) == (
+            manifests[0]["segment"],
+            manifests[0]["sha256"],
+        )
+        for m in manifests:
+            assert hashlib.sha256(stored[m["segment"]]).hexdigest() == m["sha256"]
+            assert len(stored[m["segment"]]) == m["size"]
+        assert json.loads(stored["head.json"]) == manifests[1]
+        assert sorted(m["segment"] for m in manifests) == [m["segment"] for m in manifests]
+        # The segments hold every line the host logged, in order.
+        lines = b"".join(stored[m["segment"]] for m in manifests).splitlines()
+        assert [json.loads(line)["project"] for line in lines].count(project) == 10
+        status = json.loads(archive_cli("status", "--json", home=home).stdout)
+        assert status["segments_archived"] == 2 and status["segments_waiting"] == 0
+        assert status["head"] == manifests[1]["segment"] and not status["chain_broken"]
+    finally:
+        stop_stack(stack)
+
+
+def test_rotation_by_size_is_archived_within_the_delay(seaweed, s3env, tmp_path, project):
+    home = tmp_path / "home"
+    stack = archived_stack(home, s3env["url"], logrotate={"max_size": "2k", "interval": 0.5}, archive_delay=3)
+    try:
+        post_and_wait(stack, project, 30)  # ~6 KiB of log: at least one rotation by size
+        rotated = wait_until(
+            lambda: [p for p in stack.ingest_log.parent.glob("ingest.log.*")], 20, "a rotation"
+        )
+        rotated_at = min(p.stat().st_mtime for p in rotated)
+
+        def archived() -> dict | None:
+            figures = json.loads(archive_cli("status", "--json", home=home).stdout)
+            return figures if figures["segments_archived"] >= 1 else None
+
+        figures = wait_until(archived, 20, "the rotated file archived")
+        assert figures["last_verified"] - rotated_at <= 3 + 1
+    finally:
+        stop_stack(stack)
+
+
+def dumps(home: Path) -> dict[str, str]:
+    out = {}
+    for db in sorted((home / "data").glob("*.db")):
+        out[db.name] = subprocess.run(
+            ["sqlite3", str(db), ".dump"], capture_output=True, text=True, check=True
+        ).stdout
+    return out
+
+
+def test_drill_a_destroyed_host_is_restored_from_the_archive(seaweed, s3env, tmp_path):
+    home = tmp_path / "lost"
+    stack = archived_stack(home, s3env["url"])
+    projects = [f"drill-{n}" for n in range(3)]
+    try:
+        for round_ in range(3):
+            for project in projects:
+                post_and_wait(stack, project, 20, 20 * round_)
+            assert archive_cli("now", home=home).returncode == 0
+        stack.post(projects[0], b"not json at all", headers={"Content-Type": "application/json"})
+        stack.post(projects[1], json.dumps({"n": "x" * 10}), path="/deep/path?q=1")
+        post_and_wait(stack, projects[2], 1, 1000)
+        assert archive_cli("now", home=home).returncode == 0
+        before = dumps(home)
+        # In the not-yet-archived window: lost with the host.
+        post_and_wait(stack, projects[0], 3, 2000)
+    finally:
+        stop_stack(stack)
+    assert len(before) >= 3
+    shutil.rmtree(home)
+
+    new = tmp_path / "new"
+    restored = smalltable("restore", "--from", s3env["url"], "--home", str(new), env=dict(os.environ))
+    assert restored.returncode == 0, restored.stderr
+    assert "chain verified" in restored.stdout
+    assert dumps(new) == before
+
+    # The normal daemon continues: the next post takes the next id, the chain grows.
+    stack = archived_stack(new, s3env["url"])
+    try:
+        db = new / "data" / f"{projects[1]}.db"
+        last = int(
+            subprocess.run(
+                ["sqlite3", str(db), "select max(_id) from records"], capture_output=True, text=True
+            ).stdout
+        )
+        request_id = stack.post(projects[1], b'{"after": 1}').json()["id"]
+        stack.wait_row(projects[1], request_id)
+        query = f"select _id from records where _request_id = '{request_id}'"
+        assert subprocess.run(
+            ["sqlite3", str(db), query], capture_output=True, text=True
+        ).stdout.strip() == str(last + 1)
+        assert archive_cli("now", home=new).returncode == 0
+        status = json.loads(archive_cli("status", "--json", home=new).stdout)
+        assert status["head"].endswith("-0000000005.log") and not status["chain_broken"]
+    finally:
+        stop_stack(stack)
+
+
+def hand_made_home(tmp_path: Path, url: str, files: int, age_days: float = 0) -> tuple:
+    """A home with ``files`` rotated logs (oldest first, one line each) and its config."""
+    from ingestd.config import load_config
+
+    config = load_config(None, {"home": str(tmp_path / "home"), "archive": url})
+    logs = config.path("log_dir")
+    logs.mkdir(parents=True)
+    paths = []
+    for n in range(files):
+        path = logs / f"ingest.log.{files - n}"
+        path.write_bytes(json.dumps({"v": 1, "n": n, "pad": os.urandom(8).hex()}).encode() + b"\n")
+        when = time.time() - age_days * 86400 - (files - n) * 10 - 5
+        os.utime(path, (when, when))
+        paths.append(path)
+    return config, paths
+
+
+def test_no_rotated_file_is_deleted_before_its_copy_is_verified(fresh_seaweed, monkeypatch, tmp_path):
+    from ingestd.config import load_config
+    from ingestd.ops.archive import Archiver
+    from ingestd.ops.render import render
+    from ingestd.support.s3 import S3Error
+
+    for name, value in {**credentials_env(), "AWS_ENDPOINT_URL": fresh_seaweed.endpoint}.items():
+        monkeypatch.setenv(name, value)
+    config, paths = hand_made_home(tmp_path, f"s3://{BUCKET}/prune", 3, age_days=300)
+    maxage = re.compile(r"^\s*maxage\s", re.M)  # logrotate deletes nothing when there is an archive
+    assert not maxage.search(render(config, tmp_path / "conf")["logrotate.conf"])
+    unarchived = load_config(None, {"home": str(config.home)})
+    assert maxage.search(render(unarchived, tmp_path / "conf")["logrotate.conf"])
+    partial = config.path("log_dir") / "ingest.log.9"  # a torn last line and nothing else: no identity
+    partial.write_bytes(b'{"v":1,"t":1.5,"partial')
+    os.utime(partial, (time.time() - 400 * 86400,) * 2)
+    fresh_seaweed.stop()
+    archiver = Archiver(config)
+    with pytest.raises(S3Error):
+        archiver.run_pass()
+    assert all(p.exists() for p in paths), "a file past keep_days was deleted while S3 was down"
+    fresh_seaweed.start()
+    paths[2].write_bytes(paths[2].read_bytes())  # the newest is written again: not settled yet
+    assert len(archiver.run_pass()) == 2
+    assert [p.exists() for p in paths] == [False, False, True]
+    stale = time.time() - 300 * 86400
+    os.utime(paths[2], (stale, stale))
+    assert len(archiver.run_pass()) == 1
+    assert not paths[2].exists()
+    assert partial.exists(), "a file that was never archived was deleted"
+    assert len(objects(fresh_seaweed, "prune")) == 3 + 3 + 1  # segments, manifests, head
+
+
+def test_restore_names_the_first_missing_or_corrupt_segment(seaweed, s3env, tmp_path):
+    from ingestd.ops.archive import Archiver
+
+    config, _ = hand_made_home(tmp_path, s3env["url"], 3)
+    assert len(Archiver(config).run_pass()) == 3
+    client, prefix = seaweed.client(), s3env["prefix"]
+    segments = sorted(n for n in objects(seaweed, prefix) if n.startswith("log/") and n.endswith(".log"))
+
+    def restore(into: str) -> subprocess.CompletedProcess:
+        home = tmp_path / into
+        return smalltable("restore", "--from", s3env["url"], "--home", str(home), env=dict(os.environ))
+
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/{segments[1]}", Body=b'{"v":1,"forged":true}\n')
+    corrupt = restore("a")
+    assert corrupt.returncode != 0 and f"segment {segments[1]} is corrupt" in corrupt.stderr
+    assert not list((tmp_path / "a" / "data").glob("*.db"))
+    client.delete_object(Bucket=BUCKET, Key=f"{prefix}/{segments[1]}")
+    missing = restore("b")
+    assert missing.returncode != 0 and f"segment {segments[1]} is missing" in missing.stderr
+    client.delete_object(Bucket=BUCKET, Key=f"{prefix}/{segments[1].removesuffix('.log')}.manifest.json")
+    unlinked = restore("c")
+    assert unlinked.returncode != 0 and f"segment {segments[1]} is missing" in unlinked.stderr
+    for name in (segments[2], segments[2].removesuffix(".log") + ".manifest.json"):
+        client.delete_object(Bucket=BUCKET, Key=f"{prefix}/{name}")
+    client.put_object(Bucket=BUCKET, Key=f"{prefix}/{segments[1]}", Body=b"")
+    lost_newest = restore("d")
+    assert lost_newest.returncode != 0 and f"segment {segments[2]} is missing" in lost_newest.stderr
