@@ -323,8 +323,7 @@ def run_daemon(config: Config) -> None:
             {"logs": config.path("log_dir"), "data": config.path("data_dir")},
         )
     )
-    if config["archive"]:
-        REGISTRY.register(archive.ArchiveScrape(config))
+    REGISTRY.register(archive.ArchiveScrape(config))
     archive.start(config, daemon.stopping)
     install_signal_handlers(daemon)
     daemon.run()

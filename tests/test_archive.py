@@ -95,6 +95,12 @@ def test_rotated_logs_are_archived_verified_and_chained(seaweed, s3env, tmp_path
         status = json.loads(archive_cli("status", "--json", home=home).stdout)
         assert status["segments_archived"] == 2 and status["segments_waiting"] == 0
         assert status["head"] == manifests[1]["segment"] and not status["chain_broken"]
+        metrics = stack.client.get(f"http://127.0.0.1:{stack.metrics_port}/metrics").text
+        for name, value in (("segments_waiting", 0.0), ("chain_broken", 0.0), ("failing", 0.0)):
+            assert f"smalltable_archive_{name} {value}" in metrics
+        verified = re.search(r"^smalltable_archive_last_verified_timestamp_seconds (\S+)$", metrics, re.M)
+        assert verified and abs(float(verified[1]) - status["last_verified"]) < 1
+        assert "smalltable_archive_oldest_unarchived_age_seconds 0.0" in metrics
     finally:
         stop_stack(stack)
 

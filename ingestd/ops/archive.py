@@ -254,7 +254,9 @@ def status(config: Config, now: float | None = None) -> Status:
     """The archive's figures from disk alone (no S3 call): a stuck archiver still shows."""
     now = time.time() if now is None else now
     state = load_state(config)
-    waiting = [r for r in rotated_files(config) if r.fingerprint not in state.segments]
+    waiting = (
+        [r for r in rotated_files(config) if r.fingerprint not in state.segments] if config["archive"] else []
+    )
     oldest = min((r.st.st_mtime for r in waiting), default=now)
     return Status(
         config["archive"],
@@ -269,7 +271,8 @@ def status(config: Config, now: float | None = None) -> Status:
 
 
 class ArchiveScrape(Collector):
-    """The archive's metrics, computed from disk at each scrape."""
+    """The archive's metrics, computed from disk at each scrape (all 0 without an archive:
+    nothing waits for one)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
