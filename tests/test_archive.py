@@ -213,6 +213,9 @@ def test_no_rotated_file_is_deleted_before_its_copy_is_verified(fresh_seaweed, m
     assert not maxage.search(render(config, tmp_path / "conf")["logrotate.conf"])
     unarchived = load_config(None, {"home": str(config.home)})
     assert maxage.search(render(unarchived, tmp_path / "conf")["logrotate.conf"])
+    unit = render(config, tmp_path / "conf")["smalltable-ingestd.service"]
+    assert f"ReadWritePaths={config.path('log_dir')}\n" in unit  # it deletes what it archived
+    assert "EnvironmentFile=-/etc/smalltable/archive.env" in unit
     partial = config.path("log_dir") / "ingest.log.9"  # a torn last line and nothing else: no identity
     partial.write_bytes(b'{"v":1,"t":1.5,"partial')
     os.utime(partial, (time.time() - 400 * 86400,) * 2)
