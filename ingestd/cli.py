@@ -403,7 +403,7 @@ def archive_status(config_file, home, as_json) -> None:
     figures = archive_figures(_archived_config(config_file, home))
     if as_json:
         click.echo(json.dumps(asdict(figures), indent=2))
-        return
+        sys.exit(1 if figures.chain_broken or figures.last_error else 0)
     verified = (
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(figures.last_verified))
         if figures.last_verified

@@ -107,7 +107,7 @@ def test_rotated_logs_are_archived_verified_and_chained(seaweed, s3env, tmp_path
 
 def test_rotation_by_size_is_archived_within_the_delay(seaweed, s3env, tmp_path, project):
     home = tmp_path / "home"
-    stack = archived_stack(home, s3env["url"], logrotate={"max_size": "2k", "interval": 0.5}, archive_delay=3)
+    stack = archived_stack(home, s3env["url"], logrotate={"max_size": "2k", "interval": 0.5}, archive_delay=5)
     try:
         post_and_wait(stack, project, 30)  # ~6 KiB of log: at least one rotation by size
         rotated = wait_until(
@@ -120,7 +120,7 @@ def test_rotation_by_size_is_archived_within_the_delay(seaweed, s3env, tmp_path,
             return figures if figures["segments_archived"] >= 1 else None
 
         figures = wait_until(archived, 20, "the rotated file archived")
-        assert figures["last_verified"] - rotated_at <= 3 + 1
+        assert figures["last_verified"] - rotated_at <= 5  # archive_delay
     finally:
         stop_stack(stack)
 
@@ -216,24 +216,32 @@ def test_no_rotated_file_is_deleted_before_its_copy_is_verified(fresh_seaweed, m
     unit = render(config, tmp_path / "conf")["smalltable-ingestd.service"]
     assert f"ReadWritePaths={config.path('log_dir')}\n" in unit  # it deletes what it archived
     assert "EnvironmentFile=-/etc/smalltable/archive.env" in unit
-    partial = config.path("log_dir") / "ingest.log.9"  # a torn last line and nothing else: no identity
-    partial.write_bytes(b'{"v":1,"t":1.5,"partial')
-    os.utime(partial, (time.time() - 400 * 86400,) * 2)
+    empty = config.path("log_dir") / "ingest.log.9"  # nothing to archive, so never "verified"
+    empty.write_bytes(b"")
+    os.utime(empty, (time.time() - 400 * 86400,) * 2)
+    torn = config.path("log_dir") / "ingest.log.8"  # a torn line alone (nginx died writing it)
+    torn.write_bytes(b'{"v":1,"t":1.5,"torn')
+    os.utime(torn, (time.time() - 400 * 86400,) * 2)
     fresh_seaweed.stop()
     archiver = Archiver(config)
     with pytest.raises(S3Error):
         archiver.run_pass()
     assert all(p.exists() for p in paths), "a file past keep_days was deleted while S3 was down"
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump({"home": str(config.home), "archive": config["archive"]}))
+    down = smalltable("archive", "status", "--json", "--config", str(config_file), env=dict(os.environ))
+    assert down.returncode == 1 and json.loads(down.stdout)["segments_waiting"] == 4
+    assert "Could not connect" in json.loads(down.stdout)["last_error"]
     fresh_seaweed.start()
     paths[2].write_bytes(paths[2].read_bytes())  # the newest is written again: not settled yet
-    assert len(archiver.run_pass()) == 2
-    assert [p.exists() for p in paths] == [False, False, True]
+    assert len(archiver.run_pass()) == 3
+    assert [p.exists() for p in [torn, *paths]] == [False, False, False, True]
     stale = time.time() - 300 * 86400
     os.utime(paths[2], (stale, stale))
     assert len(archiver.run_pass()) == 1
     assert not paths[2].exists()
-    assert partial.exists(), "a file that was never archived was deleted"
-    assert len(objects(fresh_seaweed, "prune")) == 3 + 3 + 1  # segments, manifests, head
+    assert empty.exists(), "a file that was never archived was deleted"
+    assert len(objects(fresh_seaweed, "prune")) == 4 + 4 + 1  # segments, manifests, head
 
 
 def test_restore_names_the_first_missing_or_corrupt_segment(seaweed, s3env, tmp_path):

@@ -102,7 +102,8 @@ class Rotated:
 
 
 def rotated_files(config: Config) -> list[Rotated]:
-    """The rotated ingest logs, oldest first, with their fingerprints (None: still empty)."""
+    """The rotated ingest logs, oldest first, with their fingerprints (None: empty, or a
+    .gz not readable yet; such a file is neither archived nor ever deleted)."""
     live = config.path("ingest_log")
     found = []
     for path in log_files(live):
@@ -115,7 +116,10 @@ def rotated_files(config: Config) -> list[Rotated]:
                 fp = fingerprint_of(head[0]) if head else None
             else:
                 with path.open("rb") as f:
-                    fp = fingerprint_of(f.read(FINGERPRINT_BYTES))
+                    first = f.read(FINGERPRINT_BYTES)
+                fp = fingerprint_of(first)
+                if fp is None and first:  # a torn line alone (nginx died writing it): known by content
+                    fp = "content-" + hashlib.sha256(first).hexdigest()[:32]
         except FileNotFoundError:
             continue
         found.append(Rotated(path, fp, st))
@@ -254,9 +258,8 @@ def status(config: Config, now: float | None = None) -> Status:
     """The archive's figures from disk alone (no S3 call): a stuck archiver still shows."""
     now = time.time() if now is None else now
     state = load_state(config)
-    waiting = (
-        [r for r in rotated_files(config) if r.fingerprint not in state.segments] if config["archive"] else []
-    )
+    rotated = rotated_files(config) if config["archive"] else []
+    waiting = [r for r in rotated if r.fingerprint and r.fingerprint not in state.segments]
     oldest = min((r.st.st_mtime for r in waiting), default=now)
     return Status(
         config["archive"],
