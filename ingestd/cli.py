@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -470,8 +471,16 @@ def restore(config_file, home, source) -> None:
     except S3Error as exc:
         raise click.ClickException(f"cannot read {config['archive']}: {exc}") from None
     started = time.monotonic()
-    with click.progressbar(length=max(done.lines, 1), label="loading", file=sys.stderr) as bar:
-        loaded = load(config, done.lines, bar.update)
+    try:
+        with click.progressbar(length=max(done.lines, 1), label="loading", file=sys.stderr) as bar:
+            loaded = load(config, done.lines, bar.update)
+    except (sqlite3.Error, OSError) as exc:
+        raise click.ClickException(
+            f"the chain is whole and downloaded, but loading failed: {exc}; fix the cause and run "
+            f"`smalltable up --home {config.home}`: ingestd loads the rest from its checkpoint"
+        ) from None
+    if loaded < done.lines:
+        raise click.ClickException(f"loaded {loaded:,} of the archive's {done.lines:,} lines: see above")
     seconds = time.monotonic() - started
     remember(config, manifests)
     mib = done.bytes / 1048576

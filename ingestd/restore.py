@@ -67,7 +67,15 @@ def load(config: Config, total_lines: int, advance: Callable[[int], None] = lamb
     """Load every log file in the home with the daemon's own loader, once, through to a
     checkpoint at each file's end (``advance``: lines loaded); the lines loaded."""
     daemon = Daemon(config)
-    worker = threading.Thread(target=daemon.step, name="restore-load")
+    failed: list[BaseException] = []
+
+    def step() -> None:
+        try:
+            daemon.step()
+        except BaseException as exc:  # handed to the caller below, in its own thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=step, name="restore-load")
     worker.start()
     shown = 0
     while worker.is_alive():
@@ -77,6 +85,8 @@ def load(config: Config, total_lines: int, advance: Callable[[int], None] = lamb
     daemon.tailer.close()
     daemon.store.close()
     daemon.holding.close()
+    if failed:
+        raise failed[0]
     return daemon.loaded_lines
 
 

@@ -143,9 +143,10 @@ def test_drill_a_destroyed_host_is_restored_from_the_archive(seaweed, s3env, tmp
             for project in projects:
                 post_and_wait(stack, project, 20, 20 * round_)
             assert archive_cli("now", home=home).returncode == 0
-        stack.post(projects[0], b"not json at all", headers={"Content-Type": "application/json"})
-        stack.post(projects[1], json.dumps({"n": "x" * 10}), path="/deep/path?q=1")
-        post_and_wait(stack, projects[2], 1, 1000)
+        bad = stack.post(projects[0], b"not json at all", headers={"Content-Type": "application/json"})
+        deep = stack.post(projects[1], json.dumps({"n": "x" * 10}), path="/deep/path?q=1")
+        stack.wait_row(projects[0], bad.json()["id"], table="rejects")
+        stack.wait_row(projects[1], deep.json()["id"])
         assert archive_cli("now", home=home).returncode == 0
         before = dumps(home)
         # In the not-yet-archived window: lost with the host.
