@@ -272,3 +272,37 @@ def test_restore_names_the_first_missing_or_corrupt_segment(seaweed, s3env, tmp_
     client.put_object(Bucket=BUCKET, Key=f"{prefix}/{segments[1]}", Body=b"")
     lost_newest = restore("d")
     assert lost_newest.returncode != 0 and f"segment {segments[2]} is missing" in lost_newest.stderr
+
+
+def test_an_s3_outage_delays_the_archive_and_loses_nothing(fresh_seaweed, monkeypatch, tmp_path):
+    env = {**credentials_env(), "AWS_ENDPOINT_URL": fresh_seaweed.endpoint}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    url = f"s3://{BUCKET}/outage"
+    home = tmp_path / "lost"
+    stack = archived_stack(home, url)
+    try:
+        post_and_wait(stack, "outage-a", 10)
+        fresh_seaweed.stop()
+        for round_ in range(2):  # two rotations while S3 is down: the older one gets compressed
+            post_and_wait(stack, "outage-a", 10, 10 * (round_ + 1))
+            down = archive_cli("now", home=home)
+            assert down.returncode == 1 and f"cannot archive to {url}" in down.stderr
+        assert list(home.glob("logs/ingest.log.*.gz")), "logrotate compressed nothing"
+        figures = json.loads(archive_cli("status", "--json", home=home).stdout)
+        assert figures["segments_waiting"] == 2 and figures["last_error"]
+        metrics = stack.client.get(f"http://127.0.0.1:{stack.metrics_port}/metrics").text
+        assert "smalltable_archive_segments_waiting 2.0" in metrics
+        fresh_seaweed.start()
+        post_and_wait(stack, "outage-a", 10, 30)
+        assert archive_cli("now", home=home).returncode == 0
+        stored = objects(fresh_seaweed, "outage")
+        assert any(name.endswith(".log.gz") for name in stored)
+        assert len([n for n in stored if n.endswith(".manifest.json")]) == 3
+        before = dumps(home)
+    finally:
+        stop_stack(stack)
+    shutil.rmtree(home)
+    restored = smalltable("restore", "--from", url, "--home", str(tmp_path / "new"), env=dict(os.environ))
+    assert restored.returncode == 0, restored.stderr
+    assert dumps(tmp_path / "new") == before
