@@ -17,6 +17,7 @@ MiB/s of each (wall clock, interpreter start-up included) and their ratio.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,12 +79,21 @@ def main() -> None:
             started = time.monotonic()
             Archiver(config).run_pass()
             archive_seconds = time.monotonic() - started
+            # The quota is lifted, as load_rate.py does: the biggest project outgrows the
+            # default 100 MiB, and over-quota is decided per batch (docs/development.md).
+            lifted = work / "lifted.json"
+            lifted.write_text(json.dumps({"projects": {"quota_mb": 100_000}}))
             smalltable = [sys.executable, "-m", "ingestd"]
-            restore = timed([*smalltable, "restore", "--from", url, "--home", str(work / "new")], env)
+            restore = timed(
+                [*smalltable, "restore", "--config", str(lifted), "--from", url, "--home", str(work / "new")],
+                env,
+            )
             replay = timed(
                 [
                     *smalltable,
                     "replay",
+                    "--config",
+                    str(lifted),
                     "--home",
                     str(work / "replayed"),
                     "--jobs",

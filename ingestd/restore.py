@@ -15,10 +15,12 @@ segment nothing is loaded and :class:`ChainBroken` names it.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from .config import Config
 from .daemon import Daemon
@@ -41,23 +43,29 @@ def download(
     config: Config, bucket: s3.Bucket, advance: Callable[[int], None] = lambda n: None
 ) -> tuple[Restored, list[chain.Manifest]]:
     """Every segment, verified, into the log directory (``advance``: bytes done); raises
-    ChainBroken at the first missing or corrupt segment, S3Error when S3 fails."""
+    ChainBroken at the first missing or corrupt segment, S3Error when S3 fails, and then
+    leaves no segment behind."""
     logs = config.path("log_dir")
     logs.mkdir(parents=True, exist_ok=True)
     spool = logs / "restore.tmp"
     spool.mkdir(exist_ok=True)
     done, manifests = Restored(), []
     started = time.monotonic()
-    for manifest, path in chain.walk(bucket, spool):
+    try:
+        for manifest, _ in chain.walk(bucket, spool):
+            manifests.append(manifest)
+            done.segments += 1
+            done.bytes += manifest.size
+            done.lines += manifest.lines
+            advance(manifest.size)
+    except BaseException:
+        shutil.rmtree(spool)  # a broken chain leaves the new home as it found it
+        raise
+    for manifest in manifests:  # the whole chain is verified: the segments become rotated logs
         suffix = ".gz" if manifest.segment.endswith(".gz") else ""
         target = logs / f"{config.path('ingest_log').name}.archived-{manifest.seq:010d}{suffix}"
-        os.replace(path, target)
+        os.replace(spool / Path(manifest.segment).name, target)
         os.utime(target, (manifest.time, manifest.time))
-        manifests.append(manifest)
-        done.segments += 1
-        done.bytes += manifest.size
-        done.lines += manifest.lines
-        advance(manifest.size)
     spool.rmdir()
     done.download_seconds = time.monotonic() - started
     return done, manifests

@@ -261,6 +261,7 @@ def test_restore_names_the_first_missing_or_corrupt_segment(seaweed, s3env, tmp_
     corrupt = restore("a")
     assert corrupt.returncode != 0 and f"segment {segments[1]} is corrupt" in corrupt.stderr
     assert not list((tmp_path / "a" / "data").glob("*.db"))
+    assert not list((tmp_path / "a" / "logs").iterdir()), "a broken restore left segments behind"
     client.delete_object(Bucket=BUCKET, Key=f"{prefix}/{segments[1]}")
     missing = restore("b")
     assert missing.returncode != 0 and f"segment {segments[1]} is missing" in missing.stderr
