@@ -18,6 +18,8 @@ import yaml
 
 from .conftest import Stack, smalltable, start_stack, stop_stack
 from .s3lib import BUCKET, credentials_env
+from .test_e2e_projects import JSON
+from .test_e2e_projects import status as write_status
 
 
 @pytest.fixture
@@ -139,6 +141,10 @@ def test_drill_a_destroyed_host_is_restored_from_the_archive(seaweed, s3env, tmp
     stack = archived_stack(home, s3env["url"])
     projects = [f"drill-{n}" for n in range(3)]
     try:
+        claim = stack.post(projects[0], json.dumps({"owner": "ann"}), path="/_project", headers=JSON)
+        assert write_status(stack, projects[0], claim)["status"] == "applied"
+        change = stack.post(projects[0], json.dumps({"quota_mb": 700}), path="/_project", headers=JSON)
+        assert write_status(stack, projects[0], change)["status"] == "applied"
         for round_ in range(3):
             for project in projects:
                 post_and_wait(stack, project, 20, 20 * round_)
@@ -149,6 +155,7 @@ def test_drill_a_destroyed_host_is_restored_from_the_archive(seaweed, s3env, tmp
         stack.wait_row(projects[1], deep.json()["id"])
         assert archive_cli("now", home=home).returncode == 0
         before = dumps(home)
+        keys_before = json.loads((home / "state" / "keys.json").read_text())["keys"]
         # In the not-yet-archived window: lost with the host.
         post_and_wait(stack, projects[0], 3, 2000)
     finally:
@@ -161,10 +168,19 @@ def test_drill_a_destroyed_host_is_restored_from_the_archive(seaweed, s3env, tmp
     assert restored.returncode == 0, restored.stderr
     assert "chain verified" in restored.stdout
     assert dumps(new) == before
+    assert json.loads((new / "state" / "keys.json").read_text())["keys"] == keys_before
 
-    # The normal daemon continues: the next post takes the next id, the chain grows.
+    # The normal daemon continues: the next post takes the next id, the owner key still
+    # works (nginx decides it from the restored maps), the chain grows.
     stack = archived_stack(new, s3env["url"])
     try:
+        owner = {"Authorization": f"Bearer {claim.json()['key']}", **JSON}
+        again = stack.post(projects[0], b'{"quota_mb": 800}', path="/_project", headers=owner, as_owner=False)
+        assert write_status(stack, projects[0], again)["status"] == "applied"
+        stranger = stack.post(
+            projects[0], b'{"quota_mb": 900}', path="/_project", headers=JSON, as_owner=False
+        )
+        assert stranger.status_code in (401, 403), stranger.text
         db = new / "data" / f"{projects[1]}.db"
         last = int(
             subprocess.run(
