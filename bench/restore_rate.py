@@ -54,12 +54,13 @@ def split(log: Path, logs: Path, parts: int) -> list[Path]:
     return paths
 
 
-def timed(argv: list[str], env: dict[str, str]) -> float:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """The command's wall clock and the last line it printed (its summary)."""
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
-    return time.monotonic() - started
+    return time.monotonic() - started, done.stdout.strip().splitlines()[-1]
 
 
 def main() -> None:
@@ -84,11 +85,11 @@ def main() -> None:
             lifted = work / "lifted.json"
             lifted.write_text(json.dumps({"projects": {"quota_mb": 100_000}}))
             smalltable = [sys.executable, "-m", "ingestd"]
-            restore = timed(
+            restore, said = timed(
                 [*smalltable, "restore", "--config", str(lifted), "--from", url, "--home", str(work / "new")],
                 env,
             )
-            replay = timed(
+            replay, _ = timed(
                 [
                     *smalltable,
                     "replay",
@@ -119,6 +120,7 @@ def main() -> None:
             f"{name:26} {seconds:6.1f} s  {lines / seconds:9,.0f} rows/s  {size / MIB / seconds:6.1f} MiB/s"
         )
     print(f"restore / replay: {replay / restore:.2f}x the rate")
+    print(f"restore said: {said}")
 
 
 if __name__ == "__main__":
