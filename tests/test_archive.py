@@ -323,3 +323,10 @@ def test_an_s3_outage_delays_the_archive_and_loses_nothing(fresh_seaweed, monkey
     restored = smalltable("restore", "--from", url, "--home", str(tmp_path / "new"), env=dict(os.environ))
     assert restored.returncode == 0, restored.stderr
     assert dumps(tmp_path / "new") == before
+
+
+@pytest.mark.parametrize("url", ["http://bucket/x", "s3://", "s3://B/upper", "s3:/bucket"])
+def test_an_archive_that_is_not_an_s3_url_is_refused_by_name(url, tmp_path):
+    answer = smalltable("restore", "--from", url, "--home", str(tmp_path / "new"))
+    assert answer.returncode != 0 and "key 'archive': expected s3://BUCKET/PREFIX" in answer.stderr
+    assert "Traceback" not in answer.stderr
