@@ -428,6 +428,7 @@ def archive_status(config_file, home, as_json) -> None:
 def archive_now(config_file, home) -> None:
     """Rotate the ingest log and archive every rotated file at once (drills, maintenance)."""
     from .ops.archive import SETTLE, Archiver
+    from .ops.chain import ChainBroken
     from .ops.stack import rotate_logs
     from .support.s3 import S3Error
 
@@ -438,7 +439,7 @@ def archive_now(config_file, home) -> None:
     time.sleep(SETTLE)  # nginx reopens the live log at once; the rotated file must be settled
     try:
         names = Archiver(config).run_pass()
-    except (S3Error, OSError) as exc:
+    except (S3Error, ChainBroken, OSError) as exc:
         raise click.ClickException(f"cannot archive to {config['archive']}: {exc}") from None
     for name in names:
         click.echo(f"archived {name}")

@@ -330,3 +330,26 @@ def test_an_archive_that_is_not_an_s3_url_is_refused_by_name(url, tmp_path):
     answer = smalltable("restore", "--from", url, "--home", str(tmp_path / "new"))
     assert answer.returncode != 0 and "key 'archive': expected s3://BUCKET/PREFIX" in answer.stderr
     assert "Traceback" not in answer.stderr
+
+
+def test_a_foreign_head_stops_the_archive_and_a_lost_one_is_put_back(seaweed, s3env, tmp_path):
+    from ingestd.ops.archive import Archiver, load_state
+    from ingestd.ops.chain import ChainBroken
+
+    config, paths = hand_made_home(tmp_path, s3env["url"], 2)
+    newest = paths[1].read_bytes()
+    paths[1].unlink()
+    archiver = Archiver(config)
+    assert len(archiver.run_pass()) == 1
+    head = f"{s3env['prefix']}/head.json"
+    client = seaweed.client()
+    client.put_object(Bucket=BUCKET, Key=head, Body=b'{"seq": 7}')  # another writer's head
+    paths[1].write_bytes(newest)
+    os.utime(paths[1], (time.time() - 5,) * 2)
+    with pytest.raises(ChainBroken, match="another host archives to this prefix"):
+        archiver.run_pass()
+    assert load_state(config).chain_broken and len(objects(seaweed, s3env["prefix"])) == 3
+    client.delete_object(Bucket=BUCKET, Key=head)  # a lost head: put back, and on it goes
+    assert len(archiver.run_pass()) == 1
+    assert not load_state(config).chain_broken
+    assert json.loads(objects(seaweed, s3env["prefix"])["head.json"])["seq"] == 2

@@ -155,7 +155,8 @@ class Archiver:
     def run_pass(self, now: float | None = None) -> list[str]:
         """Archive every settled, unarchived rotated file (oldest first), then delete the
         verified ones past ``logrotate.keep_days``; the segments archived. Raises S3Error
-        (the state keeps it as ``last_error``) when S3 fails."""
+        when S3 fails, ChainBroken when the bucket's head is not ours (the state keeps
+        either as ``last_error``)."""
         now = time.time() if now is None else now
         archived: list[str] = []
         with locked(self.config):
@@ -169,7 +170,7 @@ class Archiver:
                         break  # later files wait for this one: the chain keeps rotation order
                     archived.append(self._archive(state, rotated))
                 state.last_error = ""
-            except (s3.S3Error, OSError, EOFError, zlib.error) as exc:
+            except (s3.S3Error, chain.ChainBroken, OSError, EOFError, zlib.error) as exc:
                 state.last_error = str(exc)
                 raise
             finally:
@@ -178,17 +179,26 @@ class Archiver:
         return archived
 
     def _check_head(self, state: State) -> None:
-        """Compare the bucket's head with ours: another writer, or a lost head, breaks the chain."""
+        """The bucket's head must be the segment this host archived last. A head that is
+        gone while this host's last manifest is there is put back; any other head (another
+        writer on the prefix, objects replaced) stops archiving, rather than fork the
+        chain, until someone looks: ChainBroken, and ``chain_broken`` says why."""
         theirs = s3.get_bytes(self.bucket, chain.HEAD)
         ours = chain.Manifest(**state.head).encode() if state.head else None
+        last = chain.manifest_name(state.head["segment"]) if state.head else None
+        if theirs is None and last is not None and s3.get_bytes(self.bucket, last) == ours:
+            s3.put_bytes(self.bucket, chain.HEAD, ours)
+            log.warning("%s was missing from the archive: put back (%s)", chain.HEAD, state.head["segment"])
+            theirs = ours
         if theirs != ours:
             state.chain_broken = (
                 f"{chain.HEAD} in the bucket is not the segment this host archived last "
-                f"({state.head['segment'] if state.head else 'none yet'})"
+                f"({state.head['segment'] if state.head else 'none yet'}): another host archives to "
+                "this prefix, or objects were deleted or replaced; archiving stops until it is"
             )
             log.error("archive chain broken: %s", state.chain_broken)
-        else:
-            state.chain_broken = ""
+            raise chain.ChainBroken(state.chain_broken)
+        state.chain_broken = ""
 
     def _archive(self, state: State, rotated: Rotated) -> str:
         """Upload one file as the next segment and verify it; then its manifest and the head."""
@@ -326,7 +336,7 @@ def start(config: Config, stopping: threading.Event) -> threading.Thread | None:
                 if failing:
                     log.info("archiving again")
                 failing = False
-            except (s3.S3Error, OSError, EOFError, zlib.error) as exc:
+            except (s3.S3Error, chain.ChainBroken, OSError, EOFError, zlib.error) as exc:
                 if not failing:
                     log.error(
                         "cannot archive to %s: %s; retrying every %.1fs", config["archive"], exc, interval
