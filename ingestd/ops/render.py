@@ -105,6 +105,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "nginx_pid": config.path("nginx_pid"),
         "max_size": config["logrotate.max_size"],
         "keep_days": config["logrotate.keep_days"],
+        "archive": bool(config["archive"]),
         "run_as_root": os.geteuid() == 0,
         "worker_user": " ".join(worker_user(config)) if os.geteuid() == 0 else "",
         "repo": REPO,
