@@ -186,6 +186,44 @@ function decision(r) {
     return '';
 }
 
+// Key-value buckets (issue 21; docs/kv.md). js_set $smalltable_kv: a write's conditional, TTL
+// and index headers as JSON for the log line (ingestd decides them in log order): each
+// header's values as a list (so one sent twice is seen), index headers as [name, value].
+const KV_HEADERS = {
+    'if-match': 'if_match',
+    'x-weave-if-match': 'weave_if_match',
+    'if-none-match': 'if_none_match',
+    'x-ttl': 'ttl',
+};
+const KV_INDEX = /^x-(?:weave-)?index-/;
+
+function kvHeaders(r) {
+    if (!r.variables.request_uri.startsWith('/_kv/')) {
+        return '';
+    }
+    const found = {};
+    const index = [];
+    const raw = r.rawHeadersIn;
+    for (let i = 0; i < raw.length; i++) {
+        const name = raw[i][0].toLowerCase();
+        const field = KV_HEADERS[name];
+        const prefix = KV_INDEX.exec(name);
+        if (field) {
+            found[field] = (found[field] || []).concat([raw[i][1]]);
+        } else if (prefix) {
+            index.push([name.slice(prefix[0].length), raw[i][1]]);
+        }
+    }
+    if (index.length) {
+        found.index = index;
+    }
+    try {
+        return JSON.stringify(found);
+    } catch (e) {
+        return JSON.stringify({ error: 'a conditional, TTL or index header holds bytes that are not text' });
+    }
+}
+
 // js_content of the refusal location: the status and JSON reason decide() chose.
 function answer(r) {
     const status = Number(r.variables.smalltable_decided);
@@ -196,4 +234,4 @@ function answer(r) {
     r.return(status, r.variables.smalltable_refusal_body + '\n');
 }
 
-export default { bearerHash, pathProject, decide, answer };
+export default { bearerHash, pathProject, decide, answer, kvHeaders };

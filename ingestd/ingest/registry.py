@@ -25,6 +25,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from ..config import Config, default_settings
+from ..model.kv import is_kv_path
 from ..model.project import (
     PROJECT_NAME_RULE,
     Settings,
@@ -41,7 +42,7 @@ from ..store.pending import add_pending, mark_applied, pending
 from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
 from ..support.timefmt import iso_time
-from . import grace
+from . import grace, kv
 from .keychange import (
     KEYS_PATH,
     RESET_PATH,
@@ -149,6 +150,7 @@ class Registry:
         records: list[Record] = []
         rejects: list[Reject] = []
         holds: list[Held] = []
+        kv_writes: list[Request] = []
 
         def flush() -> None:
             if holds:
@@ -165,6 +167,12 @@ class Registry:
                 records.clear()
                 rejects.clear()
                 self._measure(project, state)
+            if kv_writes:
+                exists = state.exists or self.auto_create
+                out.write.add(kv.load(self.store, self.holding, project, kv_writes, exists, state.over_quota))
+                state.exists = exists
+                kv_writes.clear()
+                self._measure(project, state)
 
         for request in requests:
             if state.due is not None and request.received >= state.due:
@@ -177,6 +185,9 @@ class Registry:
             if is_keys_write(request.method, request.uri):
                 flush()
                 self._change_keys(project, request, state, out)
+                continue
+            if is_kv_path(request.path):  # decided in log order, never held (ingest/kv.py)
+                kv_writes.append(request)
                 continue
             if not state.exists and not self.auto_create:
                 holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))

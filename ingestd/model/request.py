@@ -33,6 +33,8 @@ class Request(msgspec.Struct, frozen=True, gc=False):
     """The SHA-256 of a key nginx made for this write's answer (a claim, a new key); "" for none."""
     presented: str = ""
     """The SHA-256 of a key sent with a settings write nginx could not decide (no owner yet)."""
+    kv: str = ""
+    """A key-value write's conditional, TTL and index headers, as JSON (``nginx/smalltable.js``)."""
 
     @property
     def path(self) -> str:

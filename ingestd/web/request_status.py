@@ -8,6 +8,9 @@ where                                  status          also says
 =====================================  ==============  ==========================================
 the project's ``records``              ``stored``      ``id`` and ``url`` of the record
 the project's ``settings``             ``applied``     ``version``, ``changed``, ``action``
+the project's ``kv_writes``            ``stored``,     ``bucket``, ``key``, ``version``; or
+                                       ``deleted``,    ``reason`` (``precondition failed``, ``not
+                                       ``rejected``    found``) and ``current_version``
 the project's ``rejects``              ``rejected``    ``reason``
 ``_smalltable.db``'s ``held``          ``held``        ``code`` and ``reason``
 ``_smalltable.db``'s ``rejects``       ``rejected``    ``reason`` (settings for no project)
@@ -36,10 +39,12 @@ import sqlite3
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote as url_quote
 
 from datasette.utils.asgi import Request, Response
 
 from ..model.project import is_valid_project_name
+from ..store import kv as kv_store
 from ..store import retention
 from ..support.timefmt import iso_time
 from . import holding_area
@@ -137,6 +142,9 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
             )
             if key:
                 return {"status": "applied", "action": f"key {key[0]}", "key_id": key[1]}
+        kv_write = kv_store.write_status(conn, request_id)
+        if kv_write:
+            return kv_write
         rejected = fetch_one(
             conn,
             "select _id, _reason, _received, _path, _content_type from rejects where _request_id = ?",
@@ -231,6 +239,9 @@ def find_anywhere(data_dir: Path, request_id: str) -> dict | None:
 def headline(status: dict) -> str:
     """The status page's title: what happened, in words."""
     project, kind = status.get("project") or "", status["status"]
+    if "bucket" in status:
+        outcome = status.get("reason") or f"version {status.get('version')}"
+        return f"Key {status['key']!r} of bucket {status['bucket']}: {kind} ({outcome})"
     if kind == "stored":
         return f"Stored as record {status['id']} of {project}"
     if kind == "applied" and status["action"] == "changed":
@@ -258,7 +269,9 @@ async def answer(datasette: Datasette, request: Request, project: str | None, fo
     body = {"request_id": request_id, "project": project, **status}
     reject_id = body.pop("reject_id", None)
     path, content_type = body.pop("_path", None), body.pop("_content_type", None)
-    if project_url and status["status"] == "stored":
+    if project_url and "bucket" in status:
+        body["url"] = f"{project_url}_kv/{status['bucket']}/items/{url_quote(status['key'], safe='')}"
+    elif project_url and status["status"] == "stored":
         body["url"] = f"{project_url}{status['id']}"
     elif project_url and status["status"] in ("applied", "held"):
         body["url"] = project_url

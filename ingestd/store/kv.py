@@ -1,0 +1,226 @@
+"""Key-value buckets in a project's database: items with versions, index entries, decisions.
+
+Tables (made on a project's first key-value write, so Datasette shows them):
+
+``kv_writes``
+    One row per key-value write applied, in log order: its decision (``stored``,
+    ``deleted`` or ``rejected``), the version it made or the version that made it
+    fail. ``_id`` (AUTOINCREMENT: never reused) is the project's key-value sequence,
+    and a stored value's version is its write's ``_id``: it comes from the log
+    alone, so a replay makes the same versions and decisions, and it increases for
+    every key with every write.
+``kv_items``
+    The live value of each (bucket, key): exact bytes (TEXT when UTF-8, else BLOB),
+    Content-Type, version, and expiry (``expires``: the logged receive time + TTL).
+``kv_index``
+    The index entries of each live item: (bucket, name, value, key).
+
+Conditions are decided against the state the earlier writes left, with time taken
+from the line (an item expired at the line's receive time counts as absent). A
+batch of writes commits in one transaction with their ``kv_writes`` rows, so a
+write applied before a crash is found by its request id and not applied twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from ..model.kv import KvWrite
+from ..support.timefmt import iso_time
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS kv_writes (
+    _id INTEGER PRIMARY KEY AUTOINCREMENT,
+    _request_id TEXT NOT NULL UNIQUE,
+    _received TEXT NOT NULL,
+    t REAL NOT NULL,
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    op TEXT NOT NULL,
+    status TEXT NOT NULL,
+    version INTEGER,
+    current_version INTEGER,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS kv_items (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    value BLOB,
+    content_type TEXT,
+    size INTEGER NOT NULL,
+    stored_at TEXT NOT NULL,
+    expires REAL,
+    expires_at TEXT,
+    _request_id TEXT NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
+CREATE TABLE IF NOT EXISTS kv_index (
+    bucket TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (bucket, name, value, key)
+);
+CREATE INDEX IF NOT EXISTS kv_index_by_key ON kv_index (bucket, key);
+"""
+PRECONDITION_FAILED = "precondition failed"
+NOT_FOUND = "not found"
+
+
+@dataclass
+class KvResult:
+    """What one batch of key-value writes did."""
+
+    stored: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+
+
+def ensure_tables(conn: sqlite3.Connection) -> None:
+    """Create the key-value tables if the project has none yet."""
+    conn.executescript(TABLES)
+
+
+def _value(body: bytes) -> str | bytes:
+    """A value as stored: TEXT when it is UTF-8 (Datasette shows and filters it), else BLOB."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return body
+
+
+def _current(conn: sqlite3.Connection, bucket: str, key: str, at: float) -> int | None:
+    """The version of the key's live value at time ``at`` (a line's), None if absent or expired."""
+    row = conn.execute(
+        "SELECT version, expires FROM kv_items WHERE bucket = ? AND key = ?", [bucket, key]
+    ).fetchone()
+    if row is None or (row[1] is not None and row[1] <= at):
+        return None
+    return row[0]
+
+
+def _failure(write: KvWrite, current: int | None) -> str | None:
+    """Why the write's condition does not hold against ``current``; None when it does."""
+    if write.if_none_match and current is not None:
+        return PRECONDITION_FAILED
+    if (write.must_exist or write.if_match is not None) and current is None:
+        return PRECONDITION_FAILED if write.op == "put" or write.if_match is not None else NOT_FOUND
+    if write.if_match is not None and write.if_match != current:
+        return PRECONDITION_FAILED
+    if write.op == "delete" and current is None:
+        return NOT_FOUND
+    return None
+
+
+def _apply_one(conn: sqlite3.Connection, write: KvWrite) -> bool:
+    """Decide and apply one write (inside the batch's transaction); True when it was stored."""
+    request = write.request
+    current = _current(conn, write.bucket, write.key, request.received)
+    reason = _failure(write, current)
+    status = "rejected" if reason else ("stored" if write.op == "put" else "deleted")
+    cursor = conn.execute(
+        "INSERT INTO kv_writes (_request_id, _received, t, bucket, key, op, status, current_version, reason) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            request.request_id,
+            iso_time(request.received),
+            request.received,
+            write.bucket,
+            write.key,
+            write.op,
+            status,
+            current,
+            reason,
+        ],
+    )
+    if reason:
+        return False
+    version = cursor.lastrowid
+    conn.execute("UPDATE kv_writes SET version = ? WHERE _id = ?", [version, version])
+    conn.execute("DELETE FROM kv_index WHERE bucket = ? AND key = ?", [write.bucket, write.key])
+    if write.op == "delete":
+        conn.execute("DELETE FROM kv_items WHERE bucket = ? AND key = ?", [write.bucket, write.key])
+        return True
+    expires = None if write.ttl is None else request.received + write.ttl
+    conn.execute(
+        "INSERT OR REPLACE INTO kv_items (bucket, key, version, value, content_type, size, stored_at, "
+        "expires, expires_at, _request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            write.bucket,
+            write.key,
+            version,
+            _value(request.body),
+            request.content_type,
+            len(request.body),
+            iso_time(request.received),
+            expires,
+            None if expires is None else iso_time(expires),
+            request.request_id,
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO kv_index (bucket, name, value, key) VALUES (?, ?, ?, ?)",
+        [(write.bucket, name, value, write.key) for name, value in write.indexes],
+    )
+    return True
+
+
+def apply(conn: sqlite3.Connection, writes: list[KvWrite]) -> KvResult:
+    """Apply a batch of one project's key-value writes in log order, in one transaction.
+
+    A write whose request id is in ``kv_writes`` already (applied before a crash) is
+    skipped: so is each of them once, whatever is read again."""
+    result = KvResult()
+    ensure_tables(conn)
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        for write in writes:
+            done = conn.execute(
+                "SELECT 1 FROM kv_writes WHERE _request_id = ?", [write.request.request_id]
+            ).fetchone()
+            if done:
+                result.duplicates += 1
+            elif _apply_one(conn, write):
+                result.stored += 1
+            else:
+                result.rejected += 1
+    return result
+
+
+def write_status(conn: sqlite3.Connection, request_id: str) -> dict | None:
+    """What became of one key-value write (for its status URL); None if it is not one applied."""
+    try:
+        row = conn.execute(
+            "SELECT bucket, key, op, status, version, current_version, reason FROM kv_writes "
+            "WHERE _request_id = ?",
+            [request_id],
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None  # no key-value write yet: no table
+    if row is None:
+        return None
+    bucket, key, op, status, version, current, reason = row
+    found: dict = {"status": status, "bucket": bucket, "key": key, "op": op}
+    if status == "rejected":
+        found["reason"] = reason
+        found["current_version"] = None if current is None else str(current)
+    else:
+        found["version"] = str(version)
+    return found
+
+
+def read_item(conn: sqlite3.Connection, bucket: str, key: str, now: float) -> tuple | None:
+    """``(value bytes, content type, version)`` of a live item at ``now``; None if absent or expired."""
+    try:
+        row = conn.execute(
+            "SELECT value, content_type, version, expires FROM kv_items WHERE bucket = ? AND key = ?",
+            [bucket, key],
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    if row is None or (row[3] is not None and row[3] <= now):
+        return None
+    value = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0] or b"")
+    return value, row[1], row[2]
