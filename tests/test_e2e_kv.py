@@ -8,24 +8,25 @@ import threading
 import time
 
 import httpx
+import yaml
 
-from .conftest import smalltable
+from .conftest import smalltable, start_stack, stop_stack
 
 
 def item(name: str, bucket: str = "b") -> str:
     return f"/_kv/{bucket}/items/{name}"
 
 
-def decided(stack, project: str, answer: httpx.Response, timeout: float = 15) -> dict:
-    """The status of a write once ingestd has decided it."""
+def decided(stack, project: str, answer: httpx.Response) -> dict:
+    """The status of a write once ingestd has decided it (``?wait=``: one request)."""
     assert answer.status_code == 202, answer.text
-    deadline = time.monotonic() + timeout
-    while True:
-        status = stack.request("GET", project, f"/_status/{answer.json()['id']}").json()
-        if status["status"] != "pending":
-            return status
-        assert time.monotonic() < deadline, f"{answer.json()['id']} still pending after {timeout}s"
-        time.sleep(0.02)
+    status = stack.request("GET", project, f"/_status/{answer.json()['id']}", params={"wait": 20})
+    assert status.json()["status"] != "pending", status.text
+    assert status.status_code == WAIT_STATUS[status.json().get("reason") or status.json()["status"]]
+    return status.json()
+
+
+WAIT_STATUS = {"stored": 201, "deleted": 200, "precondition failed": 412, "not found": 404}
 
 
 def put(stack, project: str, path: str, body: bytes | str, **headers: str) -> dict:
@@ -163,3 +164,66 @@ def test_eight_clients_racing_compare_and_swap_and_replay_decides_the_same(stack
     live, replayed = dump(stack.home / "data" / f"{project}.db"), dump(rebuilt / f"{project}.db")
     assert len(live[0]) == 49
     assert replayed == live
+
+
+def test_status_wait_answers_a_status_to_branch_on(stack, project):
+    posted = stack.post(project, b'{"a": 1}', headers={"Content-Type": "application/json"})
+    record = stack.request("GET", project, f"/_status/{posted.json()['id']}", params={"wait": "10"})
+    assert record.status_code == 201 and record.json()["status"] == "stored"
+    created = put(stack, project, item("k"), b"1")  # 201: see decided()
+    taken = put(stack, project, item("k"), b"2", if_none_match="*")  # 412
+    assert taken["current_version"] == created["version"]
+    delete(stack, project, item("nothing"))  # 404
+    bad = stack.request("PUT", project, item("a%2Fb"), content=b"x")
+    refused = stack.request("GET", project, f"/_status/{bad.json()['id']}", params={"wait": "10"})
+    assert refused.status_code == 422 and "'/'" in refused.json()["reason"]
+    started = time.monotonic()
+    unknown = stack.request("GET", project, f"/_status/{'0' * 32}", params={"wait": "0.3"})
+    assert unknown.status_code == 202 and unknown.json()["status"] == "pending"
+    assert time.monotonic() - started >= 0.3
+    for wrong in ("31", "-1", "soon", "nan"):
+        answer = stack.request("GET", project, f"/_status/{'0' * 32}", params={"wait": wrong})
+        assert answer.status_code == 400 and "at most 30" in answer.json()["expected"], wrong
+    without = stack.request("GET", project, f"/_status/{taken['request_id']}")
+    assert without.status_code == 200 and without.json()["reason"] == "precondition failed"
+
+
+def test_a_read_after_a_write_sees_it(stack, project):
+    for n in range(15):
+        answer = stack.request("PUT", project, item("seen"), content=str(n))
+        got = stack.request("GET", project, item("seen"), params={"after": answer.json()["id"]})
+        assert (got.status_code, got.text) == (200, str(n))
+    bad = stack.request("GET", project, item("seen"), params={"after": "nope"})
+    assert bad.status_code == 400 and bad.json()["error"] == "bad after 'nope'"
+
+
+def test_waiting_is_bounded(tmp_path):
+    config = tmp_path / "bounded.yaml"
+    config.write_text(yaml.safe_dump({"datasette": {"status_waiters": 2, "read_after_seconds": 1}}))
+    bounded = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        never = "0" * 32
+        waiters = [
+            threading.Thread(
+                target=bounded.request, args=("GET", "w", f"/_status/{never}"), kwargs={"params": {"wait": 4}}
+            )
+            for _ in range(2)
+        ]
+        for waiter in waiters:
+            waiter.start()
+        deadline = time.monotonic() + 3  # until both waiters are inside (they wait 4 s)
+        third = bounded.request("GET", "w", f"/_status/{never}", params={"wait": 0.05})
+        while third.status_code != 429 and time.monotonic() < deadline:
+            third = bounded.request("GET", "w", f"/_status/{never}", params={"wait": 0.05})
+        assert third.status_code == 429, third.text
+        assert (
+            third.json()["error"] == "too many requests waiting for decisions" and third.json()["limit"] == 2
+        )
+        for waiter in waiters:
+            waiter.join()
+        started = time.monotonic()
+        late = bounded.request("GET", "w", item("k"), params={"after": never})
+        assert late.status_code == 504 and late.json()["after"] == never
+        assert 1 <= time.monotonic() - started < 4
+    finally:
+        stop_stack(bounded)

@@ -224,3 +224,14 @@ def read_item(conn: sqlite3.Connection, bucket: str, key: str, now: float) -> tu
         return None
     value = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0] or b"")
     return value, row[1], row[2]
+
+
+def is_applied(conn: sqlite3.Connection, request_id: str) -> bool:
+    """True when the write ``request_id`` is in the project: a key-value decision, a reject or a record."""
+    for table in ("kv_writes", "rejects", "records"):
+        try:
+            if conn.execute(f"SELECT 1 FROM {table} WHERE _request_id = ?", [request_id]).fetchone():
+                return True
+        except sqlite3.OperationalError:
+            continue  # no such table yet
+    return False

@@ -8,12 +8,15 @@ A ``GET`` of an item answers its exact bytes under the Content-Type it was put
 with, its version as ``ETag: "V"`` and ``X-Weave-Version: V``; ``If-None-Match``
 naming that version answers ``304``. An absent, deleted or expired key is a JSON
 ``404``: expiry is checked against the clock at read time, so a value is never
-served after it expired, even before the retention pass purges it.
+served after it expired, even before the retention pass purges it. ``?after=ID``
+waits (at most ``datasette.read_after_seconds``) until the write ``ID`` is applied:
+read-your-writes without polling.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -26,11 +29,13 @@ from ..store import kv as kv_store
 from .dbfiles import open_existing
 from .site import site
 from .views import ROUTE_PREFIX, Problem, answers_problems
+from .waiting import wait_until
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
     from datasette.utils.asgi import Request
 
+_REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 ITEM_HEADERS = {
     "Cache-Control": "no-cache",
     "Content-Security-Policy": "sandbox",
@@ -50,6 +55,39 @@ def read_item(db_path: Path, bucket: str, key: str) -> tuple | None:
         conn.close()
 
 
+def write_applied(db_path: Path, request_id: str) -> bool:
+    """True once the write ``request_id`` is applied in the project (blocking)."""
+    try:
+        conn = open_existing(db_path)
+    except sqlite3.OperationalError:
+        return False
+    try:
+        return kv_store.is_applied(conn, request_id)
+    finally:
+        conn.close()
+
+
+async def _wait_after(datasette: Datasette, request: Request, db_path: Path) -> None:
+    """With ``?after=ID``, wait (bounded) until that write is applied; a Problem if it is not in time."""
+    after = request.args.get("after")
+    if after is None:
+        return
+    if not _REQUEST_ID.match(after):
+        raise Problem(400, f"bad after {after[:40]!r}", expected="?after=ID, the id of a write's 202 answer")
+    config = site(datasette)
+    applied = await wait_until(
+        lambda: write_applied(db_path, after), bool, config.read_after_seconds, config.status_waiters
+    )
+    if not applied:
+        raise Problem(
+            504,
+            "that write is not applied yet",
+            after=after,
+            waited_seconds=config.read_after_seconds,
+            fix=f"follow its status URL (/_status/{after}?wait=30), then read again",
+        )
+
+
 def _matches(if_none_match: str, version: int) -> bool:
     """True when an ``If-None-Match`` list names ``version`` (or is ``*``)."""
     tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
@@ -67,7 +105,9 @@ async def item_view(request: Request, datasette: Datasette) -> Response:
     data_dir = site(datasette).data_dir
     item = None
     if data_dir is not None:
-        item = await asyncio.to_thread(read_item, data_dir / f"{project}.db", bucket, key)
+        db_path = data_dir / f"{project}.db"
+        await _wait_after(datasette, request, db_path)
+        item = await asyncio.to_thread(read_item, db_path, bucket, key)
     if item is None:
         raise Problem(
             404,

@@ -26,7 +26,9 @@ not begin so (from another front end, or mistyped) is never called expired.
 ``PROJECT.DOMAIN/_status/ID`` looks in that project; ``DOMAIN/_status/ID``
 (where the apex page's form lands) does not know the project, so it looks in
 ``_smalltable.db`` and then in every project. Every answer is a ``200``: the
-status is in the body. API clients get JSON; a browser (``Accept: text/html``)
+status is in the body. With ``?wait=SECONDS`` (at most 30; :mod:`.waiting`) the
+view holds until the write is decided, and the HTTP status says the outcome too
+(:func:`http_status`). API clients get JSON; a browser (``Accept: text/html``)
 gets a page that says it in words and reloads itself while the write is pending.
 """
 
@@ -36,6 +38,7 @@ import asyncio
 import difflib
 import json
 import sqlite3
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,7 +53,8 @@ from ..support.timefmt import iso_time
 from . import holding_area
 from .dbfiles import fetch_one, open_existing
 from .site import apex_address, project_address, site
-from .views import ROUTE_PREFIX, json_response, render, wants_html
+from .views import ROUTE_PREFIX, answers_problems, json_response, render, wants_html
+from .waiting import parse_wait, wait_until
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
@@ -259,8 +263,36 @@ def headline(status: dict) -> str:
     return "Not loaded yet"
 
 
+UNDECIDED = ("pending", "held")
+"""What ``?wait=`` waits past: the write is not loaded, or waits in the holding area."""
+
+
+def decided(found: dict | None) -> bool:
+    """True when the write is decided: stored, applied, rejected or expired."""
+    return found is not None and found["status"] not in UNDECIDED
+
+
+def http_status(found: dict | None) -> int:
+    """The HTTP status a ``?wait=`` answer has, for clients to branch on: 201 stored (a record
+    or a value), 200 deleted or applied, 412 precondition failed, 404 nothing to delete,
+    422 any other reject, 410 expired, 202 still pending or held at the deadline."""
+    kind = "pending" if found is None else found["status"]
+    if kind == "rejected":
+        return {"precondition failed": 412, "not found": 404}.get(found.get("reason", ""), 422)
+    return {"stored": 201, "deleted": 200, "applied": 200, "expired": 410}.get(kind, 202)
+
+
+async def find(datasette: Datasette, request: Request, look: Callable[[], dict | None]) -> dict | None:
+    """What ``look()`` (blocking) finds now, or once decided when the request asks ``?wait=``."""
+    seconds = parse_wait(request.args.get("wait"))
+    if seconds is None:
+        return await asyncio.to_thread(look)
+    return await wait_until(look, decided, seconds, site(datasette).status_waiters)
+
+
 async def answer(datasette: Datasette, request: Request, project: str | None, found: dict | None) -> Response:
-    """The status as JSON, or as a page for a browser."""
+    """The status as JSON, or as a page for a browser; with ``?wait=``, its HTTP status says it too."""
+    code = 200 if request.args.get("wait") is None else http_status(found)
     config = site(datasette)
     request_id = request.url_vars["request_id"]
     status = {"status": "pending", "detail": PENDING_DETAIL, "project": project} if found is None else found
@@ -280,7 +312,7 @@ async def answer(datasette: Datasette, request: Request, project: str | None, fo
     if body.get("did_you_mean"):
         body["did_you_mean_url"] = project_address(config, request, body["did_you_mean"])
     if not wants_html(request):
-        response = json_response(body)
+        response = json_response(body, status=code)
         response.headers.update(NO_STORE)
         return response
     settings_write = (path or "").partition("?")[0] == "/_project"
@@ -294,7 +326,7 @@ async def answer(datasette: Datasette, request: Request, project: str | None, fo
         "form_url": f"{apex_address(config, request)}/#create",
         "held_url": "/_smalltable/held?_sort_desc=_id",
     }
-    response = await render(request, datasette, "smalltable_status.html", context)
+    response = await render(request, datasette, "smalltable_status.html", context, code)
     response.headers.update(NO_STORE)
     return response
 
@@ -305,7 +337,7 @@ async def project_status_view(datasette: Datasette, request: Request) -> Respons
     data_dir = site(datasette).data_dir
     found = None
     if data_dir is not None:
-        found = await asyncio.to_thread(find_in_project, data_dir, project, request_id)
+        found = await find(datasette, request, lambda: find_in_project(data_dir, project, request_id))
     return await answer(datasette, request, project, found)
 
 
@@ -314,11 +346,12 @@ async def apex_status_view(datasette: Datasette, request: Request) -> Response:
     data_dir = site(datasette).data_dir
     found = None
     if data_dir is not None:
-        found = await asyncio.to_thread(find_anywhere, data_dir, request.url_vars["request_id"])
+        request_id = request.url_vars["request_id"]
+        found = await find(datasette, request, lambda: find_anywhere(data_dir, request_id))
     return await answer(datasette, request, None, found)
 
 
 ROUTES = [
-    (ROUTE_PREFIX + f"/_status/{REQUEST_ID}$", project_status_view),
-    (f"/-/smalltable/_status/{REQUEST_ID}$", apex_status_view),
+    (ROUTE_PREFIX + f"/_status/{REQUEST_ID}$", answers_problems(json_errors=True)(project_status_view)),
+    (f"/-/smalltable/_status/{REQUEST_ID}$", answers_problems(json_errors=True)(apex_status_view)),
 ]

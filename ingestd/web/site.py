@@ -38,6 +38,8 @@ class Site:
     quota_warning: float
     defaults: Settings
     max_value_bytes: int
+    status_waiters: int
+    read_after_seconds: float
 
 
 def site(datasette: Datasette) -> Site:
@@ -54,6 +56,10 @@ def site(datasette: Datasette) -> Site:
             defaults.get("type"), defaults.get("retention_days"), defaults.get("quota_mb")
         ),
         max_value_bytes=int(config.get("max_value_bytes") or _default("datasette.max_value_bytes")),
+        status_waiters=int(config.get("status_waiters") or _default("datasette.status_waiters")),
+        read_after_seconds=float(
+            config.get("read_after_seconds") or _default("datasette.read_after_seconds")
+        ),
     )
 
 
