@@ -182,13 +182,6 @@ SETTINGS: dict[str, Setting] = {
         "Requests that may wait at once for a write's decision (`/_status/ID?wait=`, a bucket "
         "read's `?after=ID`); more get 429 at once. Each waits at most 30 s and holds no thread.",
     ),
-    "datasette.read_after_seconds": Setting(
-        10,
-        _int_range(1, 30),
-        "an integer from 1 to 30",
-        "How long a bucket read with `?after=ID` waits for that write to be applied before "
-        "it answers 504 (docs/kv.md).",
-    ),
     "metrics.port": Setting(
         9108,
         _int_range(0, 65535),

@@ -30,7 +30,6 @@ DEFAULTS = {
     "datasette.sql_rate_per_minute": 60,
     "datasette.sql_burst": 20,
     "datasette.status_waiters": 200,
-    "datasette.read_after_seconds": 10,
     "metrics.port": 9108,
     "metrics.max_projects": 1000,
     "projects.auto_create": True,

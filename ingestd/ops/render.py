@@ -171,7 +171,6 @@ def datasette_metadata(config: Config) -> str:
                     "quota_warning": config["projects.quota_warning"],
                     "max_value_bytes": config["datasette.max_value_bytes"],
                     "status_waiters": config["datasette.status_waiters"],
-                    "read_after_seconds": config["datasette.read_after_seconds"],
                     "defaults": {
                         "type": config["projects.type"],
                         "retention_days": config["projects.retention_days"],

@@ -9,7 +9,7 @@ with, its version as ``ETag: "V"`` and ``X-Weave-Version: V``; ``If-None-Match``
 naming that version answers ``304``. An absent, deleted or expired key is a JSON
 ``404``: expiry is checked against the clock at read time, so a value is never
 served after it expired, even before the retention pass purges it. ``?after=ID``
-waits (at most ``datasette.read_after_seconds``) until the write ``ID`` is applied:
+waits (10 s, or ``&wait=SECONDS`` up to 30) until the write ``ID`` is applied:
 read-your-writes without polling.
 """
 
@@ -29,7 +29,7 @@ from ..store import kv as kv_store
 from .dbfiles import open_existing
 from .site import site
 from .views import ROUTE_PREFIX, Problem, answers_problems
-from .waiting import wait_until
+from .waiting import AFTER_SECONDS, parse_wait, wait_until
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
@@ -74,16 +74,15 @@ async def _wait_after(datasette: Datasette, request: Request, db_path: Path) -> 
         return
     if not _REQUEST_ID.match(after):
         raise Problem(400, f"bad after {after[:40]!r}", expected="?after=ID, the id of a write's 202 answer")
-    config = site(datasette)
-    applied = await wait_until(
-        lambda: write_applied(db_path, after), bool, config.read_after_seconds, config.status_waiters
-    )
-    if not applied:
+    seconds = parse_wait(request.args.get("wait"))
+    seconds = AFTER_SECONDS if seconds is None else seconds
+    waiters = site(datasette).status_waiters
+    if not await wait_until(lambda: write_applied(db_path, after), bool, seconds, waiters):
         raise Problem(
             504,
             "that write is not applied yet",
             after=after,
-            waited_seconds=config.read_after_seconds,
+            waited_seconds=seconds,
             fix=f"follow its status URL (/_status/{after}?wait=30), then read again",
         )
 

@@ -39,7 +39,6 @@ class Site:
     defaults: Settings
     max_value_bytes: int
     status_waiters: int
-    read_after_seconds: float
 
 
 def site(datasette: Datasette) -> Site:
@@ -57,9 +56,6 @@ def site(datasette: Datasette) -> Site:
         ),
         max_value_bytes=int(config.get("max_value_bytes") or _default("datasette.max_value_bytes")),
         status_waiters=int(config.get("status_waiters") or _default("datasette.status_waiters")),
-        read_after_seconds=float(
-            config.get("read_after_seconds") or _default("datasette.read_after_seconds")
-        ),
     )
 
 

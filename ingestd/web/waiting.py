@@ -20,6 +20,8 @@ from .views import Problem
 
 MAX_WAIT_SECONDS = 30.0
 """The longest a request may wait (the API's promise: ``wait`` is at most 30)."""
+AFTER_SECONDS = 10.0
+"""How long a read with ``?after=ID`` waits for that write when it gives no ``wait``."""
 FIRST_LOOK_SECONDS = 0.01
 LONGEST_LOOK_SECONDS = 0.2
 T = TypeVar("T")
