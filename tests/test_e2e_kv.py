@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
@@ -229,3 +230,67 @@ def test_waiting_is_bounded(tmp_path):
         assert 1 <= time.monotonic() - started < 4
     finally:
         stop_stack(bounded)
+
+
+def test_indexes_are_set_with_the_value_and_scanned_in_order(stack, project):
+    for key, color, size in [
+        ("k1", "red", "3"),
+        ("k2", "blue", "1"),
+        ("k3", "red", "2"),
+        ("k4", "green", "5"),
+    ]:
+        put(stack, project, item(key, "shop"), key, x_index_color=color, x_weave_index_size=size)
+
+    def scan(name: str, **params: str) -> list:
+        answer = stack.request("GET", project, f"/_kv/shop/indexes/{name}", params=params)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    assert scan("color") == [["blue", "k2"], ["green", "k4"], ["red", "k1"], ["red", "k3"]]
+    assert scan("color", min="green", max="red") == [["green", "k4"], ["red", "k1"], ["red", "k3"]]
+    assert scan("color", reverse="true", limit="2") == [["red", "k3"], ["red", "k1"]]
+    assert scan("size", min="2") == [["2", "k3"], ["3", "k1"], ["5", "k4"]]
+    put(stack, project, item("k1", "shop"), "k1 again")  # a put without index headers clears them
+    delete(stack, project, item("k3", "shop"))
+    assert scan("color") == [["blue", "k2"], ["green", "k4"]]
+    assert scan("size") == [["1", "k2"], ["5", "k4"]]
+    refused = stack.request("GET", project, "/_kv/shop/indexes/color", params={"limit": "0"})
+    assert refused.status_code == 400 and "limit" in refused.json()["error"]
+
+
+def test_a_bucket_lists_its_keys_in_order_a_page_at_a_time(stack, project):
+    for key in ["b1", "a2", "a1", "a3", "c"]:
+        put(stack, project, item(key, "list"), f"value of {key}")
+    put(stack, project, item("x", "other"), "12345")
+    first = stack.request("GET", project, "/_kv/list/items/", params={"prefix": "a", "limit": "2"}).json()
+    assert [i["key"] for i in first["items"]] == ["a1", "a2"] and first["next"] == "a2"
+    assert first["items"][0]["size"] == len("value of a1") and first["items"][0]["version"]
+    next_url = urlsplit(first["next_url"])
+    assert next_url.netloc == stack.host(project)
+    rest = stack.request("GET", project, f"{next_url.path}?{next_url.query}").json()
+    assert [i["key"] for i in rest["items"]] == ["a3"] and rest["next"] is None
+    whole = stack.request("GET", project, "/_kv/list/items/").json()
+    assert [i["key"] for i in whole["items"]] == ["a1", "a2", "a3", "b1", "c"]
+    buckets = stack.request("GET", project, "/_kv/").json()["buckets"]
+    assert [(b["bucket"], b["items"]) for b in buckets] == [("list", 5), ("other", 1)]
+    assert buckets[1]["bytes"] == 5
+
+
+def test_a_value_expires_at_its_logged_receive_time_plus_its_ttl(stack, project):
+    written = put(stack, project, item("short", "ttl"), b"soon gone", x_ttl="1")
+    put(stack, project, item("long", "ttl"), b"stays", x_ttl="3600", x_index_kind="a")
+    put(stack, project, item("short2", "ttl"), b"gone", x_ttl="1", x_index_kind="b")
+    with sqlite3.connect(stack.home / "data" / f"{project}.db") as conn:
+        stored_at, expires_at = conn.execute(
+            "select stored_at, expires_at from kv_items where key = 'short'"
+        ).fetchone()
+    assert expires_at > stored_at  # receive time + 1 s, from the line
+    deadline = time.monotonic() + 10
+    while stack.request("GET", project, item("short2", "ttl")).status_code == 200:  # the later one
+        assert time.monotonic() < deadline, "the value did not expire"
+        time.sleep(0.1)
+    assert stack.request("GET", project, item("short", "ttl")).json()["error"] == "not found"
+    assert [i["key"] for i in stack.request("GET", project, "/_kv/ttl/items/").json()["items"]] == ["long"]
+    assert stack.request("GET", project, "/_kv/ttl/indexes/kind").json() == [["a", "long"]]
+    again = put(stack, project, item("short", "ttl"), b"new", if_none_match="*")  # expired: absent
+    assert int(again["version"]) > int(written["version"])

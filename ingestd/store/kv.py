@@ -235,3 +235,97 @@ def is_applied(conn: sqlite3.Connection, request_id: str) -> bool:
         except sqlite3.OperationalError:
             continue  # no such table yet
     return False
+
+
+def _live(now: float) -> tuple[str, list]:
+    """The SQL condition (on ``kv_items``) and parameters of an item still live at ``now``."""
+    return "(expires IS NULL OR expires > ?)", [now]
+
+
+def list_items(
+    conn: sqlite3.Connection, bucket: str, prefix: str, after: str, limit: int, now: float
+) -> list[tuple]:
+    """Up to ``limit`` live items of a bucket, in key order, with keys after ``after`` that start
+    with ``prefix``: ``(key, version, size, content_type, expires_at)`` each."""
+    live, params = _live(now)
+    rows = conn.execute(
+        "SELECT key, version, size, content_type, expires_at FROM kv_items "
+        f"WHERE bucket = ? AND key > ? AND key >= ? AND {live} ORDER BY key",
+        [bucket, after, prefix, *params],
+    )
+    found = []
+    for row in rows:  # keys in order: past the last key with the prefix, none has it
+        if not row[0].startswith(prefix) or len(found) == limit:
+            break
+        found.append(row)
+    return found
+
+
+def scan_index(
+    conn: sqlite3.Connection,
+    bucket: str,
+    name: str,
+    low: str | None,
+    high: str | None,
+    reverse: bool,
+    limit: int,
+    now: float,
+) -> list[list[str]]:
+    """``[value, key]`` entries of one index of a bucket, in (value, key) order (or reversed),
+    ``low`` and ``high`` inclusive, of live items only."""
+    conditions, params = ["i.bucket = ?", "i.name = ?"], [bucket, name]
+    if low is not None:
+        conditions.append("i.value >= ?")
+        params.append(low)
+    if high is not None:
+        conditions.append("i.value <= ?")
+        params.append(high)
+    order = "DESC" if reverse else "ASC"
+    rows = conn.execute(
+        "SELECT i.value, i.key FROM kv_index i JOIN kv_items k ON k.bucket = i.bucket AND k.key = i.key "
+        f"WHERE {' AND '.join(conditions)} AND (k.expires IS NULL OR k.expires > ?) "
+        f"ORDER BY i.value {order}, i.key {order} LIMIT ?",
+        [*params, now, limit],
+    )
+    return [list(row) for row in rows]
+
+
+def list_buckets(conn: sqlite3.Connection, now: float) -> list[tuple]:
+    """Every bucket with live items: ``(bucket, items, bytes)``, by name."""
+    live, params = _live(now)
+    return conn.execute(
+        f"SELECT bucket, count(*), sum(size) FROM kv_items WHERE {live} GROUP BY bucket ORDER BY bucket",
+        params,
+    ).fetchall()
+
+
+PURGE_SLACK_SECONDS = 300.0
+"""How far behind the project's last key-value line an expiry must be before its item is
+purged. Lines are logged as requests end, so a later line may have been received up to a
+request's time earlier: an item still live when such a line arrived is never purged
+before it is applied, and the purge never changes a decision (replay makes the same)."""
+
+
+def purge(conn: sqlite3.Connection, at: float, cutoff: str) -> int:
+    """Delete items expired by ``at`` (and behind the log: see PURGE_SLACK_SECONDS), with their
+    index entries, and ``kv_writes`` rows received before ``cutoff`` (retention) but the last;
+    the number of items purged."""
+    try:
+        clock = conn.execute("SELECT max(t) FROM kv_writes").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # no key-value write yet
+    if clock is None:
+        return 0
+    upto = min(at, clock - PURGE_SLACK_SECONDS)
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "DELETE FROM kv_index WHERE (bucket, key) IN "
+            "(SELECT bucket, key FROM kv_items WHERE expires <= ?)",
+            [upto],
+        )
+        purged = conn.execute("DELETE FROM kv_items WHERE expires <= ?", [upto]).rowcount
+        conn.execute(
+            "DELETE FROM kv_writes WHERE _received < ? AND _id < (SELECT max(_id) FROM kv_writes)", [cutoff]
+        )
+    return purged

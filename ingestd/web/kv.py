@@ -1,5 +1,8 @@
 """Views of key-value buckets: ``PROJECT.DOMAIN/_kv/BUCKET/items/KEY`` and the rest of ``/_kv/``.
 
+``/_kv/`` lists the buckets, ``/_kv/BUCKET/items/`` a bucket's keys in order (a
+page at a time, with a cursor), ``/_kv/BUCKET/indexes/NAME`` an index's entries.
+
 nginx passes the path as the client sent it (``$request_uri``), and Datasette routes
 on the raw path, so a key's ``%XX`` are decoded here once, by the same rule ingestd
 reads writes with (:func:`ingestd.model.kv.parse_item_path`).
@@ -19,22 +22,29 @@ import asyncio
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import unquote, urlencode
 
 from datasette.utils.asgi import Response
 
-from ..model.kv import KV_PREFIX, KvError, parse_item_path
+from ..model.kv import KV_PREFIX, KvError, check_bucket, parse_item_path
 from ..store import kv as kv_store
 from .dbfiles import open_existing
 from .site import site
-from .views import ROUTE_PREFIX, Problem, answers_problems
+from .views import ROUTE_PREFIX, Problem, answers_problems, json_response, project_url
 from .waiting import AFTER_SECONDS, parse_wait, wait_until
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
     from datasette.utils.asgi import Request
 
+T = TypeVar("T")
+DEFAULT_LIMIT = 100
+"""Keys or index entries one listing answers without ``?limit=``."""
+MAX_LIMIT = 10000
+"""The most one listing answers: a page of a bucket is bounded in memory and time."""
 _REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")
 ITEM_HEADERS = {
     "Cache-Control": "no-cache",
@@ -124,6 +134,103 @@ async def item_view(request: Request, datasette: Datasette) -> Response:
     return Response(value, headers=headers, content_type=content_type)
 
 
+def query(db_path: Path, read: Callable[..., T], *args: object) -> T | list:
+    """``read(conn, *args)`` on a project's database (blocking); [] when it has no buckets yet."""
+    try:
+        conn = open_existing(db_path)
+    except sqlite3.OperationalError:
+        return []
+    try:
+        return read(conn, *args)
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
+def _limit(request: Request) -> int:
+    """``?limit=`` (1 to MAX_LIMIT, DEFAULT_LIMIT without it); a Problem (400) otherwise."""
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT):
+        raise Problem(400, f"bad limit {raw[:40]!r}", expected=f"?limit=N, from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _db_path(datasette: Datasette, project: str) -> Path:
+    data_dir = site(datasette).data_dir
+    if data_dir is None:
+        raise Problem(404, "no data directory configured")
+    return data_dir / f"{project}.db"
+
+
+async def buckets_view(request: Request, datasette: Datasette) -> Response:
+    """``GET /_kv/``: every bucket of the project with its live items and their bytes."""
+    db_path = _db_path(datasette, request.url_vars["project"])
+    rows = await asyncio.to_thread(query, db_path, kv_store.list_buckets, time.time())
+    base = project_url(request)
+    buckets = [
+        {"bucket": name, "items": count, "bytes": size or 0, "url": f"{base}_kv/{name}/items/"}
+        for name, count, size in rows
+    ]
+    return json_response({"buckets": buckets})
+
+
+async def list_view(request: Request, datasette: Datasette, bucket: str) -> Response:
+    """``GET /_kv/BUCKET/items/?prefix=&after=&limit=``: keys in order, a page at a time."""
+    prefix, after, limit = request.args.get("prefix", ""), request.args.get("after", ""), _limit(request)
+    db_path = _db_path(datasette, request.url_vars["project"])
+    rows = await asyncio.to_thread(
+        query, db_path, kv_store.list_items, bucket, prefix, after, limit + 1, time.time()
+    )
+    items = [
+        {"key": key, "version": str(version), "size": size, "content_type": ctype, "expires_at": expires}
+        for key, version, size, ctype, expires in rows[:limit]
+    ]
+    more = len(rows) > limit
+    body: dict = {"bucket": bucket, "items": items, "next": items[-1]["key"] if more else None}
+    if more:
+        query_string = urlencode({"prefix": prefix, "after": items[-1]["key"], "limit": limit})
+        body["next_url"] = f"{project_url(request)}_kv/{bucket}/items/?{query_string}"
+    return json_response(body)
+
+
+async def index_view(request: Request, datasette: Datasette, bucket: str, name: str) -> Response:
+    """``GET /_kv/BUCKET/indexes/NAME?min=&max=&reverse=true&limit=``: ``[[value, key], …]``."""
+    reverse = request.args.get("reverse", "false")
+    if reverse not in ("true", "false"):
+        raise Problem(400, f"bad reverse {reverse[:40]!r}", expected="?reverse=true or ?reverse=false")
+    db_path = _db_path(datasette, request.url_vars["project"])
+    low, high, limit = request.args.get("min"), request.args.get("max"), _limit(request)
+    scan = (bucket, name, low, high, reverse == "true", limit, time.time())
+    entries = await asyncio.to_thread(query, db_path, kv_store.scan_index, *scan)
+    return json_response(entries)
+
+
+async def kv_view(request: Request, datasette: Datasette) -> Response:
+    """Every ``GET`` under ``/_kv/``, by its path: buckets, a bucket's items, an index, an item."""
+    rest = request.url_vars["rest"]
+    if rest == "":
+        return await buckets_view(request, datasette)
+    bucket, _, tail = rest.partition("/")
+    if tail == "items/":
+        return await list_view(request, datasette, _bucket(bucket))
+    if tail.startswith("indexes/"):
+        name = unquote(tail[len("indexes/") :]).lower()
+        return await index_view(request, datasette, _bucket(bucket), name)
+    return await item_view(request, datasette)
+
+
+def _bucket(raw: str) -> str:
+    try:
+        return check_bucket(raw)
+    except KvError as exc:
+        raise Problem(400, str(exc)) from None
+
+
 ROUTES = [
-    (ROUTE_PREFIX + r"/_kv/(?P<rest>.*)$", answers_problems(json_errors=True)(item_view)),
+    (ROUTE_PREFIX + r"/_kv/(?P<rest>.*)$", answers_problems(json_errors=True)(kv_view)),
 ]
