@@ -3,6 +3,7 @@ versions, compare-and-swap decided in log order, and replay reproducing every de
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -12,6 +13,7 @@ import httpx
 import yaml
 
 from .conftest import smalltable, start_stack, stop_stack
+from .keyslib import bearer, make_key, until, wait_owned
 
 
 def item(name: str, bucket: str = "b") -> str:
@@ -294,3 +296,40 @@ def test_a_value_expires_at_its_logged_receive_time_plus_its_ttl(stack, project)
     assert stack.request("GET", project, "/_kv/ttl/indexes/kind").json() == [["a", "long"]]
     again = put(stack, project, item("short", "ttl"), b"new", if_none_match="*")  # expired: absent
     assert int(again["version"]) > int(written["version"])
+
+
+def test_buckets_follow_the_projects_write_and_read_policies(stack, project):
+    settings = {"owner": "ann", "write": "key", "read": "private"}
+    answer = stack.post(
+        project, json.dumps(settings), path="/_project", headers={"Content-Type": "application/json"}
+    )
+    owner = answer.json()["key"]
+    wait_owned(stack, project)
+    write, _ = make_key(stack, project, owner, scope="write")
+    read, _ = make_key(stack, project, owner, scope="read")
+    path = item("secret", "private")
+    for key in (read, write):  # in force once nginx has reloaded
+        until(lambda key=key: stack.request("GET", project, "/", headers=bearer(key)).status_code != 401)
+    until(lambda: stack.request("PUT", project, path, content=b"x").status_code == 401)
+    refused = stack.request("PUT", project, path, content=b"x")
+    assert refused.json()["error"] == "writing to this project needs a write key"
+    with_read = stack.request("PUT", project, path, content=b"x", headers=bearer(read))
+    assert with_read.status_code == 403
+    until(
+        lambda: stack.request("PUT", project, path, content=b"kept", headers=bearer(write)).status_code == 202
+    )
+    answer = stack.request("PUT", project, path, content=b"kept", headers=bearer(write))
+    done = stack.request("GET", project, f"/_status/{answer.json()['id']}?wait=20", headers=bearer(read))
+    assert done.status_code == 201
+    for url in (path, "/_kv/", "/_kv/private/items/", "/_kv/private/indexes/x", f"/{project}/kv_items.json"):
+        unkeyed = stack.request("GET", project, url)
+        assert unkeyed.status_code == 401, url
+        assert b"kept" not in unkeyed.content
+    got = stack.request("GET", project, path, headers=bearer(read))
+    assert (got.status_code, got.content) == (200, b"kept")
+    rows = stack.request(
+        "GET", project, f"/{project}/kv_items.json?_shape=array", headers=bearer(read)
+    ).json()
+    assert [(r["bucket"], r["key"], r["value"]) for r in rows] == [("private", "secret", "kept")]
+    page = stack.request("GET", project, "/", headers={**bearer(read), "Accept": "text/html"})
+    assert "Key-value buckets" in page.text and "/_kv/private/items/" in page.text

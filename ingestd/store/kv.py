@@ -291,12 +291,15 @@ def scan_index(
 
 
 def list_buckets(conn: sqlite3.Connection, now: float) -> list[tuple]:
-    """Every bucket with live items: ``(bucket, items, bytes)``, by name."""
+    """Every bucket with live items: ``(bucket, items, bytes)``, by name; none without the table."""
     live, params = _live(now)
-    return conn.execute(
-        f"SELECT bucket, count(*), sum(size) FROM kv_items WHERE {live} GROUP BY bucket ORDER BY bucket",
-        params,
-    ).fetchall()
+    try:
+        return conn.execute(
+            f"SELECT bucket, count(*), sum(size) FROM kv_items WHERE {live} GROUP BY bucket ORDER BY bucket",
+            params,
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return []  # no key-value write yet
 
 
 PURGE_SLACK_SECONDS = 300.0
