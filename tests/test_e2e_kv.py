@@ -4,6 +4,7 @@ versions, compare-and-swap decided in log order, and replay reproducing every de
 from __future__ import annotations
 
 import json
+import socket
 import sqlite3
 import threading
 import time
@@ -333,3 +334,73 @@ def test_buckets_follow_the_projects_write_and_read_policies(stack, project):
     assert [(r["bucket"], r["key"], r["value"]) for r in rows] == [("private", "secret", "kept")]
     page = stack.request("GET", project, "/", headers={**bearer(read), "Accept": "text/html"})
     assert "Key-value buckets" in page.text and "/_kv/private/items/" in page.text
+
+
+BAD_WRITES = [
+    # (method, path, headers, what the reason says)
+    ("PUT", "/_kv/bad/items/", {}, "empty key"),
+    ("PUT", "/_kv/bad/items/" + "k" * 1025, {}, "key too long: 1025 bytes, the limit is 1024 bytes"),
+    ("PUT", "/_kv/bad/items/a/b", {}, "a key cannot hold '/'"),
+    ("PUT", "/_kv/bad/items/a%2Fb", {}, "a key cannot hold '/'"),
+    ("PUT", "/_kv/bad/items/a%0Ab", {}, "control characters"),
+    ("PUT", "/_kv/bad/items/%FF", {}, "UTF-8"),
+    ("PUT", "/_kv/Bad/items/k", {}, "bad bucket name 'Bad'"),
+    ("PUT", "/_kv/bad/k", {}, "the path is /_kv/BUCKET/items/KEY"),
+    ("POST", "/_kv/bad/items/k", {}, "POST is not a key-value write"),
+    ("PUT", "/_kv/bad/items/k", {"If-Match": "3"}, "malformed If-Match '3'"),
+    ("PUT", "/_kv/bad/items/k", {"If-Match": '"abc"'}, "malformed If-Match"),
+    ("PUT", "/_kv/bad/items/k", {"X-Weave-If-Match": '"3"'}, "malformed X-Weave-If-Match"),
+    ("PUT", "/_kv/bad/items/k", {"If-None-Match": '"3"'}, "only If-None-Match: *"),
+    ("PUT", "/_kv/bad/items/k", {"If-Match": "*", "If-None-Match": "*"}, "can never both hold"),
+    ("PUT", "/_kv/bad/items/k", {"X-Index-": "v"}, "an index header with an empty name"),
+    ("PUT", "/_kv/bad/items/k", {"X-TTL": "0"}, "X-TTL 0: it must be from 1 to 31622400 seconds"),
+    ("PUT", "/_kv/bad/items/k", {"X-TTL": "-5"}, "X-TTL '-5' is not a whole number of seconds"),
+    ("PUT", "/_kv/bad/items/k", {"X-TTL": "soon"}, "X-TTL 'soon' is not a whole number"),
+    ("PUT", "/_kv/bad/items/k", {"X-TTL": "31622401"}, "(a year)"),
+    ("DELETE", "/_kv/bad/items/k", {"X-TTL": "5"}, "belong to a put, not a DELETE"),
+]
+
+
+def test_every_bad_write_is_rejected_with_its_reason_and_changes_nothing(stack, project):
+    kept = put(stack, project, item("k", "bad"), b"kept", x_index_color="red")
+    answers = [
+        (stack.request(method, project, path, content=b"x", headers=headers), reason)
+        for method, path, headers, reason in BAD_WRITES
+    ]
+    for answer, reason in answers:
+        assert answer.status_code == 202, answer.text
+        status = stack.request("GET", project, f"/_status/{answer.json()['id']}", params={"wait": 20})
+        assert status.status_code == 422, (reason, status.text)
+        assert reason in status.json()["reason"] and status.json()["reason"].startswith(
+            "key-value write not applied"
+        )
+    got = stack.request("GET", project, item("k", "bad"))
+    assert (got.content, got.headers["x-weave-version"]) == (b"kept", kept["version"])
+    assert stack.request("GET", project, "/_kv/bad/indexes/color").json() == [["red", "k"]]
+    assert [i["key"] for i in stack.request("GET", project, "/_kv/bad/items/").json()["items"]] == ["k"]
+    rejects = stack.rows(project, "rejects")
+    assert len(rejects) == len(BAD_WRITES)  # each kept, with its body: nothing lost
+    too_big = stack.request("PUT", project, item("big", "bad"), content=b"x" * (1048576 + 1))
+    assert too_big.status_code == 413 and too_big.json()["error"] == "body too large"
+    # what nginx cannot read (NUL, a raw space) it refuses itself, with JSON, and logs nothing
+    nul = stack.request("PUT", project, "/_kv/bad/items/a%00b", content=b"x")
+    assert nul.status_code == 400 and nul.json()["error"] == "bad request: nginx could not read it"
+    with socket.create_connection(("127.0.0.1", stack.port)) as raw:
+        raw.sendall(f"PUT /_kv/bad/items/a b HTTP/1.1\r\nHost: {stack.host(project)}\r\n\r\n".encode())
+        head, _, body = raw.makefile("rb").read().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"percent-encode the path" in body
+    assert len(stack.rows(project, "rejects")) == len(BAD_WRITES)
+
+
+def test_keys_may_hold_spaces_and_unicode_percent_encoded(stack, project):
+    for raw, key in [
+        ("a%20b", "a b"),
+        ("caf%C3%A9", "café"),
+        ("%E2%9C%93:1", "✓:1"),
+        ("k" * 1024, "k" * 1024),
+    ]:
+        written = put(stack, project, f"/_kv/odd/items/{raw}", key.encode())
+        assert written["key"] == key
+        assert stack.request("GET", project, f"/_kv/odd/items/{raw}").content == key.encode()
+    bad = stack.request("GET", project, "/_kv/odd/items/a%2Fb")
+    assert bad.status_code == 400 and "'/'" in bad.json()["error"]

@@ -90,7 +90,7 @@ def _is_first(conn: sqlite3.Connection, table: str, row_id: int, received: str) 
     so this reads one row per table."""
     if row_id != 1:
         return False
-    others = [t for t in ("records", "rejects", "settings") if t != table]
+    others = [t for t in ("records", "rejects", "settings", "kv_writes") if t != table]
     firsts = [fetch_one(conn, f"select _received from {t} order by _id limit 1") for t in others]
     return not any(row and row[0] < received for row in firsts)
 
