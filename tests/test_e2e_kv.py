@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from urllib.parse import urlsplit
@@ -404,3 +406,44 @@ def test_keys_may_hold_spaces_and_unicode_percent_encoded(stack, project):
         assert stack.request("GET", project, f"/_kv/odd/items/{raw}").content == key.encode()
     bad = stack.request("GET", project, "/_kv/odd/items/a%2Fb")
     assert bad.status_code == 400 and "'/'" in bad.json()["error"]
+
+
+def kv_cli(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ingestd", "kv", *args], input=stdin, capture_output=True, timeout=120
+    )
+
+
+def test_the_kv_command_puts_gets_deletes_lists_and_scans(stack, project):
+    url = f"http://{stack.host(project)}/"
+    value = bytes(range(256))
+    stored = kv_cli(
+        "put", url, "cli", "a key: café", "-", "--index", "color=red", "--ttl", "3600", stdin=value
+    )
+    assert stored.returncode == 0, stored.stderr
+    version = json.loads(stored.stdout)["version"]
+    assert kv_cli("get", url, "cli", "a key: café").stdout == value  # the client encodes the key
+    assert kv_cli("get", url, "cli", "a key: café", "--version").stdout == f"{version}\n".encode()
+    kv_cli("put", url, "cli", "b", "-", "--index", "color=blue", stdin=b"two")
+    stale = kv_cli("put", url, "cli", "b", "-", "--if-match", version, stdin=b"x")
+    assert stale.returncode == 5
+    assert b"precondition failed: key 'b' is at version" in stale.stderr
+    assert kv_cli("put", url, "cli", "b", "-", "--if-absent", stdin=b"x").returncode == 5
+    assert kv_cli("list", url, "cli").stdout == "a key: café\nb\n".encode()
+    assert kv_cli("list", url, "cli", "--prefix", "b").stdout == b"b\n"
+    assert kv_cli("list", url).stdout.startswith(b"cli\t2\t")
+    assert kv_cli("scan", url, "cli", "color").stdout == "blue\tb\nred\ta key: café\n".encode()
+    assert (
+        kv_cli("scan", url, "cli", "color", "--reverse", "--limit", "1").stdout
+        == "red\ta key: café\n".encode()
+    )
+    gone = kv_cli("delete", url, "cli", "b")
+    assert gone.returncode == 0 and json.loads(gone.stdout)["status"] == "deleted"
+    missing = kv_cli("delete", url, "cli", "b")
+    assert missing.returncode == 6 and b"not found" in missing.stderr
+    absent = kv_cli("get", url, "cli", "b")
+    assert absent.returncode == 6 and b"HTTP 404: not found" in absent.stderr
+    bad = kv_cli("put", url, "cli", "k", "-", "--ttl", "0", stdin=b"x")
+    assert bad.returncode == 2 and b"X-TTL 0" in bad.stderr
+    slash = kv_cli("put", url, "cli", "a/b", "-", stdin=b"x")
+    assert slash.returncode == 2 and b"a key cannot hold '/'" in slash.stderr
