@@ -11,7 +11,8 @@ Tables (made on a project's first key-value write, so Datasette shows them):
     every key with every write.
 ``kv_items``
     The live value of each (bucket, key): exact bytes (TEXT when UTF-8, else BLOB),
-    Content-Type, version, and expiry (``expires``: the logged receive time + TTL).
+    Content-Type, version, expiry (``expires``: the logged receive time + TTL), and
+    how many index entries it has (``indexed``).
 ``kv_index``
     The index entries of each live item: (bucket, name, value, key).
 
@@ -54,6 +55,7 @@ CREATE TABLE IF NOT EXISTS kv_items (
     expires REAL,
     expires_at TEXT,
     _request_id TEXT NOT NULL,
+    indexed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (bucket, key)
 );
 CREATE TABLE IF NOT EXISTS kv_index (
@@ -91,14 +93,15 @@ def _value(body: bytes) -> str | bytes:
         return body
 
 
-def _current(conn: sqlite3.Connection, bucket: str, key: str, at: float) -> int | None:
-    """The version of the key's live value at time ``at`` (a line's), None if absent or expired."""
+def _current(conn: sqlite3.Connection, bucket: str, key: str, at: float) -> tuple[int | None, int]:
+    """The version of the key's live value at time ``at`` (a line's), None if absent or expired;
+    and how many index entries the key has."""
     row = conn.execute(
-        "SELECT version, expires FROM kv_items WHERE bucket = ? AND key = ?", [bucket, key]
+        "SELECT version, expires, indexed FROM kv_items WHERE bucket = ? AND key = ?", [bucket, key]
     ).fetchone()
-    if row is None or (row[1] is not None and row[1] <= at):
-        return None
-    return row[0]
+    if row is None:
+        return None, 0
+    return (None if row[1] is not None and row[1] <= at else row[0]), row[2]
 
 
 def _failure(write: KvWrite, current: int | None) -> str | None:
@@ -114,78 +117,71 @@ def _failure(write: KvWrite, current: int | None) -> str | None:
     return None
 
 
-def _apply_one(conn: sqlite3.Connection, write: KvWrite) -> bool:
-    """Decide and apply one write (inside the batch's transaction); True when it was stored."""
+_INSERT_WRITE = (
+    "INSERT INTO kv_writes (_id, _request_id, _received, t, bucket, key, op, status, version, "
+    "current_version, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (_request_id) DO NOTHING"
+)
+_INSERT_ITEM = (
+    "INSERT OR REPLACE INTO kv_items (bucket, key, version, value, content_type, size, stored_at, "
+    "expires, expires_at, _request_id, indexed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _apply_one(conn: sqlite3.Connection, write: KvWrite, number: int) -> str | None:
+    """Decide and apply one write as ``kv_writes`` row ``number`` (inside the batch's
+    transaction): its status, or None when it was applied before (a duplicate)."""
     request = write.request
-    current = _current(conn, write.bucket, write.key, request.received)
+    current, indexed = _current(conn, write.bucket, write.key, request.received)
     reason = _failure(write, current)
     status = "rejected" if reason else ("stored" if write.op == "put" else "deleted")
-    cursor = conn.execute(
-        "INSERT INTO kv_writes (_request_id, _received, t, bucket, key, op, status, current_version, reason) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            request.request_id,
-            iso_time(request.received),
-            request.received,
-            write.bucket,
-            write.key,
-            write.op,
-            status,
-            current,
-            reason,
-        ],
-    )
+    received = iso_time(request.received)
+    row = [number, request.request_id, received, request.received, write.bucket, write.key, write.op]
+    row += [status, None if reason else number, current, reason]
+    if not conn.execute(_INSERT_WRITE, row).rowcount:
+        return None
     if reason:
-        return False
-    version = cursor.lastrowid
-    conn.execute("UPDATE kv_writes SET version = ? WHERE _id = ?", [version, version])
-    conn.execute("DELETE FROM kv_index WHERE bucket = ? AND key = ?", [write.bucket, write.key])
+        return status
+    if indexed:
+        conn.execute("DELETE FROM kv_index WHERE bucket = ? AND key = ?", [write.bucket, write.key])
     if write.op == "delete":
         conn.execute("DELETE FROM kv_items WHERE bucket = ? AND key = ?", [write.bucket, write.key])
-        return True
+        return status
     expires = None if write.ttl is None else request.received + write.ttl
-    conn.execute(
-        "INSERT OR REPLACE INTO kv_items (bucket, key, version, value, content_type, size, stored_at, "
-        "expires, expires_at, _request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            write.bucket,
-            write.key,
-            version,
-            _value(request.body),
-            request.content_type,
-            len(request.body),
-            iso_time(request.received),
-            expires,
-            None if expires is None else iso_time(expires),
-            request.request_id,
-        ],
-    )
-    conn.executemany(
-        "INSERT INTO kv_index (bucket, name, value, key) VALUES (?, ?, ?, ?)",
-        [(write.bucket, name, value, write.key) for name, value in write.indexes],
-    )
-    return True
+    body = request.body
+    item = [write.bucket, write.key, number, _value(body), request.content_type, len(body), received, expires]
+    item += [None if expires is None else iso_time(expires), request.request_id, len(write.indexes)]
+    conn.execute(_INSERT_ITEM, item)
+    if write.indexes:
+        conn.executemany(
+            "INSERT INTO kv_index (bucket, name, value, key) VALUES (?, ?, ?, ?)",
+            [(write.bucket, name, value, write.key) for name, value in write.indexes],
+        )
+    return status
 
 
 def apply(conn: sqlite3.Connection, writes: list[KvWrite]) -> KvResult:
     """Apply a batch of one project's key-value writes in log order, in one transaction.
 
-    A write whose request id is in ``kv_writes`` already (applied before a crash) is
-    skipped: so is each of them once, whatever is read again."""
+    Rows of ``kv_writes`` are numbered here, from the table's sequence, so a value's
+    version is known as its row is written. A write whose request id is in
+    ``kv_writes`` already (applied before a crash) is skipped: so each is applied once,
+    whatever is read again."""
     result = KvResult()
     ensure_tables(conn)
     with conn:
         conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kv_writes'").fetchone()
+        number = row[0] if row else 0
         for write in writes:
-            done = conn.execute(
-                "SELECT 1 FROM kv_writes WHERE _request_id = ?", [write.request.request_id]
-            ).fetchone()
-            if done:
+            status = _apply_one(conn, write, number + 1)
+            if status is None:
                 result.duplicates += 1
-            elif _apply_one(conn, write):
-                result.stored += 1
-            else:
+                continue
+            number += 1
+            if status == "rejected":
                 result.rejected += 1
+            else:
+                result.stored += 1
     return result
 
 
