@@ -31,6 +31,7 @@ from datasette.utils.asgi import Response
 
 from ..model.kv import KV_PREFIX, KvError, check_bucket, parse_item_path
 from ..store import kv as kv_store
+from .databases import sync_databases
 from .dbfiles import open_existing
 from .site import site
 from .views import ROUTE_PREFIX, Problem, answers_problems, json_response, project_url
@@ -53,16 +54,14 @@ ITEM_HEADERS = {
 }
 
 
-def read_item(db_path: Path, bucket: str, key: str) -> tuple | None:
-    """A live item of a project's database (blocking), or None."""
-    try:
-        conn = open_existing(db_path)
-    except sqlite3.OperationalError:
-        return None  # no database: no buckets
-    try:
-        return kv_store.read_item(conn, bucket, key, time.time())
-    finally:
-        conn.close()
+async def read_item(datasette: Datasette, project: str, bucket: str, key: str) -> tuple | None:
+    """A live item, read on Datasette's own connection to the project (no file opened per
+    read); None when there is none, or no project yet."""
+    sync_databases(datasette)
+    if project not in datasette.databases:
+        return None
+    database = datasette.get_database(project)
+    return await database.execute_fn(lambda conn: kv_store.read_item(conn, bucket, key, time.time()))
 
 
 def write_applied(db_path: Path, request_id: str) -> bool:
@@ -116,7 +115,7 @@ async def item_view(request: Request, datasette: Datasette) -> Response:
     if data_dir is not None:
         db_path = data_dir / f"{project}.db"
         await _wait_after(datasette, request, db_path)
-        item = await asyncio.to_thread(read_item, db_path, bucket, key)
+        item = await read_item(datasette, project, bucket, key)
     if item is None:
         raise Problem(
             404,
