@@ -58,6 +58,15 @@ class Client:
         self.host = host
 
     def ask(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple:
+        """One request; sent again on a new connection when nginx had closed the kept-alive one
+        (it does after ``keepalive_requests``, before reading the next request)."""
+        try:
+            return self._once(method, path, body, headers)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            self.connection.close()
+            return self._once(method, path, body, headers)
+
+    def _once(self, method: str, path: str, body: bytes | None, headers: dict | None) -> tuple:
         self.connection.request(method, path, body, {"Host": self.host, **(headers or {})})
         answer = self.connection.getresponse()
         return answer.status, answer.read()
