@@ -290,9 +290,11 @@ def measure(store, wrk: str, work: Path, args: argparse.Namespace) -> dict:
 
 def start_smalltable(work: Path) -> tuple[subprocess.Popen, SmallTable]:
     port, ds_port, metrics_port = free_port(), free_port(), free_port()
+    config = work / "smalltable.yaml"  # room for every put's decision (kv_writes) of the runs
+    config.write_text("projects:\n  quota_mb: 20000\n")
     up = subprocess.Popen(
         [sys.executable, "-m", "ingestd", "up", "--home", str(work / "home"), "--port", str(port),
-         "--datasette-port", str(ds_port), "--metrics-port", str(metrics_port)],
+         "--datasette-port", str(ds_port), "--metrics-port", str(metrics_port), "--config", str(config)],
         stdout=open(work / "up.out", "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     wait_port(port)

@@ -32,7 +32,7 @@ from datasette.utils.asgi import Response
 from ..model.kv import KV_PREFIX, KvError, check_bucket, parse_item_path
 from ..store import kv as kv_store
 from .databases import sync_databases
-from .dbfiles import open_existing
+from .dbfiles import file_signature, open_existing
 from .site import site
 from .views import ROUTE_PREFIX, Problem, answers_problems, json_response, project_url
 from .waiting import AFTER_SECONDS, parse_wait, wait_until
@@ -86,7 +86,10 @@ async def _wait_after(datasette: Datasette, request: Request, db_path: Path) -> 
     seconds = parse_wait(request.args.get("wait"))
     seconds = AFTER_SECONDS if seconds is None else seconds
     waiters = site(datasette).status_waiters
-    if not await wait_until(lambda: write_applied(db_path, after), bool, seconds, waiters):
+    applied = await wait_until(
+        lambda: write_applied(db_path, after), bool, seconds, waiters, lambda: file_signature(db_path)
+    )
+    if not applied:
         raise Problem(
             504,
             "that write is not applied yet",

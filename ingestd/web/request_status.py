@@ -51,7 +51,7 @@ from ..store import kv as kv_store
 from ..store import retention
 from ..support.timefmt import iso_time
 from . import holding_area
-from .dbfiles import fetch_one, open_existing
+from .dbfiles import fetch_one, file_signature, open_existing
 from .site import apex_address, project_address, site
 from .views import ROUTE_PREFIX, answers_problems, json_response, render, wants_html
 from .waiting import parse_wait, wait_until
@@ -282,12 +282,18 @@ def http_status(found: dict | None) -> int:
     return {"stored": 201, "deleted": 200, "applied": 200, "expired": 410}.get(kind, 202)
 
 
-async def find(datasette: Datasette, request: Request, look: Callable[[], dict | None]) -> dict | None:
-    """What ``look()`` (blocking) finds now, or once decided when the request asks ``?wait=``."""
+async def find(
+    datasette: Datasette,
+    request: Request,
+    look: Callable[[], dict | None],
+    files: Callable[[], object] | None = None,
+) -> dict | None:
+    """What ``look()`` (blocking) finds now, or once decided when the request asks ``?wait=``
+    (looking again when ``files``, the signature of what it reads, changes)."""
     seconds = parse_wait(request.args.get("wait"))
     if seconds is None:
         return await asyncio.to_thread(look)
-    return await wait_until(look, decided, seconds, site(datasette).status_waiters)
+    return await wait_until(look, decided, seconds, site(datasette).status_waiters, files)
 
 
 async def answer(datasette: Datasette, request: Request, project: str | None, found: dict | None) -> Response:
@@ -337,7 +343,13 @@ async def project_status_view(datasette: Datasette, request: Request) -> Respons
     data_dir = site(datasette).data_dir
     found = None
     if data_dir is not None:
-        found = await find(datasette, request, lambda: find_in_project(data_dir, project, request_id))
+        paths = (data_dir / f"{project}.db", data_dir / f"{holding_area.DATABASE_NAME}.db")
+        found = await find(
+            datasette,
+            request,
+            lambda: find_in_project(data_dir, project, request_id),
+            lambda: [file_signature(path) for path in paths],
+        )
     return await answer(datasette, request, project, found)
 
 
