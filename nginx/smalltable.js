@@ -224,6 +224,19 @@ function kvHeaders(r) {
     }
 }
 
+// js_set $smalltable_kv_uri: the request URI with every byte that is not printable ASCII
+// percent-encoded, for Datasette (its server refuses raw UTF-8 in a path): a key sent raw
+// (curl sends "café" as it is) reads the same as one sent percent-encoded.
+function kvUri(r) {
+    const raw = r.rawVariables.request_uri;
+    let out = '';
+    for (let i = 0; i < raw.length; i++) {
+        const b = raw[i];
+        out += b > 0x20 && b < 0x7f ? String.fromCharCode(b) : '%' + (b < 16 ? '0' : '') + b.toString(16).toUpperCase();
+    }
+    return out;
+}
+
 // js_content of the refusal location: the status and JSON reason decide() chose.
 function answer(r) {
     const status = Number(r.variables.smalltable_decided);
@@ -234,4 +247,4 @@ function answer(r) {
     r.return(status, r.variables.smalltable_refusal_body + '\n');
 }
 
-export default { bearerHash, pathProject, decide, answer, kvHeaders };
+export default { bearerHash, pathProject, decide, answer, kvHeaders, kvUri };

@@ -404,6 +404,11 @@ def test_keys_may_hold_spaces_and_unicode_percent_encoded(stack, project):
         written = put(stack, project, f"/_kv/odd/items/{raw}", key.encode())
         assert written["key"] == key
         assert stack.request("GET", project, f"/_kv/odd/items/{raw}").content == key.encode()
+    with socket.create_connection(("127.0.0.1", stack.port)) as raw:  # as curl sends it: raw UTF-8
+        host = f"Host: {stack.host(project)}\r\nConnection: close"
+        raw.sendall(f"GET /_kv/odd/items/caf\u00e9 HTTP/1.1\r\n{host}\r\n\r\n".encode())
+        answer = raw.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 200") and b"\r\n" + "café".encode() + b"\r\n" in answer
     bad = stack.request("GET", project, "/_kv/odd/items/a%2Fb")
     assert bad.status_code == 400 and "'/'" in bad.json()["error"]
 
