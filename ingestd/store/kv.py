@@ -162,7 +162,7 @@ def _apply_one(conn: sqlite3.Connection, write: KvWrite, number: int) -> str | N
 def apply(conn: sqlite3.Connection, writes: list[KvWrite]) -> KvResult:
     """Apply a batch of one project's key-value writes in log order, in one transaction.
 
-    Rows of ``kv_writes`` are numbered here, from the table's sequence, so a value's
+    Rows of ``kv_writes`` are numbered here, after the table's last row, so a value's
     version is known as its row is written. A write whose request id is in
     ``kv_writes`` already (applied before a crash) is skipped: so each is applied once,
     whatever is read again."""
@@ -170,8 +170,10 @@ def apply(conn: sqlite3.Connection, writes: list[KvWrite]) -> KvResult:
     ensure_tables(conn)
     with conn:
         conn.execute("BEGIN IMMEDIATE")
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kv_writes'").fetchone()
-        number = row[0] if row else 0
+        # max(_id), not sqlite_sequence: an insert skipped as a duplicate moves the sequence
+        # all the same, and a replay (which skips none) would number every later write one
+        # lower. Retention never deletes the last row, so max(_id) never goes back.
+        number = conn.execute("SELECT coalesce(max(_id), 0) FROM kv_writes").fetchone()[0]
         for write in writes:
             status = _apply_one(conn, write, number + 1)
             if status is None:
