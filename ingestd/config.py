@@ -294,9 +294,9 @@ SETTINGS: dict[str, Setting] = {
         4194304,
         _int_range(1, 1 << 30),
         "a positive number of bytes",
-        "Most bytes of log lines `smalltable replay` loads in one batch (with ingest.batch_lines, "
-        "whichever is reached first), so that its memory is bounded whatever the size of the "
-        "bodies; it holds about 5 times this while it loads a batch.",
+        "Most bytes of log lines the daemon and `smalltable replay` load in one batch (with "
+        "ingest.batch_lines, whichever is reached first), so that their memory is bounded whatever "
+        "the size of the bodies; each holds about 5 times this while it loads a batch.",
     ),
     "ingest.nice": Setting(
         19,

@@ -186,7 +186,9 @@ class Daemon:
         self.tailer.vanished.clear()
         total = 0
         while not self.stopping.is_set():
-            lines = self._unloaded or self.tailer.read(self.config["ingest.batch_lines"])
+            lines = self._unloaded or self.tailer.read(
+                self.config["ingest.batch_lines"], self.config["ingest.batch_bytes"]
+            )
             if not lines:
                 break
             self._unloaded = lines

@@ -33,7 +33,16 @@ function bearer(r) {
 // js_set $smalltable_path_project: the database a Datasette path names (/NAME/..., /NAME.json),
 // since Datasette serves every database on every host; "" for paths that name none.
 function pathProject(r) {
+    if (r.uri.startsWith('/stream/') && r.variables.host === r.variables.smalltable_domain) {
+        return '';  // the apex's stream API (issue 22): its topic is $smalltable_project
+    }
     const match = /^\/([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:[.\/?]|$)/.exec(r.uri);
+    return match ? match[1] : '';
+}
+
+// The topic of a stream truncation's path, DELETE /stream/TOPIC/LOC (issue 22); "" for others.
+function streamTopic(path) {
+    const match = /^\/stream\/([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)\/[0-9]{1,19}$/.exec(path);
     return match ? match[1] : '';
 }
 
@@ -158,6 +167,13 @@ function decision(r) {
             mint(r);
         }
         return refusal;
+    }
+    if (r.method === 'DELETE' && streamTopic(path) !== '' && streamTopic(path) === project) {
+        if (!owned) {
+            return refuse(r, 401, 'the topic has no owner key',
+                'claim the project first (POST /_project with an owner): truncating needs its owner key');
+        }
+        return needs(r, who, ['owner'], 'truncating a stream needs the owner key', 'send the owner key ' + AS);
     }
     if (path === '/_project' && (r.method === 'POST' || r.method === 'PUT')) {
         return needs(r, who, ['owner'], 'the project is claimed: changing its settings needs its owner key',

@@ -48,6 +48,18 @@ def wait_owned(stack, project: str, timeout: float = 5) -> float:
         time.sleep(0.02)
 
 
+def logged_line(stack, request_id: str, timeout: float = 5) -> dict:
+    """The ingest log's line of ``request_id``, waiting for it: nginx writes a request's
+    line as the request ends, which may be just after the client has read the answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in logged(stack):
+            if line["id"] == request_id:
+                return line
+        assert time.monotonic() < deadline, f"no line of {request_id} in the ingest log"
+        time.sleep(0.02)
+
+
 def until(predicate, timeout: float = 5) -> float:
     """Seconds until ``predicate()`` is true (failing after ``timeout``)."""
     start = time.monotonic()

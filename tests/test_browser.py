@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ARTIFACTS
+from .keyslib import claim, until, wait_owned, write_with
 from .test_e2e_browse import png
 from .test_e2e_ingest import accepted
 
@@ -185,10 +186,17 @@ class Page:
             " && [...document.images].every(image => image.complete)"
         )
 
-    def screenshot(self, name: str, docs_name: str | None = None) -> Path:
-        """The whole page as a PNG in test-artifacts/ (and in docs/images/ when asked)."""
+    def screenshot(self, name: str, docs_name: str | None = None, element: str | None = None) -> Path:
+        """The whole page (or the ``element`` a CSS selector names) as a PNG in
+        test-artifacts/ (and in docs/images/ when asked)."""
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+        if element:
+            box = self.evaluate(
+                f"(() => {{ const r = document.querySelector({json.dumps(element)}).getBoundingClientRect();"
+                " return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}; })()"
+            )
+            clip = {**box, "scale": 1}
         shot = self.send(
             "Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}
         )
@@ -403,3 +411,73 @@ def test_datasettes_table_view_opens_newest_first_with_the_users_columns_first(s
     # a choice of the user's stands: no redirect when the URL says anything
     page.goto(project_url(stack, f"/{PROJECT}/records?_sort=_id"))
     assert page.evaluate("location.search") == "?_sort=_id"
+
+
+def test_the_owner_lists_creates_and_revokes_keys_on_the_project_page(stack, page):
+    """Issue 20: keys on the project page for whoever presents the owner key, which the page
+    sends only as "Authorization: Bearer" and keeps in no URL, cookie or storage."""
+    name = f"keys-panel-{os.getpid()}"
+    owner = claim(stack, name)
+    wait_owned(stack, name)
+    page.goto(f"http://{name}.localhost:{stack.port}/")
+    page.evaluate("document.getElementById('st-keys').open = true")
+    status = "document.getElementById('st-keys-status').textContent"
+    rows = (
+        "[...document.querySelectorAll('#st-keys-list tbody tr')]"
+        ".map(tr => [...tr.cells].map(td => td.textContent))"
+    )
+
+    def paste(key: str) -> None:
+        page.evaluate(f"document.getElementById('st-keys-owner').value = {json.dumps(key)}")
+
+    # a wrong key is refused by nginx, and the page says why
+    paste("stk_" + "0" * 32)
+    page.evaluate("document.getElementById('st-keys-show').click()")
+    page.wait_for(f"{status}.includes('unknown or revoked key')")
+    assert page.evaluate("document.getElementById('st-keys-list').hidden")
+    # the owner key lists the keys: the owner key itself, never a secret
+    paste(owner)
+    page.evaluate("document.getElementById('st-keys-show').click()")
+    page.wait_for(f"{status} === '1 live key'")
+    listed = page.evaluate(rows)
+    assert [row[1] for row in listed] == ["owner"] and listed[0][5] == "reset by the operator"
+    # a new key: shown once, listed with its scope, label and expiry
+    page.evaluate(
+        "(() => { document.getElementById('st-keys-scope').value = 'write';"
+        " document.getElementById('st-keys-label').value = 'ci';"
+        " document.getElementById('st-keys-expires').value = '2030-06-30T00:00';"
+        " document.getElementById('st-keys-make').click(); })()"
+    )
+    page.wait_for(f"{status}.includes('created')", timeout=15)
+    new_key = page.evaluate("document.getElementById('st-keys-new-key').textContent")
+    new_id = page.evaluate("document.getElementById('st-keys-new-id').textContent")
+    assert new_key.startswith("stk_") and "Shown only once" in page.evaluate(
+        "document.getElementById('st-keys-new').textContent"
+    )
+    listed = page.evaluate(rows)
+    assert [row[:4] for row in listed[1:]] == [[new_id, "write", "ci", "2030-06-30 00:00:00"]]
+    assert all(new_key not in cell and owner not in cell for row in listed for cell in row)
+    until(lambda: write_with(stack, name, new_key).status_code == 202, timeout=10)
+    # a key ingestd refuses (its expiry is past) is not shown as if it were in force
+    page.evaluate(
+        "(() => { document.getElementById('st-keys-expires').value = '2020-01-01T00:00';"
+        " document.getElementById('st-keys-make').click(); })()"
+    )
+    page.wait_for(f"{status}.includes('already past')", timeout=15)
+    assert page.evaluate("document.getElementById('st-keys-new').hidden")
+    assert len(page.evaluate(rows)) == 2
+    page.screenshot("browser-keys-panel.png", docs_name="keys-panel.png", element="#st-keys")
+    # revoked from the page: gone from the list, and nginx refuses it
+    page.evaluate(f"document.querySelector('tr[data-key-id=\"{new_id}\"] button').click()")
+    page.wait_for(f"{status} === 'key {new_id} revoked'", timeout=15)
+    assert [row[1] for row in page.evaluate(rows)] == ["owner"]
+    until(lambda: write_with(stack, name, new_key).status_code == 401, timeout=10)
+    # the owner key travelled in no URL and stayed in no cookie or storage
+    fetched = page.evaluate("performance.getEntriesByType('resource').map(e => e.name).join(' ')")
+    assert "/_project/keys" in fetched and "stk_" not in fetched
+    assert page.evaluate("document.cookie + localStorage.length + sessionStorage.length") == "00"
+    # and leaving the page forgets it
+    page.goto(f"http://localhost:{stack.port}/")
+    page.send("Page.navigate", {"url": f"http://{name}.localhost:{stack.port}/"})
+    page.wait_for("document.readyState === 'complete' && document.getElementById('st-keys') !== null")
+    assert page.evaluate("document.getElementById('st-keys-owner').value") == ""

@@ -114,7 +114,19 @@ class Session:
 
     def check(self, example: Example) -> None:
         if "X-SmallTable-Quota:" in example.expected:
-            self.wait_quota_map_served(re.search(r"//([a-z0-9-]+)\.localhost", example.command)[1])
+            self.wait_map_served("quota.map", re.search(r"//([a-z0-9-]+)\.localhost", example.command)[1])
+        if '"created":false' in example.expected and (
+            host := re.search(r"//([a-z0-9-]+)\.localhost", example.command)
+        ):
+            # the doc says the project exists: its first write (just before) is loaded first
+            database = self.stack.home / "data" / f"{host[1]}.db"
+            deadline = time.monotonic() + SETTLE_SECONDS
+            while not database.exists():
+                assert time.monotonic() < deadline, f"{database} was never made"
+                time.sleep(0.05)
+        if "the project is claimed: changing its settings needs its owner key" in example.expected:
+            # nginx refuses it from the policy map: the claim's "applied" comes just before
+            self.wait_map_served("policy.map", re.search(r"//([a-z0-9-]+)\.localhost", example.command)[1])
         if example.command.startswith("curl -N"):
             actual = self.tail(example)
         else:
@@ -129,11 +141,11 @@ class Session:
         )
         self.learn(example.expected, actual)
 
-    def wait_quota_map_served(self, project: str) -> None:
-        """Until ingestd's quota map names ``project`` and nginx's workers started after it was
-        last written (and nginx reloaded): a write answered before that would not say how full
-        its project is."""
-        quota_map = self.stack.home / "state" / "quota.map"
+    def wait_map_served(self, name: str, project: str) -> None:
+        """Until ingestd's map ``name`` names ``project`` and nginx's workers started after it
+        was last written (and nginx reloaded): a write answered before that would not say how
+        full its project is (``quota.map``), or that it is claimed (``policy.map``)."""
+        quota_map = self.stack.home / "state" / name
         master = int(next(self.stack.home.rglob("nginx.pid")).read_text())
         deadline = time.monotonic() + SETTLE_SECONDS
 
@@ -143,7 +155,7 @@ class Session:
             return all_started_after(children(master), quota_map.stat().st_mtime)
 
         while not served():
-            assert time.monotonic() < deadline, "nginx did not reload the quota map"
+            assert time.monotonic() < deadline, f"nginx did not reload {name}"
             time.sleep(0.05)
 
     def tail(self, example: Example) -> str:
@@ -266,6 +278,10 @@ def test_records_examples_answer_as_documented(fresh_stack, tmp_path):
 
 def test_log_format_example_is_what_nginx_writes(fresh_stack, tmp_path):
     assert run_doc(fresh_stack, tmp_path, "log-format.md") == 3
+
+
+def test_streams_examples_answer_as_documented(fresh_stack, tmp_path):
+    assert run_doc(fresh_stack, tmp_path, "streams.md") >= 18
 
 
 def test_kv_examples_answer_as_documented(fresh_stack, tmp_path):

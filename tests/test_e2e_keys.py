@@ -9,7 +9,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import secrets
+import signal
 import threading
 import time
 
@@ -22,6 +24,7 @@ from .keyslib import (
     claim,
     lines_of,
     logged,
+    logged_line,
     make_key,
     smalltable,
     until,
@@ -43,7 +46,7 @@ def test_a_claim_answers_its_owner_key_once_and_only_its_hash_is_kept(stack, pro
     assert answer.json()["key_id"] == digest[:12]
     applied = status(stack, project, answer)
     assert applied["status"] == "applied" and key not in json.dumps(applied)
-    line = next(line for line in logged(stack) if line["id"] == answer.json()["id"])
+    line = logged_line(stack, answer.json()["id"])
     assert line["mint"] == digest and line["key"] == ""
     assert key.encode() not in stack.ingest_log.read_bytes()
     keys = json.loads((stack.home / "state" / "keys.json").read_text())["keys"][project]
@@ -79,7 +82,7 @@ def test_a_claimed_project_keeps_its_settings_without_the_owner_key(stack, proje
     assert changed.status_code == 202 and "key" not in changed.json()
     assert status(stack, project, changed)["status"] == "applied"
     assert settings_of(stack, project)["settings"]["quota_mb"] == 700
-    line = next(line for line in logged(stack) if line["id"] == changed.json()["id"])
+    line = logged_line(stack, changed.json()["id"])
     assert line["key"] == f"owner:{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
@@ -240,7 +243,7 @@ def test_the_owner_makes_lists_and_revokes_keys_and_a_change_is_in_force_within_
     for key, kid in made:
         written = write_with(stack, project, key)
         assert written.status_code == 202
-        line = next(line for line in logged(stack) if line["id"] == written.json()["id"])
+        line = logged_line(stack, written.json()["id"])
         assert line["key"] == f"write:{kid}"
     listed = stack.request("GET", project, "/_project/keys", headers=bearer(owner))
     assert listed.status_code == 200, listed.text
@@ -390,3 +393,48 @@ def test_the_operator_resets_an_owner_key_and_gives_one_to_a_project_claimed_bef
     by_owner = stack.post(legacy, b"", path="/_project/keys/reset", headers=bearer(given))
     assert "reset by the operator" in status(stack, legacy, by_owner)["reason"]
     assert smalltable(stack, "keys", "reset", "no-such-project-here").returncode != 0
+
+
+def test_njs_runs_only_for_requests_a_key_rule_may_refuse(fresh_stack):
+    """The key check's cost: a keyless write to an open project never evaluates njs.
+
+    The stack's smalltable.js is swapped for one that refuses everything (418), so what
+    still passes did not run it; every other request still meets njs (and so its rules)."""
+    stack = fresh_stack
+    owner = claim(stack, "locked")
+    wait_owned(stack, "locked")
+    assert (
+        stack.post("locked", b'{"write": "key"}', path="/_project", headers=bearer(owner)).status_code == 202
+    )
+    until(lambda: write_with(stack, "locked", None).status_code == 401)
+    script = stack.home / "conf" / "smalltable.js"
+    refusing = (
+        "function bearerHash(r) { return ''; }\n"
+        "function pathProject(r) { return ''; }\n"
+        "function decide(r) { r.variables.smalltable_decided = '418'; return '418'; }\n"
+        'function answer(r) { r.return(418, \'{"error":"njs ran"}\\n\'); }\n'
+        "export default { bearerHash, pathProject, decide, answer };\n"
+    )
+    script.write_text(refusing)
+    master = int(next(stack.home.rglob("nginx.pid")).read_text())
+    os.kill(master, signal.SIGHUP)
+    until(lambda: stack.request("GET", "open", "/_project").status_code == 418, timeout=10)
+    for path in ("/", "/a/b?x=1", "/_projectx"):
+        for method in ("POST", "PUT", "DELETE"):
+            answer = httpx.request(
+                method, stack.url(path), content=b'{"n": 1}', headers={"Host": stack.host("open"), **JSON}
+            )
+            assert answer.status_code == 202, (method, path, answer.text)
+    still = [
+        ("POST", "open", "/", bearer("stk_" + "0" * 32)),  # a key: njs checks it
+        ("POST", "open", "/?k=stk_0123456789abcdef", JSON),  # a key in the URL
+        ("POST", "open", "/_project", JSON),  # a claim: njs makes its key
+        ("POST", "open", "/_project/keys", JSON),
+        ("POST", "locked", "/", JSON),  # writes need a key there
+        ("GET", "open", "/", {}),  # reads: a path may name a private project's database
+    ]
+    for method, project, path, headers in still:
+        answer = httpx.request(
+            method, stack.url(path), content=b"{}", headers={"Host": stack.host(project), **headers}
+        )
+        assert answer.status_code == 418, (method, project, path, answer.text)

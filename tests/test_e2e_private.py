@@ -103,6 +103,68 @@ def test_a_private_project_is_unreadable_without_a_read_key_through_every_url(st
     assert project in apex.text and marker not in apex.text and "private" in apex.text
 
 
+def test_a_private_projects_held_posts_and_status_urls_need_its_read_key(stack, project):
+    """Issue 20: the holding area and the apex status URL never show a private project's posts."""
+    marker = "held-secret-" + secrets.token_hex(6)
+    tiny = {"owner": "ann", "read": "private", "quota_mb": 0.01}  # over quota at once: posts wait
+    claimed = stack.post(project, json.dumps(tiny), path="/_project", headers=JSON)
+    owner = claimed.json()["key"]
+    wait_owned(stack, project)
+    until(lambda: stack.request("GET", project, "/_project").status_code == 401)
+    read, _ = make_key(stack, project, owner, scope="read")
+    until(lambda: stack.request("GET", project, "/", headers=bearer(read)).status_code == 200)
+    rid = stack.post(project, json.dumps({"note": marker}), headers=JSON).json()["id"]
+    own_status = f"/_status/{rid}"
+    until(lambda: stack.request("GET", project, own_status, headers=bearer(read)).json()["status"] == "held")
+    public = project[:50] + "-pubheld"
+    stack.post(public, json.dumps({"owner": "bob", "quota_mb": 0.01}), path="/_project", headers=JSON)
+    shown = stack.post(public, json.dumps({"note": "public-" + marker}), headers=JSON).json()["id"]
+    until(lambda: stack.request("GET", public, f"/_status/{shown}").json()["status"] == "held")
+    with sqlite3.connect(stack.home / "data" / "_smalltable.db") as conn:
+        (row_id,) = conn.execute("select _id from held where _request_id = ?", [rid]).fetchone()
+    listings = [
+        f"/_smalltable/held/{row_id}",
+        f"/_smalltable/held/{row_id}.json",
+        "/_smalltable.db",
+        "/_smalltable/held.json?_shape=array&_size=max",
+        f"/_smalltable/held.json?_shape=array&project={project}",
+        "/_smalltable/held.csv?_size=max",
+        "/_smalltable/held?_sort_desc=_id",
+        "/_smalltable.json?sql=select+*+from+held",
+        "/_smalltable.json?sql=select+*+from+main.held",
+        "/_smalltable.json?sql=select+group_concat(body)+from+main.held",
+        "/_smalltable.json?sql=select+*+from+_smalltable.held",
+        "/_smalltable",
+        "/",
+    ]
+    for host, headers in ((None, {}), (public, {}), (project, bearer(read))):
+        for url in listings:
+            answer = stack.request("GET", host, url, headers=headers)
+            assert marker not in answer.text.replace("public-" + marker, ""), (host, url, answer.text)
+            assert rid not in answer.text, (host, url)
+    # the holding area still lists public projects' posts
+    listed = stack.request("GET", None, "/_smalltable/held.json?_shape=array&_size=max").json()
+    assert shown in {row["_request_id"] for row in listed}
+    assert f"held?project={public}" in stack.request("GET", None, "/").text
+    assert f"held?project={project}&amp;" not in stack.request("GET", None, "/").text
+    # the apex status URL answers 401 for a private project's writes, held or applied
+    for write in (rid, claimed.json()["id"]):
+        for accept in ("application/json", "text/html"):
+            apex = stack.request("GET", None, f"/_status/{write}", headers={"Accept": accept})
+            assert apex.status_code == 401, (write, apex.text)
+            assert marker not in apex.text and "quota" not in apex.text and "version" not in apex.text
+            if accept == "application/json":
+                assert apex.json()["error"] and project in apex.json()["fix"]
+    # another project's host does not find it; its own host only with a read key
+    elsewhere = stack.request("GET", public, own_status).json()
+    assert elsewhere["status"] == "pending" and elsewhere["project"] == public
+    assert stack.request("GET", project, own_status).status_code == 401
+    assert stack.request("GET", project, own_status, headers=bearer(owner)).json()["status"] == "held"
+    assert stack.request("GET", project, "/_project", headers=bearer(read)).json()["held"] == 1
+    own_page = stack.request("GET", project, "/", headers=bearer(read)).text
+    assert "1 waiting" in own_page and f"held?project={project}&amp;" not in own_page  # no empty list
+
+
 @pytest.fixture
 def quick_grace_stack(tmp_path):
     """A stack of its own whose destructive settings wait 3.6 s instead of 24 h."""

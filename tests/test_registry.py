@@ -10,6 +10,7 @@ import json
 import sqlite3
 import time
 
+import msgspec
 import pytest
 
 from ingestd.config import default_settings
@@ -257,3 +258,27 @@ def test_an_apex_settings_write_cannot_create_a_reserved_name(make):
     assert not registry.store.exists("admin")
     refused = dict(registry.holding.conn.execute("select _request_id, _reason from rejects"))
     assert "'admin' is reserved and cannot be a project" in refused[reserved.request_id]
+
+
+def test_a_stream_batch_loaded_again_after_a_crash_changes_nothing(make):
+    """Stream posts and a truncation (issue 22) in one batch, loaded twice (the daemon died
+    before its checkpoint): the truncated documents are not put back, nothing is twice."""
+    registry = make()
+    first = req("demo", b'[{"n": 0}, {"n": 1}, {"n": 2}]', uri="/stream/demo")
+    cut = msgspec.structs.replace(
+        req("demo", b"", uri="/stream/demo/1", ctype=""), method="DELETE", key="owner:abc"
+    )
+    after = req("demo", b'{"n": "new"}', uri="/stream/demo")
+    registry.load([first, cut, after])
+    dump = "select _id, _request_id, _body from records order by _id"
+    records = rows(registry.store, "demo", dump)
+    assert records == [
+        (1, f"{first.request_id}-0", '{"n": 0}'),
+        (2, after.request_id, '{"n": "new"}'),
+    ]
+    registry.load([first, cut, after])
+    assert rows(registry.store, "demo", dump) == records
+    assert ids(registry.store, "demo", "rejects") == [f"{first.request_id}-1", f"{first.request_id}-2"]
+    assert rows(registry.store, "demo", "select _id, location, removed from stream_truncations") == [
+        (1, 1, 2)
+    ]

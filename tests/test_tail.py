@@ -182,6 +182,17 @@ def test_budget_limits_lines_per_read(tailer, writer):
     assert tailer.read(2) == []
 
 
+def test_byte_budget_limits_bytes_per_read(tailer, writer):
+    """A batch of big lines stops at max_bytes (the line that crosses it included), not at
+    the line budget: the daemon's memory per batch is bounded whatever the bodies' sizes."""
+    written = make_lines(10, pad=900)
+    writer.write(*written)
+    tailer.scan()
+    assert data(tailer.read(100, max_bytes=len(written[0]) * 2 + 1)) == written[:3]
+    assert data(tailer.read(100, max_bytes=1)) == written[3:4]
+    assert data(tailer.read(100)) == written[4:]
+
+
 def test_empty_lines_and_odd_bytes_are_lines_too(tailer, writer):
     first = make_line()
     writer.write(first, b"\n", b"\x00\xff\r\x1b\n")

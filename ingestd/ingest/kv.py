@@ -26,13 +26,6 @@ OVER_QUOTA = (
 )
 
 
-def _body(request: Request) -> str | bytes:
-    try:
-        return request.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return request.body
-
-
 def load(
     store: Store,
     holding: Holding,
@@ -45,19 +38,21 @@ def load(
     result = WriteResult()
     if not exists:
         reason = NO_PROJECT.format(project=project)
-        holding.reject(project, [Reject(r, reason, _body(r), "other") for r in requests])
+        holding.reject(project, [Reject(r, reason, r.stored_body, "other") for r in requests])
         result.rejected += len(requests)
         return result
     writes: list[KvWrite] = []
     rejects: list[Reject] = []
     for request in requests:
         if over_quota:
-            rejects.append(Reject(request, OVER_QUOTA.format(project=project), _body(request), "other"))
+            rejects.append(Reject(request, OVER_QUOTA.format(project=project), request.stored_body, "other"))
             continue
         try:
             writes.append(read_write(request))
         except KvError as exc:
-            rejects.append(Reject(request, f"key-value write not applied: {exc}", _body(request), "other"))
+            rejects.append(
+                Reject(request, f"key-value write not applied: {exc}", request.stored_body, "other")
+            )
     if rejects:
         result.add(store.write(project, [], rejects))
     if writes:

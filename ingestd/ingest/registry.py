@@ -11,12 +11,11 @@ order, to :meth:`Registry.load`. Per project, in that order:
 - a post to a project over its quota, or with older posts still waiting, waits
   too (first in, first out), until the quota is raised or retention frees room;
 - any other post becomes a record, checked against the project's type and
-  schema, or a reject that says why.
+  schema, or a reject that says why; a key-value write is decided (ingest/kv.py).
 
-A project's state (exists, settings, posts waiting, size) is read afresh for
-each batch, so a replay running beside the daemon never leaves it with stale
-settings. Every write is idempotent by request id, so a batch that fails half
-way is simply loaded again.
+A project's state (exists, settings, posts waiting, size) is read afresh for each batch, so a
+replay running beside the daemon never leaves it with stale settings. Every write is
+idempotent by request id, so a batch that fails half way is simply loaded again.
 """
 
 from __future__ import annotations
@@ -56,6 +55,7 @@ from .keychange import (
 )
 from .records import build
 from .settings_write import SettingsError, apply_change, read_change
+from .stream import documents, is_stream_post, truncation, truncation_location
 from .validate import Rules, check, rules_for
 
 
@@ -129,7 +129,7 @@ class Registry:
                     project = named_project(request)
                 except SettingsError as exc:
                     reason = f"settings not changed: {exc}"
-                    reject = Reject(request, reason, _body(request), "invalid_settings")
+                    reject = Reject(request, reason, request.stored_body, "invalid_settings")
                     unnamed.append((given_name(request), reject))
                     continue
             by_project.setdefault(project, []).append(request)
@@ -168,9 +168,10 @@ class Registry:
                 rejects.clear()
                 self._measure(project, state)
             if kv_writes:
-                exists = state.exists or self.auto_create
-                out.write.add(kv.load(self.store, self.holding, project, kv_writes, exists, state.over_quota))
-                state.exists = exists
+                state.exists = state.exists or self.auto_create
+                out.write.add(
+                    kv.load(self.store, self.holding, project, kv_writes, state.exists, state.over_quota)
+                )
                 kv_writes.clear()
                 self._measure(project, state)
 
@@ -189,6 +190,14 @@ class Registry:
             if is_kv_path(request.path):  # decided in log order, never held (ingest/kv.py)
                 kv_writes.append(request)
                 continue
+            if (location := truncation_location(request)) is not None:
+                flush()
+                refused = truncation(self.store, request, location, state.exists)
+                if refused is not None and state.exists:
+                    rejects.append(refused)
+                elif refused is not None:  # no such topic: a refusal creates no project
+                    self.holding.reject(project, [refused])
+                continue
             if not state.exists and not self.auto_create:
                 holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))
                 continue
@@ -200,11 +209,11 @@ class Registry:
                     holds.append(Held(request, "over_quota", _OVER_QUOTA.format(project=project)))
                     continue
             item = _classify(request, state.rules)
-            if isinstance(item, Record):
-                out.last_post = request.received
-                records.append(item)
-            else:
+            if isinstance(item, Reject):
                 rejects.append(item)
+            else:
+                out.last_post = request.received
+                records.extend(item)
         flush()
         if state.held and not state.over_quota:
             self._release(project, state, out)
@@ -238,7 +247,7 @@ class Registry:
                 settings, waiting = grace.split(state.settings, settings)
                 changed = [key for key in changed if key not in waiting]
         except SettingsError as exc:
-            reject = Reject(request, f"settings not changed: {exc}", _body(request), "invalid_settings")
+            reject = Reject(request, f"settings not changed: {exc}", request.stored_body, "invalid_settings")
             if state.exists:
                 out.write.add(self.store.write(project, [], [reject]))
             else:  # a refused first call creates nothing
@@ -324,7 +333,7 @@ class Registry:
             self.keys.revoke(project, kid)
             self._record_key(project, request, "revoked", live[kid])
         except KeyChangeError as exc:
-            reject = Reject(request, f"keys not changed: {exc}", _body(request), "invalid_settings")
+            reject = Reject(request, f"keys not changed: {exc}", request.stored_body, "invalid_settings")
             if state.exists:
                 out.write.add(self.store.write(project, [], [reject]))
             else:
@@ -395,7 +404,10 @@ class Registry:
             rejects: list[Reject] = []
             for _, request in waiting:
                 item = _classify(request, state.rules)
-                (records if isinstance(item, Record) else rejects).append(item)
+                if isinstance(item, Reject):
+                    rejects.append(item)
+                else:
+                    records.extend(item)
             out.write.add(
                 self.store.write(
                     project, records, rejects, schema_keys(state.settings), state.settings.store_client
@@ -435,19 +447,15 @@ _OVER_QUOTA = (
 )
 
 
-def _classify(request: Request, rules: Rules) -> Record | Reject:
-    """A post as a record that follows the project's rules, or a reject saying why."""
+def _classify(request: Request, rules: Rules) -> list[Record] | Reject:
+    """A post as the records that follow the project's rules (a stream post may make many),
+    or a reject saying why."""
+    if is_stream_post(request):
+        return documents(request, rules)
     item = build(request)
     if isinstance(item, Record) and not rules.trivial:
-        return check(item, rules)
-    return item
-
-
-def _body(request: Request) -> str | bytes:
-    try:
-        return request.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return request.body
+        item = check(item, rules)
+    return item if isinstance(item, Reject) else [item]
 
 
 def schema_keys(settings: Settings) -> frozenset[str] | None:

@@ -106,6 +106,7 @@ class Tailer:
         self.close_rotated_after = close_rotated_after
         self.files: dict[str, Followed] = {}
         self._next_seq = 0
+        self._taken, self._max_bytes = 0, None
         for p in positions or []:
             self._add(Followed(p.fingerprint, p.dev, p.ino, p.path, p.offset, done=p.done, saved_size=p.size))
         self.truncations = 0
@@ -291,16 +292,17 @@ class Tailer:
     def _hand_out(self, f: Followed, start: int, data: bytes, out: list[Line]) -> None:
         """Append the line at ``start`` (``data`` without its newline)."""
         end = start + len(data) + 1
+        self._taken += end - start
         if len(data) > self.max_line:
             out.append(Line(f.fingerprint, f.path, start, end, data[:OVERLONG_HEAD], overlong=True))
         else:
             out.append(Line(f.fingerprint, f.path, start, end, data))
 
     def _read_file(self, f: Followed, budget: int, out: list[Line]) -> None:
-        while len(out) < budget:
+        while self._room(budget, out):
             chunk = self._read_at(f, f.offset, READ_SIZE)
             start = 0
-            while len(out) < budget:
+            while self._room(budget, out):
                 newline = chunk.find(b"\n", start)
                 if newline < 0:
                     break
@@ -333,6 +335,7 @@ class Tailer:
                     parts.append(chunk[:newline])
                     self._hand_out(f, f.offset, b"".join(parts), out)
                 else:
+                    self._taken += end + 1 - f.offset
                     out.append(Line(f.fingerprint, f.path, f.offset, end + 1, head[:OVERLONG_HEAD], True))
                 f.offset, f.scan_pos = end + 1, 0
                 return True
@@ -346,16 +349,26 @@ class Tailer:
                 if pos - f.offset > self.max_line:
                     parts = None
 
-    def read(self, budget: int) -> list[Line]:
-        """Up to ``budget`` whole lines not yet handed out, oldest file first."""
+    def read(self, budget: int, max_bytes: int | None = None) -> list[Line]:
+        """Up to ``budget`` whole lines not yet handed out, oldest file first.
+
+        With ``max_bytes``, reading also stops once the lines handed out add up to
+        that many bytes (the line that crosses it included), so that a batch of
+        large bodies holds bounded memory however many lines it may have.
+        """
         out: list[Line] = []
+        self._taken, self._max_bytes = 0, max_bytes
         for f in sorted(self.files.values(), key=lambda f: f.seq):
-            if f.done or len(out) >= budget:
+            if f.done or not self._room(budget, out):
                 continue
             if self._readable(f):
                 self._read_file(f, budget, out)
                 self._retire(f)
         return out
+
+    def _room(self, budget: int, out: list[Line]) -> bool:
+        """True while this read may hand out another line."""
+        return len(out) < budget and (self._max_bytes is None or self._taken < self._max_bytes)
 
     def _readable(self, f: Followed) -> bool:
         """True for an open plain file (not truncated under us) or a .gz worth trying."""

@@ -9,6 +9,7 @@ nginx maps onto the apex and each project's host:
 ``DOMAIN/``                     every project, the holding area, the create form (:mod:`.apex`)
 ``DOMAIN/_projects.json``       every project with its size, count and settings
 ``DOMAIN/_status/ID``           what became of a write to the apex (:mod:`.request_status`)
+``DOMAIN/stream/…``             the PhatData stream API, topic = project (:mod:`.topics`)
 ``PROJECT.DOMAIN/``             the project page (:mod:`.pages`)
 ``PROJECT.DOMAIN/42``           record 42 (``.json``, ``/raw``)
 ``PROJECT.DOMAIN/_project``     the project's settings as JSON (:mod:`.settings_api`)
@@ -34,10 +35,12 @@ from __future__ import annotations
 from datasette import hookimpl
 from datasette.utils.asgi import Response
 
-from . import apex, keys_api, kv, livetail, pages, request_status, settings_api, streams
+from . import apex, keys_api, kv, livetail, pages, request_status, settings_api, streams, topics
 from .databases import sync_databases
 from .errors import json_error_page
 from .guard import bound_connection
+from .holding_area import DATABASE_NAME
+from .privacy import is_private
 from .site import site
 from .tableview import default_view
 
@@ -49,7 +52,14 @@ def startup(datasette) -> None:
 
 @hookimpl
 def prepare_connection(conn, database, datasette) -> None:
-    bound_connection(conn, site(datasette).max_value_bytes)
+    config = site(datasette)
+    shown = None
+    if database == DATABASE_NAME:  # the holding area: no private project's held posts
+
+        def shown(project: str) -> bool:
+            return not is_private(config.data_dir, project)
+
+    bound_connection(conn, config.max_value_bytes, shown)
 
 
 @hookimpl
@@ -80,6 +90,7 @@ def register_routes(datasette):
         *apex.ROUTES,
         *pages.ROUTES,
         *streams.ROUTES,
+        *topics.ROUTES,
         *livetail.ROUTES,
         *settings_api.ROUTES,
         *keys_api.ROUTES,

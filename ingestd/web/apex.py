@@ -18,6 +18,7 @@ from datasette.utils.asgi import Request, Response
 from ..model.project import PROJECT_NAME_RE, PROJECT_NAME_RULE, TYPES, quota_level
 from . import commands, holding_area
 from .catalog import summaries
+from .privacy import is_private
 from .site import Site, project_address, site
 from .views import render
 
@@ -33,7 +34,7 @@ EXAMPLE_CHANGE = {"owner": "ann@example.com", "description": "checkout clicks, f
 
 
 def _rows(config: Site, request: Request) -> tuple[list[dict], list[dict]]:
-    """Every project with its quota level, and each name with held posts (blocking)."""
+    """Every project with its quota level, and each name with held posts but private ones (blocking)."""
     projects = summaries(config, request)
     for entry in projects:
         if "quota_used" in entry:
@@ -46,6 +47,7 @@ def _rows(config: Site, request: Request) -> tuple[list[dict], list[dict]]:
             "rows": f"/{holding_area.DATABASE_NAME}/held?project={name}&_sort=_id",
         }
         for name, entry in held.items()
+        if not is_private(config.data_dir, name)
     ]
     return projects, waiting
 

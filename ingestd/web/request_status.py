@@ -23,9 +23,11 @@ before a cutoff and the write was answered before it: nginx's request ids begin 
 the millisecond of the answer (13 digits), so the id alone says when. An id that does
 not begin so (from another front end, or mistyped) is never called expired.
 
-``PROJECT.DOMAIN/_status/ID`` looks in that project; ``DOMAIN/_status/ID``
-(where the apex page's form lands) does not know the project, so it looks in
-``_smalltable.db`` and then in every project. Every answer is a ``200``: the
+``PROJECT.DOMAIN/_status/ID`` looks in that project (and at what the holding area
+holds for it); ``DOMAIN/_status/ID`` (where the apex page's form lands) does not
+know the project, so it looks in ``_smalltable.db`` and then in every project, and
+answers a write of a private project with 401 (its own host's status URL tells it
+to a read key). Every answer is a ``200``: the
 status is in the body. With ``?wait=SECONDS`` (at most 30; :mod:`.waiting`) the
 view holds until the write is decided, and the HTTP status says the outcome too
 (:func:`http_status`). API clients get JSON; a browser (``Accept: text/html``)
@@ -50,10 +52,11 @@ from ..model.project import is_valid_project_name
 from ..store import kv as kv_store
 from ..store import retention
 from ..support.timefmt import iso_time
-from . import holding_area
+from . import holding_area, topicdata
 from .dbfiles import fetch_one, file_signature, open_existing
+from .privacy import is_private
 from .site import apex_address, project_address, site
-from .views import ROUTE_PREFIX, answers_problems, json_response, render, wants_html
+from .views import ROUTE_PREFIX, answers_problems, json_error, json_response, render, wants_html
 from .waiting import parse_wait, wait_until
 
 if TYPE_CHECKING:
@@ -111,9 +114,20 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
     except sqlite3.OperationalError:
         return None  # deleted since: as good as not there
     try:
-        record = fetch_one(conn, "select _id, _received from records where _request_id = ?", [request_id])
+        record = fetch_one(
+            conn, "select _id, _received, _path from records where _request_id = ?", [request_id]
+        )
         if record:
-            return {"status": "stored", "id": record[0], "created": _is_first(conn, "records", *record)}
+            created = _is_first(conn, "records", *record[:2])
+            return {
+                "status": "stored",
+                "id": record[0],
+                "created": created,
+                **topicdata.location(record[0], record[2]),
+            }
+        streamed = topicdata.write_status(conn, request_id)  # issue 22: array posts, truncations
+        if streamed is not None:
+            return streamed
         applied = fetch_one(
             conn, "select _id, changed, _received from settings where _request_id = ?", [request_id]
         )
@@ -208,10 +222,11 @@ def expired_in_project(db_path: Path, request_id: str) -> dict | None:
 
 
 def find_in_project(data_dir: Path, project: str, request_id: str) -> dict | None:
-    """A write to ``project``'s host (blocking): in its database, else in the holding area,
-    else perhaps expired."""
+    """A write to ``project``'s host (blocking): in its database, else held for it in the
+    holding area, else perhaps expired. Another project's write is not found here."""
     path = data_dir / f"{project}.db"
-    found = in_project(path, request_id) or holding_area.find_request(data_dir, request_id)
+    held = holding_area.find_request(data_dir, request_id)
+    found = in_project(path, request_id) or (held if held and held["project"] == project else None)
     if found is None:
         found = expired_in_project(path, request_id)
     if found is not None:
@@ -354,12 +369,26 @@ async def project_status_view(datasette: Datasette, request: Request) -> Respons
 
 
 async def apex_status_view(datasette: Datasette, request: Request) -> Response:
-    """``DOMAIN/_status/ID``: a write to the apex (its form), found wherever it went."""
-    data_dir = site(datasette).data_dir
+    """``DOMAIN/_status/ID``: a write to the apex (its form), found wherever it went.
+
+    A private project's write is not told here (401): nginx checks read keys on the
+    project's own host, whose status URL says it to a read key."""
+    config = site(datasette)
     found = None
-    if data_dir is not None:
-        request_id = request.url_vars["request_id"]
+    if config.data_dir is not None:
+        data_dir, request_id = config.data_dir, request.url_vars["request_id"]
         found = await find(datasette, request, lambda: find_anywhere(data_dir, request_id))
+    project = (found or {}).get("project")
+    if await asyncio.to_thread(is_private, config.data_dir, project):
+        address = project_address(config, request, project)
+        response = json_error(
+            401,
+            "this write went to a private project: its status needs a read key",
+            fix=f"ask {address}_status/{request.url_vars['request_id']} with the header "
+            '"Authorization: Bearer stk_..." (a read key or the owner key of ' + f"{project})",
+        )
+        response.headers.update({**NO_STORE, "WWW-Authenticate": 'Bearer realm="smalltable"'})
+        return response
     return await answer(datasette, request, None, found)
 
 
