@@ -309,6 +309,97 @@ def open_command(url) -> None:
 
 
 @cli.group()
+def kv() -> None:
+    """A project's key-value buckets: put, get, delete, list, scan (docs/kv.md)."""
+
+
+@kv.command("put")
+@click.argument("url")
+@click.argument("bucket")
+@click.argument("key")
+@click.argument("source", default="-", metavar="[FILE|-]")
+@click.option(
+    "--type", "content_type", help="Content-Type [default: from the file name, else JSON, text or bytes]."
+)
+@click.option("--if-match", help="Only if the key is at this version (If-Match).")
+@click.option("--if-absent", is_flag=True, help="Only if the key does not exist (If-None-Match: *).")
+@click.option("--ttl", type=int, help="Seconds until the value expires (X-TTL).")
+@click.option(
+    "--index", "indexes", multiple=True, metavar="NAME=VALUE", help="An index entry (X-Index-NAME)."
+)
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the decision.")
+def kv_put(url, bucket, key, source, content_type, if_match, if_absent, ttl, indexes, timeout) -> None:
+    """PUT FILE (or stdin) as KEY of BUCKET at URL; wait for the decision (exit 5: precondition failed)."""
+    from .client import actions
+    from .client import kv as client
+
+    def run() -> None:
+        body, name = actions.read_body(source, sys.stdin.buffer, actions.MAX_BODY_BYTES)
+        headers = client.write_headers(content_type, if_match, if_absent, ttl, list(indexes))
+        sys.exit(client.put(url, bucket, key, body, name, headers, timeout, sys.stdout))
+
+    _client(run)
+
+
+@kv.command("get")
+@click.argument("url")
+@click.argument("bucket")
+@click.argument("key")
+@click.option("--version", "version_only", is_flag=True, help="Print only the value's version.")
+def kv_get(url, bucket, key, version_only) -> None:
+    """Write KEY's value of BUCKET at URL to stdout, byte for byte (exit 6: no such key)."""
+    from .client import kv as client
+
+    _client(lambda: client.get(url, bucket, key, version_only, sys.stdout.buffer))
+
+
+@kv.command("delete")
+@click.argument("url")
+@click.argument("bucket")
+@click.argument("key")
+@click.option("--if-match", help="Only if the key is at this version (If-Match).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the decision.")
+def kv_delete(url, bucket, key, if_match, timeout) -> None:
+    """DELETE KEY of BUCKET at URL; wait for the decision (exit 5: precondition failed, 6: not found)."""
+    from .client import kv as client
+    from .client.transport import target
+
+    def run() -> None:
+        headers = client.write_headers(None, if_match, False, None, [])
+        where = target(client.item_url(url, bucket, key))
+        sys.exit(client.write(where, "DELETE", b"", headers, timeout, sys.stdout))
+
+    _client(run)
+
+
+@kv.command("list")
+@click.argument("url")
+@click.argument("bucket", required=False)
+@click.option("--prefix", default="", help="Only keys that start with this.")
+@click.option("--limit", type=int, help="At most this many keys [default: all].")
+def kv_list(url, bucket, prefix, limit) -> None:
+    """The buckets at URL (name, items, bytes), or BUCKET's keys in order, one per line."""
+    from .client import kv as client
+
+    _client(lambda: client.list_keys(url, bucket, prefix, limit, sys.stdout))
+
+
+@kv.command("scan")
+@click.argument("url")
+@click.argument("bucket")
+@click.argument("index")
+@click.option("--min", "low", help="From this value (inclusive).")
+@click.option("--max", "high", help="Up to this value (inclusive).")
+@click.option("--reverse", is_flag=True, help="Highest first.")
+@click.option("--limit", default=100, show_default=True, help="At most this many entries (up to 10000).")
+def kv_scan(url, bucket, index, low, high, reverse, limit) -> None:
+    """INDEX of BUCKET at URL in (value, key) order: VALUE<tab>KEY per line."""
+    from .client import kv as client
+
+    _client(lambda: client.scan(url, bucket, index, low, high, reverse, limit, sys.stdout))
+
+
+@cli.group()
 def keys() -> None:
     """A project's keys, for the operator on the host (docs/keys.md)."""
 

@@ -175,6 +175,13 @@ SETTINGS: dict[str, Setting] = {
         "an integer from 0 to 10000",
         "SQL requests a client may make at once above its rate before it gets 429.",
     ),
+    "datasette.status_waiters": Setting(
+        200,
+        _int_range(1, 10000),
+        "a positive integer",
+        "Requests that may wait at once for a write's decision (`/_status/ID?wait=`, a bucket "
+        "read's `?after=ID`); more get 429 at once. Each waits at most 30 s and holds no thread.",
+    ),
     "metrics.port": Setting(
         9108,
         _int_range(0, 65535),

@@ -29,6 +29,7 @@ DEFAULTS = {
     "datasette.page_threads": 3,
     "datasette.sql_rate_per_minute": 60,
     "datasette.sql_burst": 20,
+    "datasette.status_waiters": 200,
     "metrics.port": 9108,
     "metrics.max_projects": 1000,
     "projects.auto_create": True,

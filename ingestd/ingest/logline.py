@@ -67,6 +67,7 @@ class _Fields(msgspec.Struct, gc=False):
     key: str = ""
     mint: str = ""
     keyhash: str = ""
+    kv: str = ""
 
 
 _decode_fields = msgspec.json.Decoder(_Fields).decode
@@ -108,6 +109,7 @@ def parse_line(line: bytes) -> Request:
                 f.key,
                 f.mint,
                 f.keyhash,
+                f.kv,
             )
     except (msgspec.DecodeError, ValueError):
         pass
@@ -134,6 +136,7 @@ def _request(
     key: str = "",
     mint: str = "",
     presented: str = "",
+    kv: str = "",
 ) -> Request:
     """A :class:`Request` from a line's checked fields: headers back to text, the body to bytes."""
     return Request(
@@ -150,6 +153,7 @@ def _request(
         key,
         mint,
         presented,
+        _text(kv),
     )
 
 
@@ -194,6 +198,7 @@ def _parse_checked(line: bytes) -> Request:
             fields.get("key", ""),
             fields.get("mint", ""),
             fields.get("keyhash", ""),
+            fields.get("kv", ""),
         )
     except KeyError as exc:
         raise LineError(f"missing field {exc.args[0]!r}") from None

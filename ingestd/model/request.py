@@ -33,6 +33,16 @@ class Request(msgspec.Struct, frozen=True, gc=False):
     """The SHA-256 of a key nginx made for this write's answer (a claim, a new key); "" for none."""
     presented: str = ""
     """The SHA-256 of a key sent with a settings write nginx could not decide (no owner yet)."""
+    kv: str = ""
+    """A key-value write's conditional, TTL and index headers, as JSON (``nginx/smalltable.js``)."""
+
+    @property
+    def stored_body(self) -> str | bytes:
+        """The body as a table keeps it: text when it is UTF-8 (Datasette shows it), else bytes."""
+        try:
+            return self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.body
 
     @property
     def path(self) -> str:
