@@ -11,14 +11,14 @@ BIN := $(VENV)/bin
 # (promtool, headless Chromium with a font for screenshots, systemd-analyze, curl and openssl for the docs' examples and TLS).
 SYSTEM_PACKAGES := nginx libnginx-mod-http-js logrotate
 TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core systemd curl openssl
-# bench/ needs what the tests need (it reuses tests/), wrk (end_to_end.py) and the
+# bench/ needs what the tests need (it reuses tests/), wrk (end_to_end.py), etcd-server (kv.py) and the
 # Python packages of setup.py's `bench` extra (pyinstrument, for load_rate.py's profile).
-BENCH_PACKAGES := $(TEST_PACKAGES) wrk
+BENCH_PACKAGES := $(TEST_PACKAGES) wrk etcd-server
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 # Run one at a time: they measure a 2-core machine, and would measure each other.
-BENCHMARKS := load_rate end_to_end read_side idle_cost checkpoint_cost watch_cost keys_cost stream_reads blobs
+BENCHMARKS := load_rate end_to_end read_side idle_cost checkpoint_cost watch_cost keys_cost stream_reads restore_rate kv blobs
 
 .PHONY: run test lint bench system-deps venv clean
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .client import commands as client_commands
 from .config import ConfigError, defaults_yaml, load_config
 
 
@@ -22,6 +24,7 @@ def _config(config_file: Path | None, **flags: object):
         "port": "nginx.port",
         "datasette_port": "datasette.port",
         "metrics_port": "metrics.port",
+        "archive": "archive",
     }
     overrides = {names[k]: v for k, v in flags.items() if v is not None}
     if "home" in overrides:
@@ -52,13 +55,19 @@ def cli() -> None:
 @click.option("--port", type=int, help="nginx port [default: 8080].")
 @click.option("--datasette-port", type=int, help="Datasette port [default: 8001].")
 @click.option("--metrics-port", type=int, help="ingestd metrics port [default: 9108].")
-def up(config_file, home, port, datasette_port, metrics_port) -> None:
+@click.option("--archive", help="Archive every rotated log to s3://BUCKET/PREFIX (docs/archive.md).")
+def up(config_file, home, port, datasette_port, metrics_port, archive) -> None:
     """Run nginx, ingestd and Datasette together in the foreground (Ctrl-C stops them)."""
     from .ops.stack import StackError, run
     from .support.programs import ProgramNotFound
 
     config = _config(
-        config_file, home=home, port=port, datasette_port=datasette_port, metrics_port=metrics_port
+        config_file,
+        home=home,
+        port=port,
+        datasette_port=datasette_port,
+        metrics_port=metrics_port,
+        archive=archive,
     )
     try:
         sys.exit(run(config))
@@ -230,74 +239,8 @@ def show_config(config_file, defaults) -> None:
         click.echo(f"{key}: {value!r}")
 
 
-# -- the terminal client: SmallTable's HTTP API from a shell ----------------------
-
-
-def _client(action) -> None:
-    """Run a client action; its ClientError becomes a message and exit code, Ctrl-C a quiet exit."""
-    from .client.transport import ClientError
-
-    try:
-        action()
-    except ClientError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-@cli.command()
-@click.argument("url")
-@click.argument("source", default="-", metavar="[FILE|-]")
-@click.option(
-    "--type", "content_type", help="Content-Type [default: from the file name, else JSON, text or bytes]."
-)
-@click.option(
-    "--wait", is_flag=True, help="Wait for the status; exit 2 if rejected, 3 if held, 4 if still pending."
-)
-@click.option("--timeout", default=30.0, show_default=True, help="Seconds --wait waits.")
-def post(url, source, content_type, wait, timeout) -> None:
-    """POST FILE (or stdin) to URL, e.g. http://demo.localhost:8080/, and print the answer."""
-    from .client import actions
-
-    def run() -> None:
-        body, name = actions.read_body(source, sys.stdin.buffer, actions.MAX_BODY_BYTES)
-        answer = actions.post(url, body, name, content_type, sys.stdout)
-        if wait:
-            sys.exit(actions.wait_for(answer["status_url"], timeout, sys.stdout))
-
-    _client(run)
-
-
-@cli.command()
-@click.argument("url")
-@click.option("--json", "as_json", is_flag=True, help="Ask for JSON: a record's /N as /N.json.")
-def get(url, as_json) -> None:
-    """GET URL (a record, an export, a stream range) and write it to stdout as it arrives.
-
-    A record's URL (/N) gives its body byte for byte (/N/raw), or with --json the record."""
-    from .client import actions
-
-    _client(lambda: actions.get(url, as_json, sys.stdout.buffer))
-
-
-@cli.command()
-@click.argument("url")
-@click.option("--after", type=int, help="Start after this record id [default: new records only].")
-def tail(url, after) -> None:
-    """Print a project's new records as they are loaded, one JSON line each (resumes if dropped)."""
-    from .client.tail import tail as follow
-
-    _client(lambda: follow(url, after, sys.stdout))
-
-
-@cli.command("open")
-@click.argument("url")
-def open_command(url) -> None:
-    """Open URL (a project, a record) in the browser."""
-    from .client import actions
-
-    _client(lambda: click.echo(actions.open_page(url)))
+for _command in client_commands.COMMANDS:
+    cli.add_command(_command)
 
 
 @cli.group()
@@ -402,3 +345,120 @@ def blobs_replicate(config_file, home, min_copies) -> None:
 def blobs_verify(config_file, home) -> None:
     """Re-read every copy on every store; report, drop and remake missing or corrupt ones."""
     _blob_pass(config_file, home, lambda r: r.verify())
+
+
+@cli.group("archive")
+def archive_group() -> None:
+    """The log archive in S3: what waits, and archiving now (docs/archive.md)."""
+
+
+def _archived_config(config_file, home):
+    """The home's config: ``--config``, else the one ``up`` or ``render-config`` wrote in HOME/conf."""
+    written = Path(home or ".") / "conf" / "smalltable.yaml"
+    config = _config(config_file or (written if written.exists() else None), home=home)
+    if not config["archive"]:
+        raise click.ClickException(
+            f"no archive configured: set `archive` in {config.source}, or up --archive URL"
+        )
+    return config
+
+
+@archive_group.command("status")
+@config_option
+@home_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def archive_status(config_file, home, as_json) -> None:
+    """Segments archived and waiting, the oldest unarchived age, the last verified upload."""
+    from dataclasses import asdict
+
+    from .ops.archive import status as archive_figures
+
+    figures = archive_figures(_archived_config(config_file, home))
+    if as_json:
+        click.echo(json.dumps(asdict(figures), indent=2))
+        sys.exit(1 if figures.chain_broken or figures.last_error else 0)
+    verified = (
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(figures.last_verified))
+        if figures.last_verified
+        else "never"
+    )
+    click.echo(f"archive: {figures.archive}")
+    click.echo(f"segments archived: {figures.segments_archived}, head {figures.head or '(none)'}")
+    click.echo(
+        f"segments waiting: {figures.segments_waiting}, oldest {figures.oldest_unarchived_age_seconds:.0f} s"
+    )
+    click.echo(f"last verified upload: {verified}")
+    for label, text in (("CHAIN BROKEN", figures.chain_broken), ("last pass failed", figures.last_error)):
+        if text:
+            click.echo(f"{label}: {text}")
+    sys.exit(1 if figures.chain_broken or figures.last_error else 0)
+
+
+@archive_group.command("now")
+@config_option
+@home_option
+def archive_now(config_file, home) -> None:
+    """Rotate the ingest log and archive every rotated file at once (drills, maintenance)."""
+    from .ops.archive import SETTLE, Archiver
+    from .ops.chain import ChainBroken
+    from .ops.stack import rotate_logs
+    from .support.s3 import S3Error
+
+    config = _archived_config(config_file, home)
+    rotated = rotate_logs(config, force=True)
+    if rotated.returncode != 0:
+        raise click.ClickException(f"logrotate failed: {rotated.stderr.strip()}")
+    time.sleep(SETTLE)  # nginx reopens the live log at once; the rotated file must be settled
+    try:
+        names = Archiver(config).run_pass()
+    except (S3Error, ChainBroken, OSError) as exc:
+        raise click.ClickException(f"cannot archive to {config['archive']}: {exc}") from None
+    for name in names:
+        click.echo(f"archived {name}")
+    click.echo(f"{len(names)} segment(s) archived and verified")
+
+
+@cli.command()
+@config_option
+@home_option
+@click.option("--from", "source", required=True, help="The archive: s3://BUCKET/PREFIX.")
+def restore(config_file, home, source) -> None:
+    """Rebuild every project in a new home from the archive, verifying its chain (docs/archive.md)."""
+    from .ops.chain import ChainBroken, read_head
+    from .restore import download, load, remember
+    from .support.s3 import S3Error, bucket_from_url
+
+    config = _config(config_file, home=home, archive=source)
+    if any(config.path("data_dir").glob("*.db")) or config.path("ingest_log").exists():
+        raise click.ClickException(f"{config.home} already holds data or logs: restore into a new home")
+    bucket = bucket_from_url(config["archive"])
+    try:
+        head = read_head(bucket)
+        total = head.seq if head else 0
+        with click.progressbar(
+            length=max(total, 1), label="verifying and downloading segments", file=sys.stderr
+        ) as bar:
+            done, manifests = download(config, bucket, lambda n: bar.update(1))
+    except ChainBroken as exc:
+        raise click.ClickException(f"the archive's chain is broken, nothing loaded: {exc}") from None
+    except S3Error as exc:
+        raise click.ClickException(f"cannot read {config['archive']}: {exc}") from None
+    started = time.monotonic()
+    try:
+        with click.progressbar(length=max(done.lines, 1), label="loading", file=sys.stderr) as bar:
+            loaded = load(config, done.lines, bar.update)
+    except (sqlite3.Error, OSError) as exc:
+        raise click.ClickException(
+            f"the chain is whole and downloaded, but loading failed: {exc}; fix the cause and run "
+            f"`smalltable up --home {config.home}`: ingestd loads the rest from its checkpoint"
+        ) from None
+    if loaded < done.lines:
+        raise click.ClickException(f"loaded {loaded:,} of the archive's {done.lines:,} lines: see above")
+    seconds = time.monotonic() - started
+    remember(config, manifests)
+    mib = done.bytes / 1048576
+    click.echo(
+        f"restored {done.segments} segment(s), {mib:.1f} MiB, {loaded:,} lines, chain verified: "
+        f"downloaded in {done.download_seconds:.1f} s, loaded in {seconds:.1f} s "
+        f"({loaded / seconds if seconds else 0:,.0f} lines/s, {mib / seconds if seconds else 0:.1f} MiB/s)"
+    )

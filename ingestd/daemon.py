@@ -30,7 +30,7 @@ from .ingest.registry import Outcome, for_config
 from .ingest.tail import Line, Tailer
 from .ingest.watch import Watch
 from .model.request import Request
-from .ops import events
+from .ops import archive, events
 from .store import capacity, quota, retention
 from .store.database import for_config as store_for_config
 from .store.holding import Holding
@@ -329,5 +329,7 @@ def run_daemon(config: Config) -> None:
     )
     REGISTRY.register(BlobFigures(config.path("state_dir") / "blobs.json"))
     replicate.run_in_background(config, daemon.stopping)  # blobs (issue 23): copies kept on min_copies stores
+    REGISTRY.register(archive.ArchiveScrape(config))
+    archive.start(config, daemon.stopping)
     install_signal_handlers(daemon)
     daemon.run()

@@ -208,6 +208,57 @@ function decision(r) {
     return '';
 }
 
+// Key-value buckets (issue 21; docs/kv.md). js_set $smalltable_kv: a write's conditional, TTL
+// and index headers as JSON for the log line (ingestd decides them in log order): each
+// header's values as a list (so one sent twice is seen), index headers as [name, value].
+const KV_HEADERS = {
+    'if-match': 'if_match',
+    'x-weave-if-match': 'weave_if_match',
+    'if-none-match': 'if_none_match',
+    'x-ttl': 'ttl',
+};
+const KV_INDEX = /^x-(?:weave-)?index-/;
+
+function kvHeaders(r) {
+    if (!r.variables.request_uri.startsWith('/_kv/')) {
+        return '';
+    }
+    const found = {};
+    const index = [];
+    const raw = r.rawHeadersIn;
+    for (let i = 0; i < raw.length; i++) {
+        const name = raw[i][0].toLowerCase();
+        const field = KV_HEADERS[name];
+        const prefix = KV_INDEX.exec(name);
+        if (field) {
+            found[field] = (found[field] || []).concat([raw[i][1]]);
+        } else if (prefix) {
+            index.push([name.slice(prefix[0].length), raw[i][1]]);
+        }
+    }
+    if (index.length) {
+        found.index = index;
+    }
+    try {
+        return JSON.stringify(found);
+    } catch (e) {
+        return JSON.stringify({ error: 'a conditional, TTL or index header holds bytes that are not text' });
+    }
+}
+
+// js_set $smalltable_kv_uri: the request URI with every byte that is not printable ASCII
+// percent-encoded, for Datasette (its server refuses raw UTF-8 in a path): a key sent raw
+// (curl sends "café" as it is) reads the same as one sent percent-encoded.
+function kvUri(r) {
+    const raw = r.rawVariables.request_uri;
+    let out = '';
+    for (let i = 0; i < raw.length; i++) {
+        const b = raw[i];
+        out += b > 0x20 && b < 0x7f ? String.fromCharCode(b) : '%' + (b < 16 ? '0' : '') + b.toString(16).toUpperCase();
+    }
+    return out;
+}
+
 // js_content of the refusal location: the status and JSON reason decide() chose.
 function answer(r) {
     const status = Number(r.variables.smalltable_decided);
@@ -314,4 +365,4 @@ function s3Auth(r) {
         ', SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=' + signature;
 }
 
-export default { bearerHash, pathProject, decide, answer, blobUpload, blobType, s3Auth };
+export default { bearerHash, pathProject, decide, answer, kvHeaders, kvUri, blobUpload, blobType, s3Auth };

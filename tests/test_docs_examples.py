@@ -282,3 +282,7 @@ def test_log_format_example_is_what_nginx_writes(fresh_stack, tmp_path):
 
 def test_streams_examples_answer_as_documented(fresh_stack, tmp_path):
     assert run_doc(fresh_stack, tmp_path, "streams.md") >= 18
+
+
+def test_kv_examples_answer_as_documented(fresh_stack, tmp_path):
+    assert run_doc(fresh_stack, tmp_path, "kv.md") >= 15

@@ -33,9 +33,10 @@ def test_nginx_writes_the_documented_line(stack, project):
     fields = json.loads(raw.decode("latin-1"))
     assert list(fields) == [
         "v", "t", "rt", "id", "project", "method", "uri", "ctype", "clen", "addr", "ua", "status",
-        "key", "mint", "keyhash", "body",
+        "key", "mint", "keyhash", "kv", "body",
     ]  # fmt: skip
-    assert (fields["key"], fields["mint"], fields["keyhash"]) == ("", "", "")  # no key sent, none made
+    # no key sent, none made; no key-value write
+    assert (fields["key"], fields["mint"], fields["keyhash"], fields["kv"]) == ("", "", "", "")
     assert (fields["v"], fields["id"], fields["project"], fields["status"]) == (1, rid, project, "202")
     assert (fields["uri"], fields["ctype"], fields["clen"], fields["ua"]) == (
         "/a/b?q=1",

@@ -242,7 +242,7 @@ def test_the_owner_makes_lists_and_revokes_keys_and_a_change_is_in_force_within_
     # two write keys live at once, each logged by its id
     for key, kid in made:
         written = write_with(stack, project, key)
-        assert written.status_code == 202
+        assert written.status_code == 202, written.text
         line = logged_line(stack, written.json()["id"])
         assert line["key"] == f"write:{kid}"
     listed = stack.request("GET", project, "/_project/keys", headers=bearer(owner))

@@ -70,6 +70,7 @@ class _Fields(msgspec.Struct, gc=False):
     blob: str = ""
     file: str = ""
     filename: str = ""
+    kv: str = ""
 
 
 _decode_fields = msgspec.json.Decoder(_Fields).decode
@@ -114,6 +115,7 @@ def parse_line(line: bytes) -> Request:
                 f.blob,
                 f.file,
                 f.filename,
+                f.kv,
             )
     except (msgspec.DecodeError, ValueError):
         pass
@@ -143,6 +145,7 @@ def _request(
     blob: str = "",
     blob_file: str = "",
     filename: str = "",
+    kv: str = "",
 ) -> Request:
     """A :class:`Request` from a line's checked fields: headers back to text, the body to bytes."""
     return Request(
@@ -162,6 +165,7 @@ def _request(
         blob,
         blob_file,
         _text(filename),
+        _text(kv),
     )
 
 
@@ -209,6 +213,7 @@ def _parse_checked(line: bytes) -> Request:
             fields.get("blob", ""),
             fields.get("file", ""),
             fields.get("filename", ""),
+            fields.get("kv", ""),
         )
     except KeyError as exc:
         raise LineError(f"missing field {exc.args[0]!r}") from None

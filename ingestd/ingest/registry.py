@@ -11,12 +11,11 @@ order, to :meth:`Registry.load`. Per project, in that order:
 - a post to a project over its quota, or with older posts still waiting, waits
   too (first in, first out), until the quota is raised or retention frees room;
 - any other post becomes a record, checked against the project's type and
-  schema, or a reject that says why.
+  schema, or a reject that says why; a key-value write is decided (ingest/kv.py).
 
-A project's state (exists, settings, posts waiting, size) is read afresh for
-each batch, so a replay running beside the daemon never leaves it with stale
-settings. Every write is idempotent by request id, so a batch that fails half
-way is simply loaded again.
+A project's state (exists, settings, posts waiting, size) is read afresh for each batch, so a
+replay running beside the daemon never leaves it with stale settings. Every write is
+idempotent by request id, so a batch that fails half way is simply loaded again.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from ..config import Config, default_settings
+from ..model.kv import is_kv_path
 from ..model.project import (
     PROJECT_NAME_RULE,
     Settings,
@@ -41,7 +41,7 @@ from ..store.pending import add_pending, mark_applied, pending
 from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
 from ..support.timefmt import iso_time
-from . import grace
+from . import grace, kv
 from .blobs import BlobIntake, intake_for, is_upload
 from .keychange import (
     KEYS_PATH,
@@ -110,11 +110,8 @@ class Registry:
         blobs: BlobIntake | None = None,
     ) -> None:
         self.grace_seconds, self.blobs = grace_seconds, blobs  # blobs: ingest/blobs.py
-        self.store, self.keys = store, keys
-        self.holding = holding
-        self.defaults = defaults
-        self.auto_create = auto_create
-        self.release_batch = release_batch
+        self.store, self.keys, self.holding = store, keys, holding
+        self.defaults, self.auto_create, self.release_batch = defaults, auto_create, release_batch
         self._rules_cache: dict[tuple[str, str], Rules] = {}
 
     # -- a batch -----------------------------------------------------------
@@ -130,7 +127,7 @@ class Registry:
                     project = named_project(request)
                 except SettingsError as exc:
                     reason = f"settings not changed: {exc}"
-                    reject = Reject(request, reason, _body(request), "invalid_settings")
+                    reject = Reject(request, reason, request.stored_body, "invalid_settings")
                     unnamed.append((given_name(request), reject))
                     continue
             by_project.setdefault(project, []).append(request)
@@ -151,6 +148,7 @@ class Registry:
         records: list[Record] = []
         rejects: list[Reject] = []
         holds: list[Held] = []
+        kv_writes: list[Request] = []
 
         def flush() -> None:
             if holds:
@@ -167,6 +165,13 @@ class Registry:
                 records.clear()
                 rejects.clear()
                 self._measure(project, state)
+            if kv_writes:
+                state.exists = state.exists or self.auto_create
+                out.write.add(
+                    kv.load(self.store, self.holding, project, kv_writes, state.exists, state.over_quota)
+                )
+                kv_writes.clear()
+                self._measure(project, state)
 
         for request in requests:
             if state.due is not None and request.received >= state.due:
@@ -182,7 +187,9 @@ class Registry:
                 continue
             if is_upload(request) and self.blobs and (state.exists or self.auto_create):
                 rejects += self.blobs.take(self.store.project(project).conn, request, state.settings.read)
-                state.exists = True
+                continue
+            if is_kv_path(request.path):  # decided in log order, never held (ingest/kv.py)
+                kv_writes.append(request)
                 continue
             if (location := truncation_location(request)) is not None:
                 flush()
@@ -241,7 +248,7 @@ class Registry:
                 settings, waiting = grace.split(state.settings, settings)
                 changed = [key for key in changed if key not in waiting]
         except SettingsError as exc:
-            reject = Reject(request, f"settings not changed: {exc}", _body(request), "invalid_settings")
+            reject = Reject(request, f"settings not changed: {exc}", request.stored_body, "invalid_settings")
             if state.exists:
                 out.write.add(self.store.write(project, [], [reject]))
             else:  # a refused first call creates nothing
@@ -327,7 +334,7 @@ class Registry:
             self.keys.revoke(project, kid)
             self._record_key(project, request, "revoked", live[kid])
         except KeyChangeError as exc:
-            reject = Reject(request, f"keys not changed: {exc}", _body(request), "invalid_settings")
+            reject = Reject(request, f"keys not changed: {exc}", request.stored_body, "invalid_settings")
             if state.exists:
                 out.write.add(self.store.write(project, [], [reject]))
             else:
@@ -451,13 +458,6 @@ def _classify(request: Request, rules: Rules) -> list[Record] | Reject:
     if isinstance(item, Record) and not rules.trivial:
         item = check(item, rules)
     return item if isinstance(item, Reject) else [item]
-
-
-def _body(request: Request) -> str | bytes:
-    try:
-        return request.body.decode("utf-8")
-    except UnicodeDecodeError:
-        return request.body
 
 
 def schema_keys(settings: Settings) -> frozenset[str] | None:

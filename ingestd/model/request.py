@@ -39,6 +39,16 @@ class Request(msgspec.Struct, frozen=True, gc=False):
     """A blob upload: the spool file nginx kept its body in (the body is not in the line)."""
     filename: str = ""
     """A blob upload: its ``X-Filename`` header, if any."""
+    kv: str = ""
+    """A key-value write's conditional, TTL and index headers, as JSON (``nginx/smalltable.js``)."""
+
+    @property
+    def stored_body(self) -> str | bytes:
+        """The body as a table keeps it: text when it is UTF-8 (Datasette shows it), else bytes."""
+        try:
+            return self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.body
 
     @property
     def path(self) -> str:

@@ -140,6 +140,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "nginx_pid": config.path("nginx_pid"),
         "max_size": config["logrotate.max_size"],
         "keep_days": config["logrotate.keep_days"],
+        "archive": bool(config["archive"]),
         "run_as_root": os.geteuid() == 0,
         "worker_user": " ".join(worker_user(config)) if os.geteuid() == 0 else "",
         "repo": REPO,
@@ -205,6 +206,7 @@ def datasette_metadata(config: Config) -> str:
                     "auto_create": config["projects.auto_create"],
                     "quota_warning": config["projects.quota_warning"],
                     "max_value_bytes": config["datasette.max_value_bytes"],
+                    "status_waiters": config["datasette.status_waiters"],
                     "defaults": {
                         "type": config["projects.type"],
                         "retention_days": config["projects.retention_days"],

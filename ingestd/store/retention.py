@@ -1,5 +1,7 @@
 """Retention: delete a project's records and rejects once they are older than it keeps them.
 
+Expired key-value items go too (:func:`ingestd.store.kv.purge`).
+
 Rows go from the front of each table (lowest ``_id`` first) up to the first one
 received within the retention period, so what remains is one unbroken run of
 ``_id`` s and counts stay exact. Deletion runs in chunks, each its own short
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from ..support import failpoints
 from ..support.timefmt import iso_time
+from . import kv
 from .schema import database_bytes
 
 CLOCK_FILE_ENV = "SMALLTABLE_CLOCK_FILE"
@@ -56,6 +59,7 @@ def expire(conn: sqlite3.Connection, path: Path, retention_days: int, at: float)
     """Delete what ``path``'s project no longer keeps at time ``at``, then shrink the file."""
     cutoff = iso_time(at - retention_days * 86400)
     expired = Expired(bytes_before=database_bytes(path))
+    kv.purge(conn, at, cutoff)  # expired key-value items, and decisions older than the cutoff
     pass_id: int | None = None
     for table in ("records", "rejects"):
         while True:

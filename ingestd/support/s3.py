@@ -127,3 +127,67 @@ def _client(endpoint: str, region: str, timeout: float):
             "s3", endpoint_url=endpoint, region_name=region, config=config
         )
     return _CLIENTS[key]
+
+
+# --- For the log archive (#24): an s3:// URL, listing, whole-object SHA-256, small objects. ---
+
+
+def bucket_from_url(url: str, timeout: float = 30.0) -> Bucket:
+    """The bucket and prefix of ``s3://BUCKET/PREFIX``; the endpoint is boto3's own choice
+    (``AWS_ENDPOINT_URL``, or ``endpoint_url`` in the AWS config file, else AWS itself),
+    so no endpoint or credential ever sits in SmallTable's config."""
+    if not url.startswith("s3://") or not url[5:].split("/", 1)[0]:
+        raise ValueError(f"not an s3://BUCKET/PREFIX URL: {url!r}")
+    import os
+
+    bucket, _, prefix = url[5:].partition("/")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return Bucket(endpoint, bucket, prefix.strip("/"), timeout=timeout)  # type: ignore[arg-type]
+
+
+def list_names(bucket: Bucket, under: str = "") -> list[str]:
+    """Every object name (relative to the bucket's prefix) that starts with ``under``, sorted."""
+    start = (
+        bucket.key(under) if under else (bucket.prefix.strip("/") + "/" if bucket.prefix.strip("/") else "")
+    )
+    cut = len(bucket.key(""))
+    names: list[str] = []
+    with _errors(f"list {start or '/'}"):
+        for page in bucket.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket.bucket, Prefix=start
+        ):
+            names.extend(item["Key"][cut:] for item in page.get("Contents", []))
+    return sorted(names)
+
+
+def sha256_of(bucket: Bucket, name: str, into: Path | None = None) -> tuple[int, str]:
+    """The size and SHA-256 of the object as read back now (written to ``into`` too, when given)."""
+    import hashlib
+
+    digest, size = hashlib.sha256(), 0
+    out = into.open("wb") if into is not None else None
+    try:
+        for chunk in bucket.read(name):
+            digest.update(chunk)
+            size += len(chunk)
+            if out is not None:
+                out.write(chunk)
+    finally:
+        if out is not None:
+            out.close()
+    return size, digest.hexdigest()
+
+
+def put_bytes(bucket: Bucket, name: str, data: bytes, content_type: str = "application/json") -> None:
+    """Store a small object (a manifest, a pointer) in one request."""
+    with _errors(f"put {name}"):
+        bucket.client.put_object(
+            Bucket=bucket.bucket, Key=bucket.key(name), Body=data, ContentType=content_type
+        )
+
+
+def get_bytes(bucket: Bucket, name: str) -> bytes | None:
+    """A small object's bytes, or None when there is no such object."""
+    if bucket.head(name) is None:
+        return None
+    return b"".join(bucket.read(name))

@@ -117,6 +117,17 @@ def blob_stores(value: Any) -> list[dict]:
     return value
 
 
+def s3_url(value: Any) -> str:
+    """An ``s3://BUCKET/PREFIX`` URL (the bucket's DNS-style name), or empty for none."""
+    if value in ("", None):
+        return ""
+    if not isinstance(value, str) or not re.fullmatch(
+        r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", value
+    ):
+        raise ValueError
+    return value.rstrip("/")
+
+
 def flatten(data: dict, known: Collection[str], prefix: str = "") -> dict[str, Any]:
     """Nested sections to dotted keys: ``{"nginx": {"port": 80}}`` → ``{"nginx.port": 80}``.
 

@@ -18,6 +18,7 @@ nginx maps onto the apex and each project's host:
 ``PROJECT.DOMAIN/_stream/…``    ranges of the stream (:mod:`.streams`)
 ``PROJECT.DOMAIN/_export.csv``  the whole project, streamed
 ``PROJECT.DOMAIN/_tail``        new records as server-sent events
+``PROJECT.DOMAIN/_kv/…``        key-value buckets (:mod:`.kv`)
 ==============================  ==========================================
 
 Datasette's table view of a project's records opens newest first with the
@@ -34,7 +35,7 @@ from __future__ import annotations
 from datasette import hookimpl
 from datasette.utils.asgi import Response
 
-from . import apex, keys_api, livetail, pages, request_status, settings_api, streams, topics
+from . import apex, keys_api, kv, livetail, pages, request_status, settings_api, streams, topics
 from .databases import sync_databases
 from .errors import json_error_page
 from .guard import bound_connection
@@ -94,4 +95,5 @@ def register_routes(datasette):
         *settings_api.ROUTES,
         *keys_api.ROUTES,
         *request_status.ROUTES,
+        *kv.ROUTES,
     ]

@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import json
 import mimetypes
+import time
 from typing import TYPE_CHECKING
 
 from datasette.utils.asgi import NotFound, Response
 
+from ..store import kv as kv_store
 from ..store.schema import SYSTEM_COLUMNS, quote
 from . import commands, stats
 from .bloblist import recent_blobs
@@ -322,6 +324,7 @@ async def project_page(request: Request, datasette: Datasette) -> Response:
         "stats": numbers,
         "last_post": received_text(numbers["last_post"]) if numbers["last_post"] else None,
         "charts": stats.charts(numbers),
+        "buckets": await db.execute_fn(lambda conn: kv_store.list_buckets(conn, time.time())),
         "preview_chars": PREVIEW_CHARS,
         "cell_chars": CELL_CHARS,
     }

@@ -8,6 +8,9 @@ where                                  status          also says
 =====================================  ==============  ==========================================
 the project's ``records``              ``stored``      ``id`` and ``url`` of the record
 the project's ``settings``             ``applied``     ``version``, ``changed``, ``action``
+the project's ``kv_writes``            ``stored``,     ``bucket``, ``key``, ``version``; or
+                                       ``deleted``,    ``reason`` (``precondition failed``, ``not
+                                       ``rejected``    found``) and ``current_version``
 the project's ``rejects``              ``rejected``    ``reason``
 ``_smalltable.db``'s ``held``          ``held``        ``code`` and ``reason``
 ``_smalltable.db``'s ``rejects``       ``rejected``    ``reason`` (settings for no project)
@@ -25,7 +28,9 @@ holds for it); ``DOMAIN/_status/ID`` (where the apex page's form lands) does not
 know the project, so it looks in ``_smalltable.db`` and then in every project, and
 answers a write of a private project with 401 (its own host's status URL tells it
 to a read key). Every answer is a ``200``: the
-status is in the body. API clients get JSON; a browser (``Accept: text/html``)
+status is in the body. With ``?wait=SECONDS`` (at most 30; :mod:`.waiting`) the
+view holds until the write is decided, and the HTTP status says the outcome too
+(:func:`http_status`). API clients get JSON; a browser (``Accept: text/html``)
 gets a page that says it in words and reloads itself while the write is pending.
 """
 
@@ -35,20 +40,24 @@ import asyncio
 import difflib
 import json
 import sqlite3
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote as url_quote
 
 from datasette.utils.asgi import Request, Response
 
 from ..model.project import is_valid_project_name
+from ..store import kv as kv_store
 from ..store import retention
 from ..support.timefmt import iso_time
 from . import holding_area, topicdata
-from .dbfiles import fetch_one, open_existing
+from .dbfiles import fetch_one, file_signature, open_existing
 from .privacy import is_private
 from .site import apex_address, project_address, site
-from .views import ROUTE_PREFIX, json_error, json_response, render, wants_html
+from .views import ROUTE_PREFIX, answers_problems, json_error, json_response, render, wants_html
+from .waiting import parse_wait, wait_until
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
@@ -84,7 +93,7 @@ def _is_first(conn: sqlite3.Connection, table: str, row_id: int, received: str) 
     so this reads one row per table."""
     if row_id != 1:
         return False
-    others = [t for t in ("records", "rejects", "settings") if t != table]
+    others = [t for t in ("records", "rejects", "settings", "kv_writes") if t != table]
     firsts = [fetch_one(conn, f"select _received from {t} order by _id limit 1") for t in others]
     return not any(row and row[0] < received for row in firsts)
 
@@ -151,6 +160,9 @@ def in_project(db_path: Path, request_id: str) -> dict | None:
             )
             if key:
                 return {"status": "applied", "action": f"key {key[0]}", "key_id": key[1]}
+        kv_write = kv_store.write_status(conn, request_id)
+        if kv_write:
+            return kv_write
         rejected = fetch_one(
             conn,
             "select _id, _reason, _received, _path, _content_type from rejects where _request_id = ?",
@@ -246,6 +258,9 @@ def find_anywhere(data_dir: Path, request_id: str) -> dict | None:
 def headline(status: dict) -> str:
     """The status page's title: what happened, in words."""
     project, kind = status.get("project") or "", status["status"]
+    if "bucket" in status:
+        outcome = status.get("reason") or f"version {status.get('version')}"
+        return f"Key {status['key']!r} of bucket {status['bucket']}: {kind} ({outcome})"
     if kind == "stored":
         return f"Stored as record {status['id']} of {project}"
     if kind == "applied" and status["action"] == "changed":
@@ -263,8 +278,42 @@ def headline(status: dict) -> str:
     return "Not loaded yet"
 
 
+UNDECIDED = ("pending", "held")
+"""What ``?wait=`` waits past: the write is not loaded, or waits in the holding area."""
+
+
+def decided(found: dict | None) -> bool:
+    """True when the write is decided: stored, applied, rejected or expired."""
+    return found is not None and found["status"] not in UNDECIDED
+
+
+def http_status(found: dict | None) -> int:
+    """The HTTP status a ``?wait=`` answer has, for clients to branch on: 201 stored (a record
+    or a value), 200 deleted or applied, 412 precondition failed, 404 nothing to delete,
+    422 any other reject, 410 expired, 202 still pending or held at the deadline."""
+    kind = "pending" if found is None else found["status"]
+    if kind == "rejected":
+        return {"precondition failed": 412, "not found": 404}.get(found.get("reason", ""), 422)
+    return {"stored": 201, "deleted": 200, "applied": 200, "expired": 410}.get(kind, 202)
+
+
+async def find(
+    datasette: Datasette,
+    request: Request,
+    look: Callable[[], dict | None],
+    files: Callable[[], object] | None = None,
+) -> dict | None:
+    """What ``look()`` (blocking) finds now, or once decided when the request asks ``?wait=``
+    (looking again when ``files``, the signature of what it reads, changes)."""
+    seconds = parse_wait(request.args.get("wait"))
+    if seconds is None:
+        return await asyncio.to_thread(look)
+    return await wait_until(look, decided, seconds, site(datasette).status_waiters, files)
+
+
 async def answer(datasette: Datasette, request: Request, project: str | None, found: dict | None) -> Response:
-    """The status as JSON, or as a page for a browser."""
+    """The status as JSON, or as a page for a browser; with ``?wait=``, its HTTP status says it too."""
+    code = 200 if request.args.get("wait") is None else http_status(found)
     config = site(datasette)
     request_id = request.url_vars["request_id"]
     status = {"status": "pending", "detail": PENDING_DETAIL, "project": project} if found is None else found
@@ -273,7 +322,9 @@ async def answer(datasette: Datasette, request: Request, project: str | None, fo
     body = {"request_id": request_id, "project": project, **status}
     reject_id = body.pop("reject_id", None)
     path, content_type = body.pop("_path", None), body.pop("_content_type", None)
-    if project_url and status["status"] == "stored":
+    if project_url and "bucket" in status:
+        body["url"] = f"{project_url}_kv/{status['bucket']}/items/{url_quote(status['key'], safe='')}"
+    elif project_url and status["status"] == "stored":
         body["url"] = f"{project_url}{status['id']}"
     elif project_url and status["status"] in ("applied", "held"):
         body["url"] = project_url
@@ -282,7 +333,7 @@ async def answer(datasette: Datasette, request: Request, project: str | None, fo
     if body.get("did_you_mean"):
         body["did_you_mean_url"] = project_address(config, request, body["did_you_mean"])
     if not wants_html(request):
-        response = json_response(body)
+        response = json_response(body, status=code)
         response.headers.update(NO_STORE)
         return response
     settings_write = (path or "").partition("?")[0] == "/_project"
@@ -296,7 +347,7 @@ async def answer(datasette: Datasette, request: Request, project: str | None, fo
         "form_url": f"{apex_address(config, request)}/#create",
         "held_url": "/_smalltable/held?_sort_desc=_id",
     }
-    response = await render(request, datasette, "smalltable_status.html", context)
+    response = await render(request, datasette, "smalltable_status.html", context, code)
     response.headers.update(NO_STORE)
     return response
 
@@ -307,7 +358,13 @@ async def project_status_view(datasette: Datasette, request: Request) -> Respons
     data_dir = site(datasette).data_dir
     found = None
     if data_dir is not None:
-        found = await asyncio.to_thread(find_in_project, data_dir, project, request_id)
+        paths = (data_dir / f"{project}.db", data_dir / f"{holding_area.DATABASE_NAME}.db")
+        found = await find(
+            datasette,
+            request,
+            lambda: find_in_project(data_dir, project, request_id),
+            lambda: [file_signature(path) for path in paths],
+        )
     return await answer(datasette, request, project, found)
 
 
@@ -319,7 +376,8 @@ async def apex_status_view(datasette: Datasette, request: Request) -> Response:
     config = site(datasette)
     found = None
     if config.data_dir is not None:
-        found = await asyncio.to_thread(find_anywhere, config.data_dir, request.url_vars["request_id"])
+        data_dir, request_id = config.data_dir, request.url_vars["request_id"]
+        found = await find(datasette, request, lambda: find_anywhere(data_dir, request_id))
     project = (found or {}).get("project")
     if await asyncio.to_thread(is_private, config.data_dir, project):
         address = project_address(config, request, project)
@@ -335,6 +393,6 @@ async def apex_status_view(datasette: Datasette, request: Request) -> Response:
 
 
 ROUTES = [
-    (ROUTE_PREFIX + f"/_status/{REQUEST_ID}$", project_status_view),
-    (f"/-/smalltable/_status/{REQUEST_ID}$", apex_status_view),
+    (ROUTE_PREFIX + f"/_status/{REQUEST_ID}$", answers_problems(json_errors=True)(project_status_view)),
+    (f"/-/smalltable/_status/{REQUEST_ID}$", answers_problems(json_errors=True)(apex_status_view)),
 ]

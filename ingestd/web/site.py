@@ -38,6 +38,7 @@ class Site:
     quota_warning: float
     defaults: Settings
     max_value_bytes: int
+    status_waiters: int
 
 
 def site(datasette: Datasette) -> Site:
@@ -54,6 +55,7 @@ def site(datasette: Datasette) -> Site:
             defaults.get("type"), defaults.get("retention_days"), defaults.get("quota_mb")
         ),
         max_value_bytes=int(config.get("max_value_bytes") or _default("datasette.max_value_bytes")),
+        status_waiters=int(config.get("status_waiters") or _default("datasette.status_waiters")),
     )
 
 

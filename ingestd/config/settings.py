@@ -1,28 +1,17 @@
-"""Load and validate SmallTable's YAML config. Every default lives here, in SETTINGS.
+"""Every setting of SmallTable: its dotted key, default, check and meaning (SETTINGS).
 
-A config file holds only what differs from the defaults::
-
-    domain: smalltable.example
-    home: /var/lib/smalltable
-    nginx:
-      port: 80
-
-Anything wrong (an unknown key, a bad value) raises :class:`ConfigError` naming
-the file, the key and what was expected; callers print it, never a traceback.
+This table is the one place a default lives. ``ingestd.config`` loads a YAML file
+against it; ``smalltable show-config --defaults`` and docs/config.md print it.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from .model.project import MAX_QUOTA_MB, MAX_RETENTION_DAYS, TYPES, UNCLAIMED, Settings
-from .support import values as checks
+from ..model.project import MAX_QUOTA_MB, MAX_RETENTION_DAYS, TYPES
+from ..support import values as checks
 
 # The checks SETTINGS pairs with its keys (ingestd/support/values.py).
 _int_range, _one_of, _positive_number, _fraction = (
@@ -33,10 +22,6 @@ _int_range, _one_of, _positive_number, _fraction = (
 )
 _bool, _path, _domain, _size = checks.boolean, checks.path, checks.domain, checks.size
 _addresses, _worker_user, _optional_path = checks.addresses, checks.worker_user, checks.optional_path
-
-
-class ConfigError(Exception):
-    """A config problem, worded for the person who wrote the file."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +159,13 @@ SETTINGS: dict[str, Setting] = {
         _int_range(0, 10000),
         "an integer from 0 to 10000",
         "SQL requests a client may make at once above its rate before it gets 429.",
+    ),
+    "datasette.status_waiters": Setting(
+        200,
+        _int_range(1, 10000),
+        "a positive integer",
+        "Requests that may wait at once for a write's decision (`/_status/ID?wait=`, a bucket "
+        "read's `?after=ID`); more get 429 at once. Each waits at most 30 s and holds no thread.",
     ),
     "metrics.port": Setting(
         9108,
@@ -390,8 +382,25 @@ SETTINGS: dict[str, Setting] = {
     ),
     "tls.key": Setting("", _optional_path, "a file path, or empty", "The certificate's private key (PEM)."),
     "tls.port": Setting(8443, _int_range(1, 65535), "an integer from 1 to 65535", "nginx's HTTPS port."),
-    "systemd.user": Setting("smalltable", _path, "a user name", "The user the systemd units run as."),
-    "systemd.group": Setting("smalltable", _path, "a group name", "Their group."),
+    # The log archive (docs/archive.md); S3's endpoint and credentials come from boto3's chain.
+    "archive": Setting(
+        "", checks.s3_url, "s3://BUCKET/PREFIX, or empty", "Copy every rotated ingest log to this S3 prefix."
+    ),
+    "archive_delay": Setting(
+        60.0, _positive_number, "a positive number of seconds", "Each rotated log is archived this soon."
+    ),
+    "systemd.user": Setting(
+        "smalltable",
+        _path,
+        "a user name",
+        "The user the systemd units run ingestd and Datasette as.",
+    ),
+    "systemd.group": Setting(
+        "smalltable",
+        _path,
+        "a group name",
+        "Their group.",
+    ),
     "blobs.max_mb": Setting(64, _int_range(1, 4096), "an integer from 1 to 4096", "The largest blob (MiB)."),
     "blobs.stores": Setting(
         [{"dir": "blobs/a"}, {"dir": "blobs/b"}],
@@ -404,89 +413,3 @@ SETTINGS: dict[str, Setting] = {
     "blobs.min_copies": Setting(2, _int_range(1, 10), "an integer from 1 to 10", "Verified copies per blob."),
     "blobs.replicate_interval": Setting(30, _int_range(1, 86400), "seconds", "How often copies are made."),
 }
-
-
-@dataclass(frozen=True)
-class Config:
-    """Validated settings (``values`` by dotted key) and the home they are relative to."""
-
-    values: dict[str, Any]
-    source: str
-
-    def __getitem__(self, key: str) -> Any:
-        return self.values[key]
-
-    @property
-    def home(self) -> Path:
-        return Path(self.values["home"]).absolute()
-
-    def path(self, key: str) -> Path:
-        """A ``paths.*`` setting as an absolute path (relative ones are under home)."""
-        return self.home / self.values[f"paths.{key}"]
-
-
-def default_settings(
-    type_: str | None = None, retention_days: int | None = None, quota_mb: float | None = None
-) -> Settings:
-    """The settings of a project nobody has claimed: the values given, else the documented
-    ``projects.*`` defaults (a deployment passes its config's)."""
-    return Settings(
-        UNCLAIMED,
-        "",
-        SETTINGS["projects.type"].default if type_ is None else type_,
-        None,
-        SETTINGS["projects.retention_days"].default if retention_days is None else retention_days,
-        SETTINGS["projects.quota_mb"].default if quota_mb is None else quota_mb,
-    )
-
-
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read ``path`` (YAML; None for defaults only), apply ``overrides``, validate all.
-
-    ``overrides`` (from command-line flags) win over the file.
-    """
-    source = str(path) if path else "(defaults)"
-    data: dict = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{source}: cannot read the config file: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(
-                f"{source}: not a text file: a byte that is not UTF-8 at offset {exc.start}"
-            ) from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{source}: expected a mapping of settings at the top level")
-        data = checks.flatten(loaded, SETTINGS)
-    values = {key: setting.default for key, setting in SETTINGS.items()}
-    for key, value in {**data, **(overrides or {})}.items():
-        setting = SETTINGS.get(key)
-        if setting is None:
-            hint = difflib.get_close_matches(key, SETTINGS, n=1)
-            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(f"{source}: unknown key {key!r}{suggestion}")
-        try:
-            values[key] = setting.check(value)
-        except (ValueError, TypeError):
-            raise ConfigError(f"{source}: key {key!r}: expected {setting.expected}, got {value!r}") from None
-    floor = 3 * values["nginx.max_body_bytes"]
-    if values["datasette.max_value_bytes"] < floor:
-        raise ConfigError(
-            f"{source}: key 'datasette.max_value_bytes': expected at least 3 times nginx.max_body_bytes "
-            f"({floor}), so every stored row can be read; got {values['datasette.max_value_bytes']}"
-        )
-    if bool(values["tls.certificate"]) != bool(values["tls.key"]):
-        raise ConfigError(f"{source}: keys 'tls.certificate' and 'tls.key': give both (TLS) or neither")
-    return Config(values, source)
-
-
-def defaults_yaml() -> str:
-    """Every setting with its default and meaning, as a commented YAML document."""
-    return checks.commented_yaml(SETTINGS)
