@@ -14,6 +14,7 @@ import click
 
 from . import __version__
 from .config import ConfigError, defaults_yaml, load_config
+from .frontcli import front_group
 
 
 def _config(config_file: Path | None, **flags: object):
@@ -490,3 +491,6 @@ def restore(config_file, home, source) -> None:
         f"downloaded in {done.download_seconds:.1f} s, loaded in {seconds:.1f} s "
         f"({loaded / seconds if seconds else 0:,.0f} lines/s, {mib / seconds if seconds else 0:.1f} MiB/s)"
     )
+
+
+cli.add_command(front_group)

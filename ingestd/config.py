@@ -397,17 +397,11 @@ SETTINGS: dict[str, Setting] = {
     "archive_delay": Setting(
         60.0, _positive_number, "a positive number of seconds", "Each rotated log is archived this soon."
     ),
-    "systemd.user": Setting(
-        "smalltable",
-        _path,
-        "a user name",
-        "The user the systemd units run ingestd and Datasette as.",
-    ),
-    "systemd.group": Setting(
-        "smalltable",
-        _path,
-        "a group name",
-        "Their group.",
+    "systemd.user": Setting("smalltable", _path, "a user name", "The user ingestd and Datasette run as."),
+    "systemd.group": Setting("smalltable", _path, "a group name", "Their group."),
+    # Several hosts (docs/scale.md): render-config renders front.conf for the front tier too.
+    "front.hosts": Setting(
+        [], checks.host_ports, "a list of ADDRESS:PORT", "The hosts a front tier routes projects to."
     ),
 }
 

@@ -70,6 +70,7 @@ DEFAULTS = {
     "archive_delay": 60.0,
     "systemd.user": "smalltable",
     "systemd.group": "smalltable",
+    "front.hosts": [],
 }
 
 
@@ -345,3 +346,12 @@ def test_defaults_yaml_documents_every_setting():
     for setting in SETTINGS.values():
         assert f"# {setting.doc}\n" in text
     assert text.endswith("\n")
+
+
+def test_front_hosts_are_address_and_port_each_once(tmp_path):
+    assert load_config(None, {"front.hosts": ["10.0.0.1:80", "[::1]:8080"]})["front.hosts"] == [
+        "10.0.0.1:80",
+        "[::1]:8080",
+    ]
+    for bad in (["10.0.0.1"], ["10.0.0.1:80", "10.0.0.1:80"], "10.0.0.1:80", ["a b:80"], ["h:0"]):
+        assert "key 'front.hosts': expected a list of ADDRESS:PORT" in error_of(None, {"front.hosts": bad})

@@ -14,6 +14,8 @@ The files that come out:
 ``smalltable-*.service``, ``smalltable-logrotate.timer``, ``smalltable-quota.path``
     systemd units for ingestd, Datasette, the rotation, and the nginx reload
     when a project's quota level changes (docs/ops.md).
+``front.conf``, ``front.js``
+    with ``front.hosts``: the front tier's complete nginx config, and its njs (docs/scale.md).
 ``smalltable.yaml``, ``datasette.json``
     the effective config every unit reads, and Datasette's metadata.
 """
@@ -119,6 +121,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "datasette_bin": Path(sys.executable).parent / "datasette",
         "logrotate_bin": find_program("logrotate"),
         "njs_module": find_njs_module(),
+        "hosts": config["front.hosts"],
         "user": config["systemd.user"],
         "group": config["systemd.group"],
     }
@@ -197,6 +200,9 @@ def render(config: Config, conf_dir: Path) -> dict[str, str]:
         for name, template in TEMPLATES.items()
     }
     rendered["smalltable.js"] = (REPO / "nginx" / "smalltable.js").read_text()
+    if config["front.hosts"]:
+        rendered["front.conf"] = env.get_template("nginx/front.conf.j2").render(values)
+        rendered["front.js"] = (REPO / "nginx" / "front.js").read_text()
     rendered["smalltable.yaml"] = effective_config(config)
     rendered["datasette.json"] = datasette_metadata(config)
     return rendered
