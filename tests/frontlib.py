@@ -121,6 +121,13 @@ def kill_host(stack: Stack) -> None:
 def restart_host(stack: Stack) -> Stack:
     """``smalltable up`` again in the killed host's home, on its ports."""
     (stack.home / "run" / "ack.sock").unlink(missing_ok=True)
+    # The killed nginx's pid file is left behind, and its pid may be a zombie nobody reaps
+    # yet (its parent was killed too): up would take it for a running stack.
+    pid_file = stack.home / "run" / "nginx.pid"
+    if pid_file.exists():
+        stat = Path(f"/proc/{pid_file.read_text().strip()}/stat")
+        assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"
+        pid_file.unlink()
     args = with_test_limits(
         stack.home, ["--config", str(stack.home.parent / f"{stack.home.name}-test-config.yaml")]
     )

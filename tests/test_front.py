@@ -3,9 +3,14 @@ front tier's real nginx, rendered by ``smalltable render-config`` from ``front.h
 
 from __future__ import annotations
 
+import threading
+import time
+
+import httpx
 import pytest
 
-from .frontlib import Front, start_hosts, stop_hosts
+from .daemonlib import table_request_ids
+from .frontlib import Front, kill_host, restart_host, start_hosts, stop_hosts
 
 
 @pytest.fixture
@@ -52,3 +57,98 @@ def test_adding_a_host_moves_about_a_quarter_of_the_projects_all_to_it(tier, tmp
     moved = [p for p in projects if after[p] != before[p]]
     assert {after[p] for p in moved} == {"127.0.0.1:9"}
     assert 0.15 * len(projects) < len(moved) < 0.35 * len(projects), len(moved)
+
+
+class Writers:
+    """Threads posting round-robin to ``projects`` through the front until stopped."""
+
+    def __init__(self, front: Front, projects: list[str], threads: int = 4) -> None:
+        self.front, self.projects = front, projects
+        self.answers: list[tuple[str, int, str, str, str]] = []  # project, status, id, host, status word
+        self.failed: list[str] = []
+        self.done = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, offset: int) -> None:
+        client = httpx.Client(timeout=30)
+        n = offset
+        while not self.done.is_set():
+            project = self.projects[n % len(self.projects)]
+            n += len(self.threads)
+            try:
+                answer = client.post(
+                    f"http://127.0.0.1:{self.front.port}/",
+                    content=f'{{"n": {n}}}',
+                    headers={"Host": f"{project}.localhost", "Content-Type": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                self.failed.append(f"{project}: {exc!r}")
+                continue
+            word = answer.json().get("status", "") if answer.status_code == 202 else answer.text
+            self.answers.append(
+                (
+                    project,
+                    answer.status_code,
+                    answer.headers.get("X-Request-Id", ""),
+                    answer.headers["X-SmallTable-Host"],
+                    word,
+                )
+            )
+        client.close()
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.answers) < count:
+            assert time.monotonic() < deadline, f"only {len(self.answers)} answers"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.done.set()
+        for thread in self.threads:
+            thread.join()
+
+
+def stored_ids(hosts, project: str) -> dict[str, list[str]]:
+    """The request ids of ``project``'s records on each host (by address)."""
+    return {f"127.0.0.1:{h.port}": table_request_ids(h.home / "data" / f"{project}.db") for h in hosts}
+
+
+def test_a_host_killed_mid_run_loses_no_write_and_stores_none_twice(tier):
+    projects = [f"kill-{i}" for i in range(100)]
+    victim = tier.hosts[1]
+    writers = Writers(tier, projects)
+    try:
+        writers.wait_for(400)
+        kill_host(victim)
+        killed_at = len(writers.answers)
+        writers.wait_for(killed_at + 600)
+        tier.hosts[1] = victim = restart_host(victim)
+        back_at = len(writers.answers)
+        writers.wait_for(back_at + 300)
+    finally:
+        writers.stop()
+    assert writers.failed == []
+    assert [a for a in writers.answers if a[1] != 202] == [], "every write was accepted"
+    kept = [a for a in writers.answers if a[4] == "kept"]
+    address = tier.address(victim)
+    assert kept and {a[3] for a in kept} == {address}, "only the dead host's writes were kept"
+    handed = tier.handoff(victim)
+    assert handed.returncode == 0 and f"{len(kept)} kept write(s) for {address}" in handed.stdout, handed
+    again = tier.handoff(victim)  # a second handoff (after a crash, say) stores nothing twice
+    assert again.returncode == 0, again.stderr
+    owner = {}
+    for project, _, _, host, _ in writers.answers:
+        assert owner.setdefault(project, host) == host, f"{project} answered by two hosts"
+    expected = {p: sorted(a[2] for a in writers.answers if a[0] == p) for p in projects}
+    deadline = time.monotonic() + 40
+    while True:
+        where = {p: stored_ids(tier.hosts, p) for p in projects}
+        if all(sorted(where[p][owner[p]]) == expected[p] for p in projects) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for p in projects:
+        assert sorted(where[p][owner[p]]) == expected[p], f"{p}: each accepted write once, on its host"
+        assert all(ids == [] for host, ids in where[p].items() if host != owner[p]), p
+    assert sum(1 for p in projects if owner[p] == address) > 10
