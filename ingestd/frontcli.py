@@ -49,3 +49,44 @@ def handoff_command(front_file: Path, host: str, target_file: Path) -> None:
         click.echo(f"nothing kept for {host}")
         return
     click.echo(f"{count} kept write(s) for {host} handed over in {path}")
+
+
+@front_group.command("move")
+@click.argument("project")
+@click.option(
+    "--front",
+    "front_file",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="The front tier's config (the one with front.hosts).",
+)
+@click.option(
+    "--from",
+    "source_file",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="The config of the host the project is on now.",
+)
+@click.option(
+    "--to",
+    "target_file",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="The config of the host it moves to.",
+)
+@click.option("--to-host", "address", required=True, help="That host's ADDRESS:PORT in front.hosts.")
+def move_command(project: str, front_file: Path, source_file: Path, target_file: Path, address: str) -> None:
+    """Move a project to another host: its log replayed there, then its route switched."""
+    from .ops.front import MoveError, move
+
+    try:
+        lines = move(
+            _load(front_file, "--front"),
+            project,
+            _load(source_file, "--from"),
+            _load(target_file, "--to"),
+            address,
+        )
+    except MoveError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{project} moved to {address}: {lines} line(s) of its log replayed there, its route switched")

@@ -82,6 +82,21 @@ class Front:
             str(target),
         )
 
+    def move(self, project: str, source: Stack, target: Stack) -> subprocess.CompletedProcess:
+        return smalltable(
+            "front",
+            "move",
+            project,
+            "--front",
+            str(self.config_file),
+            "--from",
+            str(source.home / "conf" / "smalltable.yaml"),
+            "--to",
+            str(target.home / "conf" / "smalltable.yaml"),
+            "--to-host",
+            self.address(target),
+        )
+
     def stop(self) -> None:
         self.client.close()
         self.process.terminate()

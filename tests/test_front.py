@@ -152,3 +152,27 @@ def test_a_host_killed_mid_run_loses_no_write_and_stores_none_twice(tier):
         assert sorted(where[p][owner[p]]) == expected[p], f"{p}: each accepted write once, on its host"
         assert all(ids == [] for host, ids in where[p].items() if host != owner[p]), p
     assert sum(1 for p in projects if owner[p] == address) > 10
+
+
+def test_moving_a_project_replays_its_log_on_the_new_host_and_loses_no_write(tier):
+    where = owners(tier, [f"mover-{i}" for i in range(20)])
+    project = next(p for p, host in where.items() if host == tier.address(tier.hosts[0]))
+    source, target = tier.hosts[0], tier.hosts[2]
+    writers = Writers(tier, [project], threads=2)
+    try:
+        writers.wait_for(200)
+        moved = tier.move(project, source, target)
+        assert moved.returncode == 0, moved.stderr
+        after_move = len(writers.answers)
+        writers.wait_for(after_move + 100)
+    finally:
+        writers.stop()
+    assert writers.failed == [] and [a for a in writers.answers if a[1] != 202] == []
+    assert f"{project} moved to {tier.address(target)}" in moved.stdout
+    assert owners(tier, [project])[project] == tier.address(target)
+    assert {a[3] for a in writers.answers[after_move + 20 :]} == {tier.address(target)}
+    accepted = sorted(a[2] for a in writers.answers)
+    deadline = time.monotonic() + 30
+    while sorted(table_request_ids(target.home / "data" / f"{project}.db")) != accepted:
+        assert time.monotonic() < deadline, "every accepted write once on the new host"
+        time.sleep(0.2)

@@ -14,10 +14,14 @@ import gzip
 import hashlib
 import json
 import os
+import signal
+import sqlite3
+import time
 from pathlib import Path
 
 from ..config import Config
 from ..ingest.fingerprint import log_files
+from ..ingest.replay import route
 from ..support.durable import write_all_and_sync
 
 
@@ -50,11 +54,75 @@ def handoff(front: Config, host: str, target: Config) -> tuple[Path | None, int]
     lines = kept_lines(front, host)
     if not lines:
         return None, 0
+    return _deliver(target, "front", lines), len(lines)
+
+
+class MoveError(Exception):
+    """A move cannot start or finish; the message says why and what state it left."""
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (nginx's workers, for its master)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.add(int(entry))
+    return found
+
+
+def reload_front(front: Config, timeout: float = 60.0) -> None:
+    """Reload the front's nginx and return once every old worker has exited: from then on
+    no request is routed by the old config (old workers finish theirs first)."""
+    try:
+        master = int(front.path("run_dir").joinpath("front.pid").read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise MoveError(
+            f"the front's nginx is not running (no pid file in {front.path('run_dir')}): {exc}"
+        ) from None
+    old = _children(master)
+    os.kill(master, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while old & _children(master):
+        if time.monotonic() > deadline:
+            raise MoveError(f"the front's old nginx workers did not exit within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _write_map(path: Path, entries: dict[str, str]) -> None:
+    """An nginx map file, written whole (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("".join(f"{name} {value};\n" for name, value in sorted(entries.items())))
+    os.replace(temporary, path)
+
+
+def _read_map(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    return dict(line.rstrip(";").split(" ", 1) for line in path.read_text().splitlines() if line)
+
+
+def _project_lines(config: Config, project: str) -> list[bytes]:
+    """Every whole line of ``project`` in a host's logs (its apex settings writes too),
+    oldest file first."""
+    lines = []
+    for path in log_files(config.path("ingest_log")):
+        lines += [line for line in _whole_lines(path) if route(line) == project]
+    return lines
+
+
+def _deliver(target: Config, tag: str, lines: list[bytes]) -> Path:
+    """``lines`` as a new log file beside ``target``'s ingest log (synced, then renamed in)."""
     data = b"".join(lines)
     live = target.path("ingest_log")
-    path = live.parent / f"{live.name}.front-{hashlib.sha256(data).hexdigest()[:16]}"
+    path = live.parent / f"{live.name}.{tag}-{hashlib.sha256(data).hexdigest()[:16]}"
     if path.exists() or path.with_name(path.name + ".gz").exists():
-        return path, len(lines)
+        return path
     live.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -68,4 +136,63 @@ def handoff(front: Config, host: str, target: Config) -> tuple[Path | None, int]
         os.fsync(directory)
     finally:
         os.close(directory)
-    return path, len(lines)
+    return path
+
+
+def _loaded(target: Config, request_id: str) -> bool:
+    """Whether ``target``'s databases hold the line with ``request_id`` (any table)."""
+    for path in target.path("data_dir").glob("*.db"):
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            for table in ("records", "rejects", "settings"):
+                try:
+                    if conn.execute(f"select 1 from {table} where _request_id = ?", (request_id,)).fetchone():
+                        return True
+                except sqlite3.OperationalError:
+                    continue
+        finally:
+            conn.close()
+    return False
+
+
+def move(
+    front: Config, project: str, source: Config, target: Config, address: str, timeout: float = 300.0
+) -> int:
+    """Move ``project`` to the host at ``address`` (home ``target``); the lines copied.
+
+    1. the front keeps the project's writes (for ``address``) and reloads;
+    2. the project's lines in ``source``'s logs are copied to ``target``, which loads them;
+    3. the front routes the project to ``address`` and reloads; what it kept meanwhile is
+       handed over, and the source's logs copied once more for a write that was still in
+       flight at step 1. Request ids make every copy load each write once.
+    """
+    if address not in front["front.hosts"]:
+        raise MoveError(f"{address!r} is not one of front.hosts {front['front.hosts']}")
+    if (target.path("data_dir") / f"{project}.db").exists():
+        raise MoveError(f"{target.home} already has a database for {project}: it is not moved there twice")
+    state = front.path("state_dir")
+    moving, routes = _read_map(state / "front-moving.map"), _read_map(state / "front-routes.map")
+    _write_map(state / "front-moving.map", {**moving, project: address})
+    reload_front(front)
+    lines = _project_lines(source, project)
+    if lines:
+        _deliver(target, f"moved-{project}", lines)
+        last = json.loads(lines[-1].decode("latin-1"))["id"]
+        deadline = time.monotonic() + timeout
+        while not _loaded(target, last):
+            if time.monotonic() > deadline:
+                raise MoveError(
+                    f"{target.home} has not loaded {project}'s {len(lines)} lines within {timeout:.0f} s "
+                    "(is its ingestd running?); its writes are still kept at the front: run the move again"
+                )
+            time.sleep(0.1)
+    index = front["front.hosts"].index(address)
+    _write_map(state / "front-routes.map", {**routes, project: f"smalltable_host_{index}"})
+    moving.pop(project, None)
+    _write_map(state / "front-moving.map", moving)
+    reload_front(front)
+    handoff(front, address, target)
+    late = _project_lines(source, project)
+    if len(late) > len(lines):
+        _deliver(target, f"moved-{project}", late)
+    return len(late)
