@@ -1,6 +1,26 @@
 // njs for the front tier (nginx/front.conf.j2): the apex's lists merged from every host.
 // Each host's /_projects.json is asked for at once; a host that does not answer is named
 // in X-SmallTable-Unavailable (and on the page), and the others' projects are still listed.
+// A project moved to another host (front-routes.map) is listed from that host only: the
+// host it left keeps its old copy.
+import fs from 'fs';
+
+function pinned(r) {
+    const pins = {};
+    let text = '';
+    try {
+        text = fs.readFileSync(r.variables.front_routes_file, 'utf8');
+    } catch (e) {
+        return pins;
+    }
+    text.split('\n').forEach((line) => {
+        const found = line.match(/^(\S+) smalltable_host_([0-9]+);$/);
+        if (found) {
+            pins[found[1]] = found[2];
+        }
+    });
+    return pins;
+}
 
 function everyHost(r) {
     const count = Number(r.variables.front_hosts);
@@ -10,6 +30,7 @@ function everyHost(r) {
             (reply) => ({reply: reply, index: i}),
             () => ({reply: null, index: i})));
     }
+    const pins = pinned(r);
     return Promise.all(asks).then((answers) => {
         const projects = [];
         const unavailable = [];
@@ -23,7 +44,12 @@ function everyHost(r) {
                 }
             }
             if (Array.isArray(listed)) {
-                listed.forEach((entry) => projects.push(entry));
+                listed.forEach((entry) => {
+                    const home = pins[entry.project];
+                    if (home === undefined || home == String(answer.index)) {
+                        projects.push(entry);
+                    }
+                });
             } else {
                 unavailable.push(String(answer.index));
             }
