@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from ingestd.config import load_config
+from ingestd.ops.stack import rotate_logs
 from ingestd.support.programs import find_program
 
 from .conftest import Stack, free_port, smalltable, start_stack, stop_stack, with_test_limits
@@ -96,6 +98,11 @@ class Front:
             "--to-host",
             self.address(target),
         )
+
+    def rotate(self) -> None:
+        """The front's own log rotated by the logrotate.conf render-config wrote for it."""
+        rotated = rotate_logs(load_config(self.config_file), force=True)
+        assert rotated.returncode == 0, rotated.stderr
 
     def stop(self) -> None:
         self.client.close()

@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from .conftest import smalltable
 from .daemonlib import table_request_ids
 from .frontlib import Front, kill_host, restart_host, start_hosts, stop_hosts
 
@@ -133,6 +134,17 @@ def test_a_host_killed_mid_run_loses_no_write_and_stores_none_twice(tier):
         writers.wait_for(400)
         kill_host(victim)
         killed_at = len(writers.answers)
+        writers.wait_for(killed_at + 300)
+        project = next(p for p in projects if tier.get("/_project", p).status_code == 502)
+        refused = tier.client.post(
+            f"http://127.0.0.1:{tier.port}/",
+            content="with a key",
+            headers={"Host": f"{project}.localhost", "Authorization": "Bearer stk_0123456789abcdef"},
+        )
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
+        assert refused.json()["project"] == project
+        assert tier.get("/_project", project).json()["error"] == "this project's host is down"
+        tier.rotate()  # the kept writes are in two files of the front's log
         writers.wait_for(killed_at + 600)
         tier.hosts[1] = victim = restart_host(victim)
         back_at = len(writers.answers)
@@ -187,3 +199,23 @@ def test_moving_a_project_replays_its_log_on_the_new_host_and_loses_no_write(tie
     while sorted(table_request_ids(target.home / "data" / f"{project}.db")) != accepted:
         assert time.monotonic() < deadline, "every accepted write once on the new host"
         time.sleep(0.2)
+
+
+def test_front_commands_name_what_is_wrong(tmp_path):
+    front, host = tmp_path / "front.yaml", tmp_path / "host.yaml"
+    front.write_text(f"home: {tmp_path / 'f'}\nfront:\n  hosts: ['127.0.0.1:9']\n")
+    host.write_text(f"home: {tmp_path / 'h'}\n")
+    wrong = smalltable("front", "handoff", "--front", str(front), "--host", "127.0.0.1:10", "--to", str(host))
+    assert wrong.returncode == 1 and "--host '127.0.0.1:10' is not one of front.hosts" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    nothing = smalltable(
+        "front", "handoff", "--front", str(front), "--host", "127.0.0.1:9", "--to", str(host)
+    )
+    assert nothing.returncode == 0 and "nothing kept for 127.0.0.1:9" in nothing.stdout
+    args = ["front", "move", "demo", "--front", str(front), "--from", str(host), "--to", str(host)]
+    down = smalltable(*args, "--to-host", "127.0.0.1:9")
+    assert down.returncode == 1 and "the front's nginx is not running" in down.stderr, down.stderr
+    assert not (tmp_path / "f" / "state" / "front-moving.map").exists(), "a failed move pins nothing"
+    assert "is not one of front.hosts" in smalltable(*args, "--to-host", "10.0.0.1:80").stderr
+    rendered = smalltable("render-config", "--config", str(host), "--out", str(tmp_path / "conf"))
+    assert rendered.returncode == 0 and not (tmp_path / "conf" / "front.conf").exists()

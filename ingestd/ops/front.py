@@ -75,15 +75,22 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _master(front: Config) -> int:
+    """The front's nginx master, or MoveError when it is not running."""
+    try:
+        master = int(front.path("nginx_pid").read_text().strip())
+        os.kill(master, 0)
+    except (OSError, ValueError) as exc:
+        raise MoveError(
+            f"the front's nginx is not running (its pid file {front.path('nginx_pid')}: {exc})"
+        ) from None
+    return master
+
+
 def reload_front(front: Config, timeout: float = 60.0) -> None:
     """Reload the front's nginx and return once every old worker has exited: from then on
     no request is routed by the old config (old workers finish theirs first)."""
-    try:
-        master = int(front.path("run_dir").joinpath("front.pid").read_text().strip())
-    except (OSError, ValueError) as exc:
-        raise MoveError(
-            f"the front's nginx is not running (no pid file in {front.path('run_dir')}): {exc}"
-        ) from None
+    master = _master(front)
     old = _children(master)
     os.kill(master, signal.SIGHUP)
     deadline = time.monotonic() + timeout
@@ -168,10 +175,12 @@ def move(
     """
     if address not in front["front.hosts"]:
         raise MoveError(f"{address!r} is not one of front.hosts {front['front.hosts']}")
-    if (target.path("data_dir") / f"{project}.db").exists():
-        raise MoveError(f"{target.home} already has a database for {project}: it is not moved there twice")
+    _master(front)  # before anything changes
     state = front.path("state_dir")
     moving, routes = _read_map(state / "front-moving.map"), _read_map(state / "front-routes.map")
+    resumed = moving.get(project) == address  # a move that stopped half-way, run again
+    if (target.path("data_dir") / f"{project}.db").exists() and not resumed:
+        raise MoveError(f"{target.home} already has a database for {project}: it is not moved there twice")
     _write_map(state / "front-moving.map", {**moving, project: address})
     reload_front(front)
     lines = _project_lines(source, project)

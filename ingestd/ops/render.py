@@ -214,6 +214,8 @@ def write(config: Config, conf_dir: Path) -> list[Path]:
     for key in ("log_dir", "run_dir", "ingest_log", "nginx_pid"):
         path = config.path(key)
         (path if key.endswith("_dir") else path.parent).mkdir(parents=True, exist_ok=True)
+    if config["front.hosts"]:  # the front's maps of moves, and its logrotate state
+        config.path("state_dir").mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in render(config, conf_dir).items():
         path = conf_dir / name
