@@ -43,6 +43,14 @@ def test_each_project_lives_on_one_host_and_the_apex_lists_every_host(tier):
     listed = tier.get("/_projects.json")
     assert listed.status_code == 200 and "X-SmallTable-Unavailable" not in listed.headers
     assert [entry["project"] for entry in listed.json()] == sorted(projects)
+    with httpx.Client() as fresh:  # nginx closes the connection after a 413
+        too_large = fresh.post(
+            f"http://127.0.0.1:{tier.port}/",
+            content="x" * (1024 * 1024 + 1),
+            headers={"Host": "routed-0.localhost"},
+        )
+    assert too_large.status_code == 413, (too_large.headers, too_large.text)
+    assert too_large.status_code == 413 and too_large.json()["error"] == "body too large"
     page = tier.get("/").text
     assert all(f">{p}</a>" in page for p in projects) and "30 projects" in page
 
