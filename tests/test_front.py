@@ -151,6 +151,15 @@ def test_a_host_killed_mid_run_loses_no_write_and_stores_none_twice(tier):
         )
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "5", refused.text
         assert refused.json()["project"] == project
+        in_url = tier.client.post(
+            f"http://127.0.0.1:{tier.port}/?key=stk_{'k' * 20}", headers={"Host": f"{project}.localhost"}
+        )
+        assert in_url.status_code == 400 and in_url.json()["error"] == "a key in the URL"
+        agent = {"Host": f"{project}.localhost", "User-Agent": f"stk_{'u' * 20}"}
+        kept_one = tier.client.post(f"http://127.0.0.1:{tier.port}/", content="kept", headers=agent)
+        assert kept_one.status_code == 202 and kept_one.json()["status"] == "kept"
+        head = kept_one.headers
+        writers.answers.append((project, 202, head["X-Request-Id"], head["X-SmallTable-Host"], "kept"))
         assert tier.get("/_project", project).json()["error"] == "this project's host is down"
         tier.rotate()  # the kept writes are in two files of the front's log
         writers.wait_for(killed_at + 600)
@@ -182,6 +191,8 @@ def test_a_host_killed_mid_run_loses_no_write_and_stores_none_twice(tier):
         assert sorted(where[p][owner[p]]) == expected[p], f"{p}: each accepted write once, on its host"
         assert all(ids == [] for host, ids in where[p].items() if host != owner[p]), p
     assert sum(1 for p in projects if owner[p] == address) > 10
+    front_logs = b"".join(p.read_bytes() for p in (tier.home / "logs").iterdir())
+    assert b"stk_" not in front_logs, "no key, or anything like one, in the front's logs"
 
 
 def test_moving_a_project_replays_its_log_on_the_new_host_and_loses_no_write(tier):
