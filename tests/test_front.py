@@ -191,6 +191,9 @@ def test_a_host_killed_mid_run_loses_no_write_and_stores_none_twice(tier):
         assert sorted(where[p][owner[p]]) == expected[p], f"{p}: each accepted write once, on its host"
         assert all(ids == [] for host, ids in where[p].items() if host != owner[p]), p
     assert sum(1 for p in projects if owner[p] == address) > 10
+    listed = tier.get("/_projects.json")
+    assert "X-SmallTable-Unavailable" not in listed.headers, listed.headers
+    assert sorted(e["project"] for e in listed.json()) == sorted(projects)
     front_logs = b"".join(p.read_bytes() for p in (tier.home / "logs").iterdir())
     assert b"stk_" not in front_logs, "no key, or anything like one, in the front's logs"
 
