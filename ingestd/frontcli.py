@@ -45,10 +45,12 @@ def handoff_command(front_file: Path, host: str, target_file: Path) -> None:
     if host not in front["front.hosts"]:
         raise click.ClickException(f"--host {host!r} is not one of front.hosts {front['front.hosts']}")
     path, count = handoff(front, host, _load(target_file, "--to"))
-    if path is None:
+    if count == 0:
         click.echo(f"nothing kept for {host}")
-        return
-    click.echo(f"{count} kept write(s) for {host} handed over in {path}")
+    elif path is None:
+        click.echo(f"{count} kept write(s) for {host}, every one handed over already")
+    else:
+        click.echo(f"{count} kept write(s) for {host} handed over in {path}")
 
 
 @front_group.command("move")

@@ -49,12 +49,10 @@ def kept_lines(front: Config, host: str) -> list[bytes]:
 
 
 def handoff(front: Config, host: str, target: Config) -> tuple[Path | None, int]:
-    """Hand ``host``'s kept lines to the home ``target`` (that host's); the file written (or
-    found already there) and the number of lines, ``(None, 0)`` when nothing was kept."""
+    """Hand ``host``'s kept lines to the home ``target`` (that host's): the file written
+    (None when nothing is new to it) and the number of lines kept for it in all."""
     lines = kept_lines(front, host)
-    if not lines:
-        return None, 0
-    return _deliver(target, "front", lines), len(lines)
+    return (_deliver(target, "front", lines) if lines else None), len(lines)
 
 
 class MoveError(Exception):
@@ -123,13 +121,30 @@ def _project_lines(config: Config, project: str) -> list[bytes]:
     return lines
 
 
-def _deliver(target: Config, tag: str, lines: list[bytes]) -> Path:
-    """``lines`` as a new log file beside ``target``'s ingest log (synced, then renamed in)."""
-    data = b"".join(lines)
+def _line_id(line: bytes) -> str | None:
+    try:
+        return json.loads(line.decode("latin-1")).get("id")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _deliver(target: Config, tag: str, lines: list[bytes]) -> Path | None:
+    """The ``lines`` no earlier handoff or move gave ``target``, as a new log file beside its
+    ingest log (synced, then renamed in); None when every line was given already.
+
+    Only new lines: ingestd knows a log file by its first bytes, so a file that began
+    with the lines of an earlier one would be taken for it."""
     live = target.path("ingest_log")
+    given = set()
+    for pattern in (f"{live.name}.front-*", f"{live.name}.moved-*"):
+        for path in live.parent.glob(pattern):
+            if not path.name.endswith(".tmp"):
+                given.update(_line_id(line) for line in _whole_lines(path))
+    new = [line for line in lines if _line_id(line) not in given]
+    if not new:
+        return None
+    data = b"".join(new)
     path = live.parent / f"{live.name}.{tag}-{hashlib.sha256(data).hexdigest()[:16]}"
-    if path.exists() or path.with_name(path.name + ".gz").exists():
-        return path
     live.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -169,9 +184,9 @@ def move(
 
     1. the front keeps the project's writes (for ``address``) and reloads;
     2. the project's lines in ``source``'s logs are copied to ``target``, which loads them;
-    3. the front routes the project to ``address`` and reloads; what it kept meanwhile is
-       handed over, and the source's logs copied once more for a write that was still in
-       flight at step 1. Request ids make every copy load each write once.
+    3. the front routes the project to ``address`` and reloads; the project's lines are
+       copied once more: those the front kept meanwhile, and a write that was still being
+       logged at the old host at step 1. Request ids make every copy load each write once.
     """
     if address not in front["front.hosts"]:
         raise MoveError(f"{address!r} is not one of front.hosts {front['front.hosts']}")
@@ -183,7 +198,9 @@ def move(
         raise MoveError(f"{target.home} already has a database for {project}: it is not moved there twice")
     _write_map(state / "front-moving.map", {**moving, project: address})
     reload_front(front)
-    lines = _project_lines(source, project)
+    # Its lines on the old host, then those the front kept for it (while it moves, or
+    # while the old host was down and not handed over yet): the new host gets them all.
+    lines = _project_lines(source, project) + _project_lines(front, project)
     if lines:
         _deliver(target, f"moved-{project}", lines)
         last = json.loads(lines[-1].decode("latin-1"))["id"]
@@ -200,8 +217,6 @@ def move(
     moving.pop(project, None)
     _write_map(state / "front-moving.map", moving)
     reload_front(front)
-    handoff(front, address, target)
-    late = _project_lines(source, project)
-    if len(late) > len(lines):
-        _deliver(target, f"moved-{project}", late)
+    late = _project_lines(source, project) + _project_lines(front, project)
+    _deliver(target, f"moved-{project}", late)
     return len(late)
