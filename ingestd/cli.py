@@ -15,6 +15,7 @@ import click
 from . import __version__
 from .client import commands as client_commands
 from .config import ConfigError, defaults_yaml, load_config
+from .frontcli import front_group
 
 
 def _config(config_file: Path | None, **flags: object):
@@ -462,3 +463,6 @@ def restore(config_file, home, source) -> None:
         f"downloaded in {done.download_seconds:.1f} s, loaded in {seconds:.1f} s "
         f"({loaded / seconds if seconds else 0:,.0f} lines/s, {mib / seconds if seconds else 0:.1f} MiB/s)"
     )
+
+
+cli.add_command(front_group)

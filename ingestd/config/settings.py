@@ -389,18 +389,8 @@ SETTINGS: dict[str, Setting] = {
     "archive_delay": Setting(
         60.0, _positive_number, "a positive number of seconds", "Each rotated log is archived this soon."
     ),
-    "systemd.user": Setting(
-        "smalltable",
-        _path,
-        "a user name",
-        "The user the systemd units run ingestd and Datasette as.",
-    ),
-    "systemd.group": Setting(
-        "smalltable",
-        _path,
-        "a group name",
-        "Their group.",
-    ),
+    "systemd.user": Setting("smalltable", _path, "a user name", "The user ingestd and Datasette run as."),
+    "systemd.group": Setting("smalltable", _path, "a group name", "Their group."),
     "blobs.max_mb": Setting(64, _int_range(1, 4096), "an integer from 1 to 4096", "The largest blob (MiB)."),
     "blobs.stores": Setting(
         [{"dir": "blobs/a"}, {"dir": "blobs/b"}],
@@ -412,4 +402,8 @@ SETTINGS: dict[str, Setting] = {
     ),
     "blobs.min_copies": Setting(2, _int_range(1, 10), "an integer from 1 to 10", "Verified copies per blob."),
     "blobs.replicate_interval": Setting(30, _int_range(1, 86400), "seconds", "How often copies are made."),
+    # Several hosts (docs/scale.md): render-config renders front.conf for the front tier too.
+    "front.hosts": Setting(
+        [], checks.host_ports, "a list of ADDRESS:PORT", "The hosts a front tier routes projects to."
+    ),
 }

@@ -14,6 +14,8 @@ The files that come out:
 ``smalltable-*.service``, ``smalltable-logrotate.timer``, ``smalltable-quota.path``
     systemd units for ingestd, Datasette, the rotation, and the nginx reload
     when a project's quota level changes (docs/ops.md).
+``front.conf``, ``front.js``
+    with ``front.hosts``: the front tier's complete nginx config, and its njs (docs/scale.md).
 ``smalltable.yaml``, ``datasette.json``
     the effective config every unit reads, and Datasette's metadata.
 """
@@ -154,6 +156,7 @@ def context(config: Config, conf_dir: Path) -> dict:
         "datasette_bin": Path(sys.executable).parent / "datasette",
         "logrotate_bin": find_program("logrotate"),
         "njs_module": find_njs_module(),
+        "hosts": config["front.hosts"],
         "user": config["systemd.user"],
         "group": config["systemd.group"],
     }
@@ -233,6 +236,9 @@ def render(config: Config, conf_dir: Path) -> dict[str, str]:
         for name, template in TEMPLATES.items()
     }
     rendered["smalltable.js"] = (REPO / "nginx" / "smalltable.js").read_text()
+    if config["front.hosts"]:
+        rendered["front.conf"] = env.get_template("nginx/front.conf.j2").render(values)
+        rendered["front.js"] = (REPO / "nginx" / "front.js").read_text()
     rendered["smalltable.yaml"] = effective_config(config)
     rendered["datasette.json"] = datasette_metadata(config)
     return rendered
@@ -244,6 +250,8 @@ def write(config: Config, conf_dir: Path) -> list[Path]:
     for key in ("log_dir", "run_dir", "ingest_log", "nginx_pid"):
         path = config.path(key)
         (path if key.endswith("_dir") else path.parent).mkdir(parents=True, exist_ok=True)
+    if config["front.hosts"]:  # the front's maps of moves, and its logrotate state
+        config.path("state_dir").mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in render(config, conf_dir).items():
         path = conf_dir / name

@@ -91,6 +91,18 @@ def addresses(value: Any) -> list[str]:
     return [str(item) for item in value]
 
 
+def host_ports(value: Any) -> list[str]:
+    """A list of distinct ``ADDRESS:PORT`` (an IP address, ``[v6]``, or a host name), maybe empty."""
+    if not isinstance(value, list) or len(set(map(str, value))) != len(value):
+        raise ValueError
+    for item in value:
+        host, _, port = str(item).rpartition(":")
+        if not re.fullmatch(r"\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+", host) or not port.isdigit():
+            raise ValueError
+        int_range(1, 65535)(int(port))
+    return [str(item) for item in value]
+
+
 def optional_path(value: Any) -> str:
     """A path, or the empty string for none."""
     if not isinstance(value, str) or "\0" in value:
