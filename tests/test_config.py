@@ -368,6 +368,8 @@ def test_blob_stores_are_directories_or_buckets_and_never_hold_credentials(tmp_p
     path.write_text(yaml.safe_dump({"blobs": {"stores": stores}}))
     with pytest.raises(ConfigError, match=r"blobs\.stores.*no credentials here"):
         load_config(path)
+
+
 def test_front_hosts_are_address_and_port_each_once(tmp_path):
     assert load_config(None, {"front.hosts": ["10.0.0.1:80", "[::1]:8080"]})["front.hosts"] == [
         "10.0.0.1:80",
