@@ -96,10 +96,11 @@ class Writers:
             try:
                 try:
                     answer = send()
-                except httpx.RemoteProtocolError as exc:
-                    # The front's reload (a move) closes idle kept-alive connections: nginx
-                    # read none of this write (Stack.request in conftest): send it again.
-                    if "without sending a response" not in str(exc):
+                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                    # The front's reload (a move) closes idle kept-alive connections (with a
+                    # reset when the write's bytes arrive after the close): nginx read none of
+                    # this write (Stack.request in conftest): send it again.
+                    if "without sending a response" not in str(exc) and "reset by peer" not in str(exc):
                         raise
                     answer = send()
             except httpx.HTTPError as exc:
