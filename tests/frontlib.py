@@ -19,6 +19,7 @@ import httpx
 import yaml
 
 from ingestd.config import load_config
+from ingestd.ops.front import child_pids
 from ingestd.ops.stack import rotate_logs
 from ingestd.support.programs import find_program
 
@@ -110,27 +111,13 @@ class Front:
         self.process.wait(timeout=30)
 
 
-def _children(pid: int) -> list[int]:
-    """Every process whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
 def kill_host(stack: Stack) -> None:
     """kill -9 the host's ``up`` and all it runs: nginx's master and workers, ingestd, Datasette."""
     everything, todo = [], [stack.process.pid]
     while todo:
         pid = todo.pop()
         everything.append(pid)
-        todo += _children(pid)
+        todo += child_pids(pid)
     for pid in everything:
         os.kill(pid, signal.SIGKILL)
     stack.process.wait()

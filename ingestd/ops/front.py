@@ -59,7 +59,7 @@ class MoveError(Exception):
     """A move cannot start or finish; the message says why and what state it left."""
 
 
-def _children(pid: int) -> set[int]:
+def child_pids(pid: int) -> set[int]:
     """The processes whose parent is ``pid`` (nginx's workers, for its master)."""
     found = set()
     for entry in os.listdir("/proc"):
@@ -89,10 +89,10 @@ def reload_front(front: Config, timeout: float = 60.0) -> None:
     """Reload the front's nginx and return once every old worker has exited: from then on
     no request is routed by the old config (old workers finish theirs first)."""
     master = _master(front)
-    old = _children(master)
+    old = child_pids(master)
     os.kill(master, signal.SIGHUP)
     deadline = time.monotonic() + timeout
-    while old & _children(master):
+    while old & child_pids(master):
         if time.monotonic() > deadline:
             raise MoveError(f"the front's old nginx workers did not exit within {timeout:.0f} s")
         time.sleep(0.05)
