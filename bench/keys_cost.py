@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 from end_to_end import BODY, RUNNING, ensure_wrk, find_ingestd, run_wrk, write_lua
 
-from benchlib import free_port, wait_port
+from benchlib import free_port, interrupt, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 GOAL = 0.9
@@ -126,11 +126,7 @@ def main() -> None:
             os.kill(ingestd, signal.SIGCONT)
         for process in RUNNING:
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                interrupt(process, 30)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from benchlib import free_port, wait_port
+from benchlib import free_port, interrupt, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 GOAL = 0.5
@@ -171,11 +170,7 @@ def main() -> None:
         print(f"SmallTable / direct: {ratio:.2f}x ({verdict} the goal of {GOAL}x)")
     finally:
         if up.poll() is None:
-            up.send_signal(signal.SIGINT)
-            try:
-                up.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                up.kill()
+            interrupt(up, 30)
         shutil.rmtree(work, ignore_errors=True)
 
 
