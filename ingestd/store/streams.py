@@ -18,23 +18,16 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from .schema import REJECT_COLUMNS, SYSTEM_COLUMNS
+
 TRUNCATIONS_TABLE = "stream_truncations"
 _CREATE = (
     f"CREATE TABLE IF NOT EXISTS {TRUNCATIONS_TABLE} (_id INTEGER PRIMARY KEY, "
     "_request_id TEXT NOT NULL UNIQUE, _received TEXT NOT NULL, location INTEGER NOT NULL, "
     "removed INTEGER NOT NULL)"
 )
-_MOVED = (
-    "_request_id",
-    "_received",
-    "_method",
-    "_path",
-    "_query",
-    "_content_type",
-    "_size",
-    "_remote_addr",
-    "_user_agent",
-)
+# What a truncated record keeps in rejects: the request's columns (its body goes on its own).
+_MOVED = tuple(name for name in REJECT_COLUMNS if name in SYSTEM_COLUMNS and name not in ("_id", "_body"))
 
 
 class TruncationRefused(ValueError):
