@@ -23,6 +23,7 @@ import httpx
 import pytest
 from datasette.app import Datasette
 
+from ingestd.model.project import MAX_DESCRIPTION, MAX_OWNER, MAX_QUOTA_MB, MAX_RETENTION_DAYS
 from ingestd.store.holding import Holding
 from ingestd.store.schema import database_bytes, open_database
 from ingestd.support.timefmt import iso_time
@@ -258,6 +259,21 @@ def test_apex_form_posts_every_setting_to_project_with_defaults(data_dir):
     assert curl in unescape(html)
     assert "Auto-create is off" in text_of(page)
     assert "No projects yet" in html and 'id="holding-area"' not in html
+
+
+def test_apex_form_bounds_are_the_ones_a_settings_write_is_checked_against(data_dir):
+    """The form refuses in the browser what ingestd would refuse: its limits come from
+    ingestd.model.project, so changing a bound there changes the form (no copy of it)."""
+    html = Site(data_dir).get("/-/smalltable/").text
+    form = html[html.index("<form") : html.index("</form>")]
+
+    def attribute(name: str, attr: str) -> str:
+        return re.search(rf'<(?:input|textarea)[^>]*name="{name}"[^>]*\b{attr}="([^"]+)"', form)[1]
+
+    assert attribute("owner", "maxlength") == str(MAX_OWNER)
+    assert attribute("description", "maxlength") == str(MAX_DESCRIPTION)
+    assert attribute("retention_days", "max") == str(MAX_RETENTION_DAYS)
+    assert attribute("quota_mb", "max") == str(MAX_QUOTA_MB)
 
 
 def test_projects_json_adds_settings_quota_and_held(data_dir):

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 
 from datasette.utils.asgi import Request, Response
 
-from ..model.project import PROJECT_NAME_RE, PROJECT_NAME_RULE, TYPES, quota_level
+from ..model.project import (
+    MAX_DESCRIPTION,
+    MAX_OWNER,
+    MAX_QUOTA_MB,
+    MAX_RETENTION_DAYS,
+    PROJECT_NAME_RE,
+    PROJECT_NAME_RULE,
+    TYPES,
+    quota_level,
+)
 from . import commands, holding_area
 from .catalog import summaries
 from .privacy import is_private
@@ -30,6 +39,14 @@ NAME_PATTERN = PROJECT_NAME_RE.pattern.removeprefix("^").removesuffix("$").repla
 where a literal ``-`` in a class must be escaped)."""
 PAGE_SIZE = 100
 """Projects shown per page of the apex: a host with thousands stays one quick page."""
+FORM_BOUNDS = {
+    "owner": MAX_OWNER,
+    "description": MAX_DESCRIPTION,
+    "retention_days": MAX_RETENTION_DAYS,
+    "quota_mb": MAX_QUOTA_MB,
+}
+"""The form's ``maxlength`` and ``max`` attributes: the bounds ingestd checks a settings
+write against (:mod:`ingestd.model.project`), so the browser refuses what ingestd would."""
 EXAMPLE_CHANGE = {"owner": "ann@example.com", "description": "checkout clicks, for the UX study"}
 
 
@@ -86,6 +103,7 @@ async def apex_page(datasette: Datasette, request: Request) -> Response:
         "waiting": waiting,
         "config": config,
         "types": TYPES,
+        "bounds": FORM_BOUNDS,
         "name_pattern": NAME_PATTERN,
         "name_rule": PROJECT_NAME_RULE,
         "example_address": project_address(config, request, "NAME"),
