@@ -2,7 +2,7 @@
 
 A :class:`DaemonRunner` owns a home directory; tests append log lines the way
 nginx writes them (:meth:`DaemonRunner.line`), start, SIGKILL and restart the
-daemon (optionally with failpoints armed, see ingestd/failpoints.py) and read
+daemon (optionally with failpoints armed, see ingestd/support/failpoints.py) and read
 the project databases directly with sqlite3.
 """
 

@@ -1,4 +1,4 @@
-"""Tests for ingestd.store: project databases, idempotent batches, rejects.
+"""Tests for ingestd.store.database: project databases, idempotent batches, rejects.
 
 Every test uses a real SQLite file in tmp_path and reads back what a user of
 Datasette would see, with plain SQL.

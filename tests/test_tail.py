@@ -1,4 +1,4 @@
-"""Tests for ingestd.tail: whole lines, exactly once, across rotation and restarts.
+"""Tests for ingestd.ingest.tail: whole lines, exactly once, across rotation and restarts.
 
 Log files are real files in tmp_path. :class:`Writer` writes like nginx does:
 one ``O_APPEND`` descriptor kept open across renames until it is reopened. A

@@ -1,4 +1,4 @@
-"""Property-based test of ingestd.tail against a model of nginx, logrotate and the daemon.
+"""Property-based test of ingestd.ingest.tail against a model of nginx, logrotate and the daemon.
 
 A hypothesis state machine drives a real directory (real files, real renames,
 real gzip, real truncation) through random sequences of what happens to an
