@@ -51,6 +51,18 @@ def test_an_unknown_record_in_datasettes_table_view_is_a_json_404(stack, project
     assert body["records"] == f"http://{project}.localhost:{stack.port}/{project}/records.json"
 
 
+def test_a_sort_by_a_column_the_table_lacks_is_json_with_datasettes_reason(stack, project):
+    """Datasette says this mistake in words but with status 500; a program still gets JSON."""
+    stack.wait_row(
+        project, stack.post(project, '{"n": 1}', headers={"Content-Type": "application/json"}).json()["id"]
+    )
+    answer = stack.request("GET", project, f"/{project}/records", params={"_sort": "nosuch"}, headers=API)
+    assert answer.headers["Content-Type"].startswith("application/json")
+    body = answer.json()
+    assert (body["error"], body["status"]) == ("Cannot sort table by nosuch", answer.status_code)
+    assert body["records"] == f"http://{project}.localhost:{stack.port}/{project}/records.json"
+
+
 def test_another_projects_database_on_a_project_host_is_a_json_404(stack, project):
     answer = stack.request("GET", project, "/no-such-db/records", headers=API)
     assert answer.status_code == 404
