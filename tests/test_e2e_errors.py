@@ -8,6 +8,11 @@ browser still gets a page.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -51,6 +56,18 @@ def test_an_unknown_record_in_datasettes_table_view_is_a_json_404(stack, project
     assert body["records"] == f"http://{project}.localhost:{stack.port}/{project}/records.json"
 
 
+def test_a_sort_by_a_column_the_table_lacks_is_json_with_datasettes_reason(stack, project):
+    """Datasette says this mistake in words but with status 500; a program still gets JSON."""
+    stack.wait_row(
+        project, stack.post(project, '{"n": 1}', headers={"Content-Type": "application/json"}).json()["id"]
+    )
+    answer = stack.request("GET", project, f"/{project}/records", params={"_sort": "nosuch"}, headers=API)
+    assert answer.headers["Content-Type"].startswith("application/json")
+    body = answer.json()
+    assert (body["error"], body["status"]) == ("Cannot sort table by nosuch", answer.status_code)
+    assert body["records"] == f"http://{project}.localhost:{stack.port}/{project}/records.json"
+
+
 def test_another_projects_database_on_a_project_host_is_a_json_404(stack, project):
     answer = stack.request("GET", project, "/no-such-db/records", headers=API)
     assert answer.status_code == 404
@@ -69,3 +86,34 @@ def test_a_browser_still_gets_datasettes_page(stack):
     answer = stack.request("GET", None, "/no-such-db", headers={"Accept": "text/html"})
     assert answer.status_code == 404
     assert answer.headers["Content-Type"].startswith("text/html")
+
+
+def test_reads_while_datasette_is_down_are_json_saying_writes_are_still_kept(fresh_stack, project):
+    """nginx's own 502 for a Datasette that is not there is JSON, on the apex and on a project.
+
+    ``up`` is stopped meanwhile, so it does not start Datasette again before the reads."""
+    datasette = subprocess.run(
+        ["pgrep", "-f", f"datasette serve --host 127.0.0.1 --port {fresh_stack.datasette_port}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert len(datasette) == 1
+    os.kill(fresh_stack.process.pid, signal.SIGSTOP)
+    try:
+        os.kill(int(datasette[0]), signal.SIGKILL)
+        answers = [fresh_stack.request("GET", host, "/", headers=API) for host in (None, project)]
+        written = fresh_stack.post(project, '{"n": 1}', headers={"Content-Type": "application/json"})
+    finally:
+        os.kill(fresh_stack.process.pid, signal.SIGCONT)
+    for answer in answers:
+        assert answer.status_code == 503
+        assert answer.headers["Content-Type"] == "application/json"
+        assert answer.headers["Retry-After"] == "5"
+        assert answer.json()["error"].endswith("(Datasette is down or restarting)")
+        assert answer.json()["detail"].startswith("writes are still accepted")
+    assert written.status_code == 202
+    deadline = time.monotonic() + 30  # up starts Datasette again, after its restart delay
+    while fresh_stack.request("GET", project, "/", headers=API).status_code == 503:
+        assert time.monotonic() < deadline, "Datasette did not come back"
+        time.sleep(0.1)
+    assert fresh_stack.wait_row(project, written.json()["id"])["n"] == 1

@@ -3,9 +3,9 @@
 The list comes from the catalog's cached summaries (:mod:`.catalog`), so it
 stays fast with hundreds of projects: a ``stat`` per project plus a read of
 each one that changed. The form posts to ``/_project`` on the apex, which
-nginx answers like any other write (``303`` to ``/_status/<request id>``,
-where the page says whether the project was created or why not). It is a
-plain HTML form: it works without JavaScript.
+nginx answers itself (``202`` with a page that shows the owner key once and
+links to ``/_status/<request id>``, where the page says whether the project was
+created or why not). It is a plain HTML form: it works without JavaScript.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Datasette's own errors (an unknown database, table or row) as JSON for API clients.
+"""Datasette's own errors (an unknown database, table or row, a bad sort) as JSON for API clients.
 
 Datasette answers a missing page with an HTML page unless the path ends in
 ``.json``; an API client that sent ``Accept: application/json`` gets JSON too,
 with the reason and, where the path says what was meant, what to do instead.
+Some of the mistakes Datasette explains in words come with status 500 (``?_sort=``
+a column the table lacks): they are answered in JSON too, with Datasette's status.
 A browser still gets Datasette's page.
 """
 
@@ -48,11 +50,13 @@ def _hints(datasette: Datasette, request: Request) -> dict[str, str]:
 
 
 def json_error_page(datasette: Datasette, request: Request, exception: BaseException) -> Response | None:
-    """A JSON answer for a Datasette 4xx that an API client asked JSON of; None for everyone else."""
+    """A JSON answer for a Datasette 4xx, or any error Datasette explains in words (a
+    ``DatasetteError``, whatever its status), that an API client asked JSON of; None for
+    everyone else and for unexpected failures."""
     if isinstance(exception, Base400):
         status, message, title = exception.status, str(exception.args[0]) if exception.args else "", None
         info: dict = {}
-    elif isinstance(exception, DatasetteError) and 400 <= exception.status < 500:
+    elif isinstance(exception, DatasetteError):
         status, message, title = exception.status, exception.message, exception.title
         info = exception.error_dict
     else:
