@@ -16,6 +16,10 @@ setup(
     install_requires=[
         "click>=8.1",
         "datasette>=0.65.5,<0.66",
+        # Datasette's server (uvicorn) picks these up when installed: its C HTTP parser and
+        # event loop take about a fifth off every read (bench/kv.py, docs/kv.md).
+        "httptools>=0.6",
+        "uvloop>=0.19",
         "Jinja2>=3.1",
         "jsonschema-rs>=0.60,<0.61",
         "msgspec>=0.19",

@@ -246,7 +246,7 @@ function kvHeaders(r) {
     }
 }
 
-// js_set $smalltable_kv_uri: the request URI with every byte that is not printable ASCII
+// js_set $smalltable_kv_uri_encoded: the request URI with every byte that is not printable ASCII
 // percent-encoded, for Datasette (its server refuses raw UTF-8 in a path): a key sent raw
 // (curl sends "café" as it is) reads the same as one sent percent-encoded.
 function kvUri(r) {

@@ -4,6 +4,7 @@ versions, compare-and-swap decided in log order, and replay reproducing every de
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -14,6 +15,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import yaml
+
+from ingestd.web.kv import INLINE_BYTES
 
 from .conftest import smalltable, start_stack, stop_stack
 from .keyslib import bearer, make_key, until, wait_owned
@@ -81,6 +84,14 @@ def test_put_get_delete_keeps_exact_bytes_type_and_versions(stack, project):
     assert int(again["version"]) > int(gone["version"])  # versions only grow, past a delete too
     never = stack.request("GET", project, item("never"))
     assert never.status_code == 404 and never.json()["bucket"] == "b"
+
+
+def test_values_on_both_sides_of_the_inline_read_come_back_whole(stack, project):
+    for size in (INLINE_BYTES, INLINE_BYTES + 1, 700_000):  # read on the loop, then on a thread
+        value = os.urandom(size)
+        put(stack, project, item(f"v{size}"), value)
+        got = stack.request("GET", project, item(f"v{size}"))
+        assert got.status_code == 200 and got.content == value
 
 
 def test_conditions_are_decided_in_log_order_and_say_why(stack, project):

@@ -209,19 +209,30 @@ def write_status(conn: sqlite3.Connection, request_id: str) -> dict | None:
     return found
 
 
-def read_item(conn: sqlite3.Connection, bucket: str, key: str, now: float) -> tuple | None:
-    """``(value bytes, content type, version)`` of a live item at ``now``; None if absent or expired."""
-    try:
-        row = conn.execute(
-            "SELECT value, content_type, version, expires FROM kv_items WHERE bucket = ? AND key = ?",
-            [bucket, key],
-        ).fetchone()
+def read_item(
+    conn: sqlite3.Connection, bucket: str, key: str, now: float, most: int | None = None
+) -> tuple | None:
+    """``(value bytes, content type, version)`` of a live item at ``now``; None if absent or expired.
+
+    With ``most``, a value longer than ``most`` bytes is not read: its place in the
+    answer is None (read it again without ``most``).
+    """
+    try:  # fetchall ends the statement: a connection kept open holds no old snapshot
+        rows = conn.execute(
+            "SELECT CASE WHEN ? IS NULL OR length(value) <= ? THEN value END, length(value),"
+            " content_type, version, expires FROM kv_items WHERE bucket = ? AND key = ?",
+            [most, most, bucket, key],
+        ).fetchall()
     except sqlite3.OperationalError:
         return None
-    if row is None or (row[3] is not None and row[3] <= now):
+    row = rows[0] if rows else None
+    if row is None or (row[4] is not None and row[4] <= now):
         return None
-    value = row[0].encode("utf-8") if isinstance(row[0], str) else bytes(row[0] or b"")
-    return value, row[1], row[2]
+    value, size = row[0], row[1]
+    if value is None and size is not None:
+        return None, row[2], row[3]
+    value = value.encode("utf-8") if isinstance(value, str) else bytes(value or b"")
+    return value, row[2], row[3]
 
 
 def is_applied(conn: sqlite3.Connection, request_id: str) -> bool:
