@@ -30,7 +30,7 @@ DEFAULTS = {
     "datasette.sql_rate_per_minute": 60,
     "datasette.sql_burst": 20,
     "datasette.status_waiters": 200,
-    "datasette.kv_connections": 64,
+    "datasette.open_databases": 64,
     "metrics.port": 9108,
     "metrics.max_projects": 1000,
     "projects.auto_create": True,

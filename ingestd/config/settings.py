@@ -167,12 +167,13 @@ SETTINGS: dict[str, Setting] = {
         "Requests that may wait at once for a write's decision (`/_status/ID?wait=`, a bucket "
         "read's `?after=ID`); more get 429 at once. Each waits at most 30 s and holds no thread.",
     ),
-    "datasette.kv_connections": Setting(
+    "datasette.open_databases": Setting(
         64,
         _int_range(1, 10000),
         "a positive integer",
-        "Project databases kept open for bucket item reads, which run on Datasette's event loop "
-        "without a thread hop; past it the least recently read one is closed.",
+        "Project databases each of Datasette's threads keeps open (its SQL threads, and the "
+        "event loop for bucket item reads); past it the least recently read one is closed, so "
+        "memory and open files stay bounded however many projects are read.",
     ),
     "metrics.port": Setting(
         9108,

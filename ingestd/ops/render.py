@@ -210,7 +210,7 @@ def datasette_metadata(config: Config) -> str:
                     "quota_warning": config["projects.quota_warning"],
                     "max_value_bytes": config["datasette.max_value_bytes"],
                     "status_waiters": config["datasette.status_waiters"],
-                    "kv_connections": config["datasette.kv_connections"],
+                    "open_databases": config["datasette.open_databases"],
                     "defaults": {
                         "type": config["projects.type"],
                         "retention_days": config["projects.retention_days"],

@@ -48,6 +48,18 @@ from .tableview import default_view
 @hookimpl
 def startup(datasette) -> None:
     sync_databases(datasette)
+    datasette.refresh_schemas = _refresh_no_schemas
+
+
+async def _refresh_no_schemas() -> None:
+    """What Datasette's own views call first, instead of re-reading every database's schema.
+
+    Datasette 0.65 asks each attached database for its schema version before every
+    table, row, database or index view, to keep its ``_internal`` catalogue current:
+    one query per project, on a thread, per request (20 ms with 300 projects, 2,000
+    queries with 2,000). Only ``root`` may read that catalogue and SmallTable serves it
+    to no one; the views read each table's columns from its own database.
+    """
 
 
 @hookimpl

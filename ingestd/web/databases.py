@@ -6,12 +6,24 @@ directory's modification time (one ``stat``) and, when it changed, adds every
 ``PROJECT.db`` it does not serve yet. SmallTable's own ``_smalltable.db`` (the
 holding area) is served too, as ``_smalltable``: its name can never be a
 project's, so it is never mistaken for one.
+
+Datasette keeps, in each of its SQL threads, a connection to every database that
+thread ever read, and never closes one: with thousands of projects that is
+thousands of page caches and open files per thread. A project's database is a
+:class:`ProjectDatabase`, whose connections each thread keeps in a small LRU
+(``datasette.open_databases``), so memory stays bounded however many projects
+are read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from typing import TYPE_CHECKING
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from datasette.database import Database
 from datasette.utils.asgi import NotFound
@@ -24,6 +36,39 @@ if TYPE_CHECKING:  # importing datasette.app here would be circular at plugin lo
     from datasette.app import Datasette
 
 _seen_mtime: dict[int, float] = {}
+_threads = threading.local()
+
+
+class ProjectDatabase(Database):
+    """A database Datasette serves whose connections each thread keeps in an LRU of ``limit``."""
+
+    def __init__(self, datasette: Datasette, path: str, limit: int) -> None:
+        super().__init__(datasette, path=path, is_mutable=True)
+        self.limit = limit
+
+    async def execute_fn(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``fn(connection)`` on one of Datasette's SQL threads, as Datasette's own does."""
+        if self.ds.executor is None:
+            return await super().execute_fn(fn)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.ds.executor, lambda: fn(self._thread_connection())
+        )
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        """This thread's read-only connection, opened (and the oldest closed) when needed."""
+        kept: OrderedDict[ProjectDatabase, sqlite3.Connection] | None = getattr(_threads, "kept", None)
+        if kept is None:
+            kept = _threads.kept = OrderedDict()
+        conn = kept.get(self)
+        if conn is not None:
+            kept.move_to_end(self)
+            return conn
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        self.ds._prepare_connection(conn, self.name)
+        kept[self] = conn
+        while len(kept) > self.limit:
+            kept.popitem(last=False)[1].close()
+        return conn
 
 
 def sync_databases(datasette: Datasette) -> list[str]:
@@ -43,7 +88,8 @@ def sync_databases(datasette: Datasette) -> list[str]:
         name = path.stem
         servable = is_valid_project_name(name) or name == DATABASE_NAME
         if servable and name not in datasette.databases:
-            datasette.add_database(Database(datasette, path=str(path), is_mutable=True), name=name)
+            database = ProjectDatabase(datasette, str(path), site(datasette).open_databases)
+            datasette.add_database(database, name=name)
             added.append(name)
     return added
 

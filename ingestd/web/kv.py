@@ -72,7 +72,7 @@ async def read_item(datasette: Datasette, project: str, bucket: str, key: str) -
         return None
     now = time.time()
     try:
-        conn = _open_databases(datasette, config.kv_connections).get(config.data_dir / f"{project}.db")
+        conn = _open_databases(datasette, config.open_databases).get(config.data_dir / f"{project}.db")
     except (FileNotFoundError, sqlite3.OperationalError):
         return None
     item = kv_store.read_item(conn, bucket, key, now, most=INLINE_BYTES)

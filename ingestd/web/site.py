@@ -39,7 +39,7 @@ class Site:
     defaults: Settings
     max_value_bytes: int
     status_waiters: int
-    kv_connections: int
+    open_databases: int
 
 
 def site(datasette: Datasette) -> Site:
@@ -57,7 +57,7 @@ def site(datasette: Datasette) -> Site:
         ),
         max_value_bytes=int(config.get("max_value_bytes") or _default("datasette.max_value_bytes")),
         status_waiters=int(config.get("status_waiters") or _default("datasette.status_waiters")),
-        kv_connections=int(config.get("kv_connections") or _default("datasette.kv_connections")),
+        open_databases=int(config.get("open_databases") or _default("datasette.open_databases")),
     )
 
 
