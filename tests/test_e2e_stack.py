@@ -351,3 +351,27 @@ def test_a_full_data_directory_refuses_new_projects_with_507(tmp_path, project):
         assert running.post(f"{project[:50]}-0", "still").status_code == 202
     finally:
         stop_stack(running)
+
+
+def test_a_data_directory_past_max_data_mb_refuses_new_projects_with_507(tmp_path, project):
+    """Past projects.max_data_mb (1 MiB here, filled by two big records), a write to a new
+    project gets 507 JSON saying the data is full; the existing project keeps accepting
+    writes."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("projects:\n  max_data_mb: 1\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        for _ in range(2):
+            running.wait_row(project, running.post(project, "x" * 700_000).json()["id"])
+        deadline, n = time.monotonic() + 10, 0
+        while (answer := running.post(f"{project[:50]}-new{n}", "x")).status_code != 507:
+            assert answer.status_code == 202
+            n += 1
+            assert time.monotonic() < deadline, "a new project was still accepted"
+            time.sleep(0.1)
+        assert answer.json()["error"] == "no room for new projects"
+        assert answer.json()["full"] == "data"
+        assert answer.json()["limits"]["max_data_mb"] == 1
+        assert running.post(project, "still").status_code == 202
+    finally:
+        stop_stack(running)
