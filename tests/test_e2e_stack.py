@@ -15,6 +15,9 @@ import time
 import httpx
 import pytest
 
+from ingestd.config import load_config
+from ingestd.ops.stack import Service, supervise
+
 from .conftest import free_port, smalltable, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
@@ -202,6 +205,26 @@ def test_up_restarts_a_dead_datasette_and_never_stops_nginx(fresh_stack, project
         time.sleep(0.05)
     assert fresh_stack.wait_row(project, rid, timeout=30)["_body"] == "while Datasette is down"
     assert fresh_stack.process.poll() is None
+
+
+def test_a_service_that_keeps_dying_waits_twice_as_long_each_time(tmp_path):
+    """up's backoff, on a real process that exits at once: each quick death doubles the
+    delay up to up.restart_delay_max, no restart comes before it is due, and a death
+    after a run of at least restart_delay_max starts again from up.restart_delay."""
+    config = load_config(overrides={"up.restart_delay": 0.1, "up.restart_delay_max": 1})
+    service = Service("ingestd", [sys.executable, "-c", "raise SystemExit(3)"], 0, tmp_path / "ingestd.log")
+    service.spawn()
+    said = []
+    for _ in range(6):
+        service.process.wait()
+        said.append(supervise(config, service, service.started + 0.05))
+        assert supervise(config, service, service.restart_at - 0.01) is None
+        assert supervise(config, service, service.restart_at).startswith("ingestd restarted (pid ")
+    delays = [line.partition("restarting it in ")[2].partition("s.")[0] for line in said]
+    assert delays == ["0.1", "0.2", "0.4", "0.8", "1", "1"]
+    assert said[0] == f"ingestd exited with status 3; restarting it in 0.1s. See {tmp_path / 'ingestd.log'}"
+    service.process.wait()
+    assert "restarting it in 0.1s." in supervise(config, service, service.started + 1)
 
 
 def test_up_rotates_the_ingest_log_with_logrotate(tmp_path, project):
