@@ -26,6 +26,7 @@ nginx:
   client_timeout: 1
   tails_per_address: 3
 datasette:
+  memory_max_mb: 512
   sql_time_limit_ms: 8000
   sql_rate_per_minute: 2
   sql_burst: 4
@@ -91,7 +92,23 @@ def test_a_query_cannot_make_a_huge_value(limited, project):
         assert sql(limited, client, project, "select length(zeroblob(1000000))").status_code == 200
     assert peak_memory_kib(pid) - before < 50 * 1024
     limits = open(f"/proc/{pid}/limits").read()
-    assert f"Max data size             {1024 * 1048576}" in limits
+    assert f"Max data size             {512 * 1048576}" in limits
+
+
+def test_an_answer_too_big_for_datasettes_memory_is_a_clear_400(limited, project):
+    """A thousand rows of 3 MB values (each under max_value_bytes) need more than
+    datasette.memory_max_mb: the query gets a JSON 400 that says so (not an empty 500),
+    Datasette lives on, and the next page is served."""
+    with_a_record(limited, project)
+    pid = datasette_pid(limited)
+    rows = "with recursive c(x) as (select 1 union all select x + 1 from c limit 1000)"
+    with client_from("127.0.0.15") as client:
+        answer = sql(limited, client, project, f"{rows} select printf('%.*c', 3000000, 'x') from c")
+    assert answer.status_code == 400, answer.text[:200]
+    assert answer.json()["error"] == "the answer is too big for Datasette's memory"
+    assert answer.json()["limits"] == {"memory_max_mb": 512}
+    assert datasette_pid(limited) == pid
+    assert limited.request("GET", project, f"/{project}/records.json").status_code == 200
 
 
 def test_fts3_tokenizer_is_denied(limited, project):
