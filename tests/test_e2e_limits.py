@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.e2e
 CONFIG = """\
 nginx:
   client_timeout: 1
+  send_timeout: 1
   tails_per_address: 3
 datasette:
   memory_max_mb: 512
@@ -203,6 +205,32 @@ def test_slow_senders_are_cut_off(limited, project):
         assert seconds_until_closed(upload) < 4
         assert seconds_until_closed(header) < 4
     assert project.encode() not in limited.ingest_log.read_bytes()
+
+
+def test_a_client_that_stops_reading_is_cut_off(limited, project):
+    """A client that reads nothing of a big answer for longer than nginx.send_timeout (1 s
+    here) is cut off: it would otherwise hold its connection, and nginx's buffers, for as
+    long as it likes."""
+    with_a_record(limited, project)
+    rows = "with recursive c(x) as (select 1 union all select x + 1 from c limit 5)"
+    query = urlencode({"sql": f"{rows} select printf('%.*c', 3000000, 'x') from c", "_shape": "array"})
+    with socket.socket() as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so nginx's writes block soon
+        conn.bind(("127.0.0.16", 0))
+        conn.connect(("127.0.0.1", limited.port))
+        conn.sendall(
+            f"GET /{project}.json?{query} HTTP/1.1\r\nHost: {limited.host(project)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        time.sleep(4)  # reading nothing, for longer than send_timeout
+        conn.settimeout(10)
+        received = 0
+        try:
+            while chunk := conn.recv(65536):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert received < 5 * 3_000_000, f"the whole answer ({received} bytes) came after 4 s unread"
 
 
 def open_tail(stack: Stack, project: str, address: str) -> tuple[socket.socket, bytes]:
