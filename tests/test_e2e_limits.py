@@ -133,10 +133,12 @@ def test_sql_is_rate_limited_per_client(limited, project):
         assert refused.status_code == 429
         assert refused.json()["error"] == "too many SQL queries"
         assert refused.json()["limits"]["per_client_per_minute"] == 2
+        # _where= is arbitrary SQL too: the same limit.
+        records, host = limited.url(f"/{project}/records.json"), {"Host": limited.host(project)}
+        assert greedy.get(records, params={"_where": "1 = 1"}, headers=host).status_code == 429
         # Another client, and the greedy one's table pages, are not limited.
         assert sql(limited, other, project, "select 1").status_code == 200
-        table = greedy.get(limited.url(f"/{project}/records.json"), headers={"Host": limited.host(project)})
-        assert table.status_code == 200
+        assert greedy.get(records, headers=host).status_code == 200
 
 
 def test_long_queries_leave_project_pages_their_capacity(limited, project):
