@@ -196,8 +196,6 @@ def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:
         # part that lost the bind exits and only its log says why
         if "in use" not in banner and "already in use" not in _logged_since(home, sizes).lower():
             break
-        # nginx leaves the unix socket it had bound when it gives up on the port
-        (home / "run" / "ack.sock").unlink(missing_ok=True)
     pytest.fail(f"smalltable up did not start:\n{banner}", pytrace=False)
 
 
