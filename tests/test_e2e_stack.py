@@ -227,6 +227,53 @@ def test_a_service_that_keeps_dying_waits_twice_as_long_each_time(tmp_path):
     assert "restarting it in 0.1s." in supervise(config, service, service.started + 1)
 
 
+def post_until_accepted(stack, project: str, body: str, timeout: float = 30) -> str:
+    """Post ``body`` until nginx answers 202 (it may be restarting); the write's id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = stack.post(project, body)
+            if response.status_code == 202:
+                return response.json()["id"]
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "nginx never accepted a write again"
+        time.sleep(0.1)
+
+
+def test_up_restarts_nginx_killed_with_its_workers_and_writes_are_accepted_again(tmp_path, project):
+    """kill -9 of nginx's master and workers leaves the ack server's unix socket behind,
+    on which every later nginx start failed: up removes it and the restarted nginx
+    answers writes."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("up:\n  restart_delay: 0.1\n  restart_delay_max: 1\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        master = int((running.home / "run" / "nginx.pid").read_text())
+        workers = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        for pid in [master, *map(int, workers)]:
+            os.kill(pid, signal.SIGKILL)
+        rid = post_until_accepted(running, project, "after the crash")
+        assert running.wait_row(project, rid, timeout=30)["_body"] == "after the crash"
+    finally:
+        stop_stack(running)
+    output = running.process.stdout.read()
+    assert "nginx was killed by SIGKILL" in output and "nginx restarted" in output
+
+
+def test_up_starts_where_a_crashed_nginx_left_its_ack_socket(tmp_path, project):
+    """A home whose nginx died with the machine still holds the socket file: up starts."""
+    home = tmp_path / "home"
+    (home / "run").mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(home / "run" / "ack.sock"))  # the file stays after close, as after a crash
+    running = start_stack(home)
+    try:
+        assert running.post(project, "after a crash").status_code == 202
+    finally:
+        stop_stack(running)
+
+
 def test_up_rotates_the_ingest_log_with_logrotate(tmp_path, project):
     """Dev rotates like production: the same logrotate template, run by `up` every
     logrotate.interval; records posted across rotations are all loaded once."""
