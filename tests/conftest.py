@@ -188,12 +188,30 @@ def start_stack(home: Path, extra_args: list[str] | None = None) -> Stack:
         pytest.fail(str(exc), pytrace=False)
     extra_args = with_test_limits(home, extra_args or [])
     for _ in range(BIND_ATTEMPTS):
+        sizes = _log_sizes(home)
         started, banner = _try_stack(home, extra_args)
         if started is not None:
             return started
-        if "in use" not in banner:
+        # up says so when a port is taken before it starts; taken after its check, the
+        # part that lost the bind exits and only its log says why
+        if "in use" not in banner and "already in use" not in _logged_since(home, sizes).lower():
             break
     pytest.fail(f"smalltable up did not start:\n{banner}", pytrace=False)
+
+
+def _log_sizes(home: Path) -> dict[Path, int]:
+    """How long each log of ``home`` is now (no logs before its first start)."""
+    return {path: path.stat().st_size for path in (home / "logs").glob("*.log")}
+
+
+def _logged_since(home: Path, sizes: dict[Path, int]) -> str:
+    """What the logs of ``home`` got after ``sizes`` was taken."""
+    text = []
+    for path in sorted((home / "logs").glob("*.log")):
+        with open(path, "rb") as log:
+            log.seek(sizes.get(path, 0))
+            text.append(log.read().decode(errors="replace"))
+    return "".join(text)
 
 
 def _try_stack(home: Path, extra_args: list[str] | None) -> tuple[Stack | None, str]:

@@ -111,9 +111,11 @@ def test_get_an_unknown_record_says_so(stack, project):
     assert got.stderr.decode().startswith(f"Error: HTTP 404: There is no record 999 in {project}")
 
 
-def test_tail_resumes_after_a_dropped_connection_missing_nothing(stack, project):
+def test_tail_resumes_after_a_dropped_connection_missing_nothing(fresh_stack, project):
     """nginx's reload ends the tail's connection (after worker_shutdown_timeout); a record
-    loaded before the client connects again still comes, and none comes twice."""
+    loaded before the client connects again still comes, and none comes twice. (On a
+    stack of its own: a SIGHUP to the shared nginx would reach every other test's.)"""
+    stack = fresh_stack
     first = smalltable("post", url(stack, project), "--wait", stdin=b'{"n": 1}')
     assert first.returncode == 0, first.stderr
     follower = subprocess.Popen(

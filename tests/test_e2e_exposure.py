@@ -131,3 +131,35 @@ def test_client_address_and_user_agent_are_kept_only_when_the_owner_says(stack, 
     listing = stack.request("GET", None, "/_projects.json")
     assert "ann@example.com" not in listing.text
     assert {p["project"]: p for p in listing.json()}[project]["owner"] == "claimed"
+
+
+def test_held_posts_and_holding_rejects_never_show_the_client(stack, project):
+    """The holding area is public (``/_smalltable``): a held post's client address and
+    user agent, kept to load the post later, read as null there, as in a project that
+    does not keep clients (store_client off)."""
+    from .test_e2e_projects import status
+
+    change = stack.post(project, json.dumps({"owner": "ann", "quota_mb": 0.01}), path="/_project")
+    assert status(stack, project, change)["status"] == "applied"
+    agent = {"User-Agent": "secret-agent/2"}
+    held = stack.post(project, "waits", headers=agent)
+    assert status(stack, project, held, wanted=("held",))["status"] == "held"
+    refused = stack.post(f"{project}-x", '{"quota_mb": -1}', path="/_project", headers=agent)
+    assert status(stack, f"{project}-x", refused)["status"] == "rejected"  # in the holding area's rejects
+    query = {"_shape": "array", "_request_id__exact": held.json()["id"]}
+    rows = stack.request("GET", None, "/_smalltable/held.json", params=query).json()
+    assert [(row["project"], row["remote_addr"], row["user_agent"]) for row in rows] == [
+        (project, None, None)
+    ]
+    query["_request_id__exact"] = refused.json()["id"]
+    rows = stack.request("GET", None, "/_smalltable/rejects.json", params=query).json()
+    assert [(row["_remote_addr"], row["_user_agent"]) for row in rows] == [(None, None)]
+    for sql in (
+        "select remote_addr, user_agent from held",
+        "select _remote_addr, _user_agent from rejects",
+        "select count(*) from held where remote_addr is not null or user_agent like 'secret%'",
+    ):
+        answer = stack.request("GET", None, "/_smalltable.json", params={"sql": sql, "_shape": "array"})
+        assert answer.status_code == 200, answer.text
+        assert "127.0.0.1" not in answer.text and "secret-agent" not in answer.text
+        assert all(value in (None, 0) for row in answer.json() for value in row.values()), answer.text

@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -24,8 +25,10 @@ pytestmark = pytest.mark.e2e
 CONFIG = """\
 nginx:
   client_timeout: 1
+  send_timeout: 1
   tails_per_address: 3
 datasette:
+  memory_max_mb: 512
   sql_time_limit_ms: 8000
   sql_rate_per_minute: 2
   sql_burst: 4
@@ -91,7 +94,23 @@ def test_a_query_cannot_make_a_huge_value(limited, project):
         assert sql(limited, client, project, "select length(zeroblob(1000000))").status_code == 200
     assert peak_memory_kib(pid) - before < 50 * 1024
     limits = open(f"/proc/{pid}/limits").read()
-    assert f"Max data size             {1024 * 1048576}" in limits
+    assert f"Max data size             {512 * 1048576}" in limits
+
+
+def test_an_answer_too_big_for_datasettes_memory_is_a_clear_400(limited, project):
+    """A thousand rows of 3 MB values (each under max_value_bytes) need more than
+    datasette.memory_max_mb: the query gets a JSON 400 that says so (not an empty 500),
+    Datasette lives on, and the next page is served."""
+    with_a_record(limited, project)
+    pid = datasette_pid(limited)
+    rows = "with recursive c(x) as (select 1 union all select x + 1 from c limit 1000)"
+    with client_from("127.0.0.15") as client:
+        answer = sql(limited, client, project, f"{rows} select printf('%.*c', 3000000, 'x') from c")
+    assert answer.status_code == 400, answer.text[:200]
+    assert answer.json()["error"] == "the answer is too big for Datasette's memory"
+    assert answer.json()["limits"] == {"memory_max_mb": 512}
+    assert datasette_pid(limited) == pid
+    assert limited.request("GET", project, f"/{project}/records.json").status_code == 200
 
 
 def test_fts3_tokenizer_is_denied(limited, project):
@@ -114,10 +133,12 @@ def test_sql_is_rate_limited_per_client(limited, project):
         assert refused.status_code == 429
         assert refused.json()["error"] == "too many SQL queries"
         assert refused.json()["limits"]["per_client_per_minute"] == 2
+        # _where= is arbitrary SQL too: the same limit.
+        records, host = limited.url(f"/{project}/records.json"), {"Host": limited.host(project)}
+        assert greedy.get(records, params={"_where": "1 = 1"}, headers=host).status_code == 429
         # Another client, and the greedy one's table pages, are not limited.
         assert sql(limited, other, project, "select 1").status_code == 200
-        table = greedy.get(limited.url(f"/{project}/records.json"), headers={"Host": limited.host(project)})
-        assert table.status_code == 200
+        assert greedy.get(records, headers=host).status_code == 200
 
 
 def test_long_queries_leave_project_pages_their_capacity(limited, project):
@@ -186,6 +207,32 @@ def test_slow_senders_are_cut_off(limited, project):
         assert seconds_until_closed(upload) < 4
         assert seconds_until_closed(header) < 4
     assert project.encode() not in limited.ingest_log.read_bytes()
+
+
+def test_a_client_that_stops_reading_is_cut_off(limited, project):
+    """A client that reads nothing of a big answer for longer than nginx.send_timeout (1 s
+    here) is cut off: it would otherwise hold its connection, and nginx's buffers, for as
+    long as it likes."""
+    with_a_record(limited, project)
+    rows = "with recursive c(x) as (select 1 union all select x + 1 from c limit 5)"
+    query = urlencode({"sql": f"{rows} select printf('%.*c', 3000000, 'x') from c", "_shape": "array"})
+    with socket.socket() as conn:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so nginx's writes block soon
+        conn.bind(("127.0.0.16", 0))
+        conn.connect(("127.0.0.1", limited.port))
+        conn.sendall(
+            f"GET /{project}.json?{query} HTTP/1.1\r\nHost: {limited.host(project)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        time.sleep(4)  # reading nothing, for longer than send_timeout
+        conn.settimeout(10)
+        received = 0
+        try:
+            while chunk := conn.recv(65536):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+    assert received < 5 * 3_000_000, f"the whole answer ({received} bytes) came after 4 s unread"
 
 
 def open_tail(stack: Stack, project: str, address: str) -> tuple[socket.socket, bytes]:

@@ -15,6 +15,9 @@ import time
 import httpx
 import pytest
 
+from ingestd.config import load_config
+from ingestd.ops.stack import Service, supervise
+
 from .conftest import free_port, smalltable, start_stack, stop_stack
 
 pytestmark = pytest.mark.e2e
@@ -204,6 +207,73 @@ def test_up_restarts_a_dead_datasette_and_never_stops_nginx(fresh_stack, project
     assert fresh_stack.process.poll() is None
 
 
+def test_a_service_that_keeps_dying_waits_twice_as_long_each_time(tmp_path):
+    """up's backoff, on a real process that exits at once: each quick death doubles the
+    delay up to up.restart_delay_max, no restart comes before it is due, and a death
+    after a run of at least restart_delay_max starts again from up.restart_delay."""
+    config = load_config(overrides={"up.restart_delay": 0.1, "up.restart_delay_max": 1})
+    service = Service("ingestd", [sys.executable, "-c", "raise SystemExit(3)"], 0, tmp_path / "ingestd.log")
+    service.spawn()
+    said = []
+    for _ in range(6):
+        service.process.wait()
+        said.append(supervise(config, service, service.started + 0.05))
+        assert supervise(config, service, service.restart_at - 0.01) is None
+        assert supervise(config, service, service.restart_at).startswith("ingestd restarted (pid ")
+    delays = [line.partition("restarting it in ")[2].partition("s.")[0] for line in said]
+    assert delays == ["0.1", "0.2", "0.4", "0.8", "1", "1"]
+    assert said[0] == f"ingestd exited with status 3; restarting it in 0.1s. See {tmp_path / 'ingestd.log'}"
+    service.process.wait()
+    assert "restarting it in 0.1s." in supervise(config, service, service.started + 1)
+
+
+def post_until_accepted(stack, project: str, body: str, timeout: float = 30) -> str:
+    """Post ``body`` until nginx answers 202 (it may be restarting); the write's id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = stack.post(project, body)
+            if response.status_code == 202:
+                return response.json()["id"]
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "nginx never accepted a write again"
+        time.sleep(0.1)
+
+
+def test_up_restarts_nginx_killed_with_its_workers_and_writes_are_accepted_again(tmp_path, project):
+    """kill -9 of nginx's master and workers leaves the ack server's unix socket behind,
+    on which every later nginx start failed: up removes it and the restarted nginx
+    answers writes."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("up:\n  restart_delay: 0.1\n  restart_delay_max: 1\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        master = int((running.home / "run" / "nginx.pid").read_text())
+        workers = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+        for pid in [master, *map(int, workers)]:
+            os.kill(pid, signal.SIGKILL)
+        rid = post_until_accepted(running, project, "after the crash")
+        assert running.wait_row(project, rid, timeout=30)["_body"] == "after the crash"
+    finally:
+        stop_stack(running)
+    output = running.process.stdout.read()
+    assert "nginx was killed by SIGKILL" in output and "nginx restarted" in output
+
+
+def test_up_starts_where_a_crashed_nginx_left_its_ack_socket(tmp_path, project):
+    """A home whose nginx died with the machine still holds the socket file: up starts."""
+    home = tmp_path / "home"
+    (home / "run").mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(str(home / "run" / "ack.sock"))  # the file stays after close, as after a crash
+    running = start_stack(home)
+    try:
+        assert running.post(project, "after a crash").status_code == 202
+    finally:
+        stop_stack(running)
+
+
 def test_up_rotates_the_ingest_log_with_logrotate(tmp_path, project):
     """Dev rotates like production: the same logrotate template, run by `up` every
     logrotate.interval; records posted across rotations are all loaded once."""
@@ -349,5 +419,29 @@ def test_a_full_data_directory_refuses_new_projects_with_507(tmp_path, project):
         assert answer.json()["full"] == "projects"
         assert answer.json()["limits"]["max_projects"] == 2
         assert running.post(f"{project[:50]}-0", "still").status_code == 202
+    finally:
+        stop_stack(running)
+
+
+def test_a_data_directory_past_max_data_mb_refuses_new_projects_with_507(tmp_path, project):
+    """Past projects.max_data_mb (1 MiB here, filled by two big records), a write to a new
+    project gets 507 JSON saying the data is full; the existing project keeps accepting
+    writes."""
+    config = tmp_path / "smalltable.yaml"
+    config.write_text("projects:\n  max_data_mb: 1\n")
+    running = start_stack(tmp_path / "home", ["--config", str(config)])
+    try:
+        for _ in range(2):
+            running.wait_row(project, running.post(project, "x" * 700_000).json()["id"])
+        deadline, n = time.monotonic() + 10, 0
+        while (answer := running.post(f"{project[:50]}-new{n}", "x")).status_code != 507:
+            assert answer.status_code == 202
+            n += 1
+            assert time.monotonic() < deadline, "a new project was still accepted"
+            time.sleep(0.1)
+        assert answer.json()["error"] == "no room for new projects"
+        assert answer.json()["full"] == "data"
+        assert answer.json()["limits"]["max_data_mb"] == 1
+        assert running.post(project, "still").status_code == 202
     finally:
         stop_stack(running)

@@ -57,12 +57,17 @@ def test_wait_logged_fails_when_nginx_logged_fewer_lines(tmp_path):
         front.stop()
 
 
-@pytest.fixture
-def taken_port() -> Iterator[int]:
-    """A loopback port another process took after it was handed out as free."""
+@pytest.fixture(params=["listening", "bound"])
+def taken_port(request) -> Iterator[int]:
+    """A loopback port another process took after it was handed out as free.
+
+    One listening on it is seen before the start; one only bound (not listening yet) is
+    not, and only the failed bind tells: that is the race the start-again loop is for.
+    """
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
-        holder.listen()
+        if request.param == "listening":
+            holder.listen()
         yield holder.getsockname()[1]
 
 

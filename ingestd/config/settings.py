@@ -130,8 +130,8 @@ SETTINGS: dict[str, Setting] = {
         _int_range(64, 1 << 20),
         "a whole number of MiB, at least 64",
         "The most memory Datasette may use: MemoryMax= in its systemd unit, its data limit "
-        "(RLIMIT_DATA) under `smalltable up`. Past it Datasette fails that request or dies and "
-        "is restarted; nginx and writes are not affected.",
+        "(RLIMIT_DATA) under `smalltable up`. Past it Datasette fails that request (a 400: the "
+        "answer is too big) or dies and is restarted; nginx and writes are not affected.",
     ),
     "datasette.sql_concurrency": Setting(
         2,

@@ -209,6 +209,7 @@ def datasette_metadata(config: Config) -> str:
                     "auto_create": config["projects.auto_create"],
                     "quota_warning": config["projects.quota_warning"],
                     "max_value_bytes": config["datasette.max_value_bytes"],
+                    "memory_max_mb": config["datasette.memory_max_mb"],
                     "status_waiters": config["datasette.status_waiters"],
                     "open_databases": config["datasette.open_databases"],
                     "defaults": {

@@ -172,6 +172,17 @@ def nginx_preexec() -> Callable[[], None] | None:
     return _socket_for_workers if os.geteuid() == 0 else None
 
 
+def remove_stale_ack_socket(config: Config) -> None:
+    """Remove the ack server's unix socket a dead nginx left behind.
+
+    nginx never removes a unix socket it did not close itself: after a kill -9, a crash
+    or a power loss the file stays, and every later start fails on it ("bind() to
+    unix:... failed (98: Address already in use)"), so writes would stay refused. Call
+    it only when no nginx of this home runs.
+    """
+    (config.path("run_dir") / "ack.sock").unlink(missing_ok=True)
+
+
 def check_nginx_config(config: Config) -> None:
     result = subprocess.run(nginx_argv(config, "-t", "-q"), capture_output=True, text=True)
     if result.returncode != 0:
@@ -233,6 +244,7 @@ def start(config: Config) -> list[Service]:
     except ProgramNotFound as exc:
         raise StackError(str(exc)) from None
     check_nginx_config(config)
+    remove_stale_ack_socket(config)  # _refuse_if_busy found no nginx of this home running
     planned = services(config, effective, metadata)
     running: list[Service] = []
     try:
@@ -301,6 +313,8 @@ def supervise(config: Config, service: Service, now: float) -> str | None:
     if now < service.restart_at:
         return None
     service.restart_at = None
+    if service.name == "nginx":
+        remove_stale_ack_socket(config)
     service.spawn()
     return f"{service.name} restarted (pid {service.process.pid})"
 

@@ -6,6 +6,11 @@ with the reason and, where the path says what was meant, what to do instead.
 Some of the mistakes Datasette explains in words come with status 500 (``?_sort=``
 a column the table lacks): they are answered in JSON too, with Datasette's status.
 A browser still gets Datasette's page.
+
+A query whose answer does not fit in Datasette's memory (``datasette.memory_max_mb``:
+a thousand rows of values each under ``datasette.max_value_bytes`` can need gigabytes)
+raises MemoryError, which Datasette answers with an empty 500: an API client gets a
+400 that says the answer is too big and how to ask for less.
 """
 
 from __future__ import annotations
@@ -50,12 +55,18 @@ def _hints(datasette: Datasette, request: Request) -> dict[str, str]:
 
 
 def json_error_page(datasette: Datasette, request: Request, exception: BaseException) -> Response | None:
-    """A JSON answer for a Datasette 4xx, or any error Datasette explains in words (a
-    ``DatasetteError``, whatever its status), that an API client asked JSON of; None for
-    everyone else and for unexpected failures."""
-    if isinstance(exception, Base400):
+    """A JSON answer for a Datasette 4xx, any error Datasette explains in words (a
+    ``DatasetteError``, whatever its status), or a query's MemoryError, that an API client
+    asked JSON of; None for everyone else and for unexpected failures."""
+    if isinstance(exception, MemoryError):
+        status, message, title = 400, "the answer is too big for Datasette's memory", None
+        info: dict = {
+            "limits": {"memory_max_mb": site(datasette).memory_max_mb},
+            "fix": "ask for fewer rows (limit, _size=) or smaller values (length(), substr())",
+        }
+    elif isinstance(exception, Base400):
         status, message, title = exception.status, str(exception.args[0]) if exception.args else "", None
-        info: dict = {}
+        info = {}
     elif isinstance(exception, DatasetteError):
         status, message, title = exception.status, exception.message, exception.title
         info = exception.error_dict

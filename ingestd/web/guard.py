@@ -18,6 +18,11 @@ connection Datasette opens is bounded before it serves one:
   other than through that view (a query that tries is an error, not an empty
   answer). The view names ``_id`` ``rowid`` too, so that
   Datasette, which finds no primary key on a view, still links each row's page.
+- on the holding area's connections, the client address and user agent of held
+  posts and of its rejects read as NULL (the authorizer's ``SQLITE_IGNORE``), in
+  what a query shows and in what it filters on: ingestd keeps them to load a held
+  post into its project later (where the project's ``store_client`` decides), but
+  no owner has agreed to publish them here.
 """
 
 from __future__ import annotations
@@ -30,6 +35,15 @@ DENIED_FUNCTIONS = frozenset({"fts3_tokenizer"})
 HELD_TABLE = "held"
 """The holding area's table of held posts (:mod:`ingestd.store.holding`)."""
 SHOWN_FUNCTION = "smalltable_shown"
+HIDDEN_CLIENT_COLUMNS = frozenset(
+    {
+        (HELD_TABLE, "remote_addr"),
+        (HELD_TABLE, "user_agent"),
+        ("rejects", "_remote_addr"),
+        ("rejects", "_user_agent"),
+    }
+)
+"""(table, column) of the holding area that no public query may read: who sent a post."""
 _HELD_VIEW = (
     f"CREATE TEMP VIEW {HELD_TABLE} AS "
     f"SELECT _id AS rowid, * FROM main.{HELD_TABLE} WHERE {SHOWN_FUNCTION}(project)"
@@ -47,8 +61,11 @@ def _authorize(
 def _authorize_holding(
     action: int, arg1: str | None, arg2: str | None, database: str | None, inner: str | None
 ) -> int:
-    if action == sqlite3.SQLITE_READ and arg1 == HELD_TABLE and database == "main" and inner != HELD_TABLE:
-        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_READ and database == "main":
+        if arg1 == HELD_TABLE and inner != HELD_TABLE:
+            return sqlite3.SQLITE_DENY
+        if (arg1, arg2) in HIDDEN_CLIENT_COLUMNS:
+            return sqlite3.SQLITE_IGNORE
     return _authorize(action, arg1, arg2, database, inner)
 
 

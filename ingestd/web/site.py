@@ -4,7 +4,7 @@
 
     {"plugins": {"smalltable": {"data_dir": "…", "domain": "localhost", "port": 8080,
                                 "auto_create": true, "quota_warning": 0.8,
-                                "max_value_bytes": 4194304,
+                                "max_value_bytes": 4194304, "memory_max_mb": 1024,
                                 "defaults": {"type": "any", "retention_days": 180, "quota_mb": 100}}}}
 
 Pages link to projects by their public address (``http://demo.localhost:8080/``).
@@ -38,6 +38,7 @@ class Site:
     quota_warning: float
     defaults: Settings
     max_value_bytes: int
+    memory_max_mb: int
     status_waiters: int
     open_databases: int
 
@@ -56,6 +57,7 @@ def site(datasette: Datasette) -> Site:
             defaults.get("type"), defaults.get("retention_days"), defaults.get("quota_mb")
         ),
         max_value_bytes=int(config.get("max_value_bytes") or _default("datasette.max_value_bytes")),
+        memory_max_mb=int(config.get("memory_max_mb") or _default("datasette.memory_max_mb")),
         status_waiters=int(config.get("status_waiters") or _default("datasette.status_waiters")),
         open_databases=int(config.get("open_databases") or _default("datasette.open_databases")),
     )
