@@ -5,16 +5,12 @@ expired items without changing any decision."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-
-import pytest
 
 from ingestd.model.kv import read_write
 from ingestd.model.request import Request
 from ingestd.store import kv, retention
 from ingestd.store.schema import open_database
-from ingestd.web.dbfiles import OpenDatabases
 
 T0 = 1_800_000_000.0
 
@@ -85,28 +81,3 @@ def test_a_long_value_is_left_for_a_thread_and_read_whole_without_most(tmp_path)
     assert kv.read_item(conn, "b", "big", T0, most=10) == (None, None, 2)  # too long to read here
     assert kv.read_item(conn, "b", "big", T0) == (b"b" * 11, None, 2)
     assert kv.read_item(conn, "b", "absent", T0, most=10) is None
-
-
-def test_open_databases_are_bounded_and_follow_a_replaced_file(tmp_path):
-    paths = [tmp_path / f"p{n}.db" for n in range(3)]
-    for n, path in enumerate(paths):
-        writer = open_database(path)
-        kv.apply(writer, [read_write(line(1, T0, "PUT", "k", str(n).encode()))])
-        writer.close()
-    kept = OpenDatabases(limit=2)
-    first = kept.get(paths[0])
-    assert kept.get(paths[0]) is first  # kept open
-    kept.get(paths[1]), kept.get(paths[2])  # p0 is now the least recently read: closed
-    with pytest.raises(sqlite3.ProgrammingError):
-        first.execute("select 1")
-    assert kv.read_item(kept.get(paths[2]), "b", "k", T0)[0] == b"2"
-    writer = open_database(tmp_path / "new.db")
-    kv.apply(writer, [read_write(line(1, T0, "PUT", "k", b"restored"))])
-    writer.close()
-    for old in tmp_path.glob("p2.db*"):
-        old.unlink()
-    (tmp_path / "new.db").rename(paths[2])  # a restore or a move puts another file in its place
-    assert kv.read_item(kept.get(paths[2]), "b", "k", T0)[0] == b"restored"
-    with pytest.raises(FileNotFoundError):
-        kept.get(tmp_path / "never.db")
-    assert not (tmp_path / "never.db").exists()  # never created

@@ -27,6 +27,7 @@ from ingestd.model.project import MAX_DESCRIPTION, MAX_OWNER, MAX_QUOTA_MB, MAX_
 from ingestd.store.holding import Holding
 from ingestd.store.schema import database_bytes, open_database
 from ingestd.support.timefmt import iso_time
+from ingestd.web.databases import pool
 
 MIB = 1048576
 APEX = "localhost:8080"
@@ -644,3 +645,22 @@ def test_a_missing_project_page_mentions_held_posts_and_how_to_create_it(data_di
     answer = site.project("gamma", "/1.json")
     assert answer.status_code == 404 and answer.json()["held"] == 2
     assert answer.json()["create"].endswith("/_project")
+
+
+def test_a_projects_reads_share_pooled_connections_bounded_over_all_projects(data_dir):
+    for name in ("one", "two", "three"):
+        add_records(data_dir / f"{name}.db", rid())
+    site = Site(data_dir, open_databases=2)
+
+    async def reads() -> tuple[set[int], int, int]:
+        await site.datasette.invoke_startup()
+        one = site.datasette.get_database("one")
+        used = {await one.execute_fn(id) for _ in range(20)}  # on whichever SQL thread
+        for name in ("two", "three", "one", "two"):
+            rows = await site.datasette.get_database(name).execute("select count(*) from records")
+            assert rows.first()[0] == 1
+        return used, pool(site.datasette).open_count(), len(site.datasette.databases)
+
+    used, idle, served = asyncio.run(reads())
+    assert len(used) == 1  # one connection, its schema parsed once, for every read of "one"
+    assert idle == 2 and served >= 3  # three projects read, two connections kept

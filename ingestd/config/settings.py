@@ -171,9 +171,9 @@ SETTINGS: dict[str, Setting] = {
         64,
         _int_range(1, 10000),
         "a positive integer",
-        "Project databases each of Datasette's threads keeps open (its SQL threads, and the "
-        "event loop for bucket item reads); past it the least recently read one is closed, so "
-        "memory and open files stay bounded however many projects are read.",
+        "Idle connections to project databases Datasette keeps for their next reads, over "
+        "all projects; past it the least recently read project's are closed, so memory and "
+        "open files stay bounded however many projects are read.",
     ),
     "metrics.port": Setting(
         9108,

@@ -10,9 +10,9 @@ project's, so it is never mistaken for one.
 Datasette keeps, in each of its SQL threads, a connection to every database that
 thread ever read, and never closes one: with thousands of projects that is
 thousands of page caches and open files per thread. A project's database is a
-:class:`ProjectDatabase`, whose connections each thread keeps in a small LRU
-(``datasette.open_databases``), so memory stays bounded however many projects
-are read.
+:class:`ProjectDatabase`, whose reads take connections from one pool bounded by
+``datasette.open_databases``, so memory stays bounded however many projects are
+read.
 """
 
 from __future__ import annotations
@@ -36,38 +36,94 @@ if TYPE_CHECKING:  # importing datasette.app here would be circular at plugin lo
     from datasette.app import Datasette
 
 _seen_mtime: dict[int, float] = {}
-_threads = threading.local()
+
+
+class ConnectionPool:
+    """Idle read-only connections to project databases, at most ``limit`` over all of them.
+
+    A read takes an idle connection to its database (or opens one) and gives it back
+    when done, on whichever thread it ran: the queries of one page reuse one
+    connection, its schema parsed once, instead of one per SQL thread. Past ``limit``
+    idle connections the least recently used database's are closed, so memory and
+    open files stay bounded however many projects are read.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._idle: OrderedDict[ProjectDatabase, list[sqlite3.Connection]] = OrderedDict()
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def take(self, database: ProjectDatabase) -> sqlite3.Connection:
+        """An idle connection to ``database``, or a new one."""
+        with self._lock:
+            idle = self._idle.get(database)
+            if idle:
+                self._count -= 1
+                conn = idle.pop()
+                if not idle:
+                    del self._idle[database]
+                return conn
+        return database.connect_for_reads()
+
+    def give(self, database: ProjectDatabase, conn: sqlite3.Connection) -> None:
+        """``conn`` is idle again; the least recently used connections past ``limit`` are closed."""
+        closing = []
+        with self._lock:
+            self._idle.setdefault(database, []).append(conn)
+            self._idle.move_to_end(database)
+            self._count += 1
+            while self._count > self.limit:
+                oldest, idle = next(iter(self._idle.items()))
+                closing.append(idle.pop(0))
+                self._count -= 1
+                if not idle:
+                    del self._idle[oldest]
+        for old in closing:
+            old.close()
+
+    def open_count(self) -> int:
+        """Idle connections kept."""
+        return self._count
+
+
+_pools: dict[int, ConnectionPool] = {}
+
+
+def pool(datasette: Datasette) -> ConnectionPool:
+    """This Datasette's pool (one per instance, as tests make several)."""
+    found = _pools.get(id(datasette))
+    if found is None:
+        found = _pools[id(datasette)] = ConnectionPool(site(datasette).open_databases)
+    return found
 
 
 class ProjectDatabase(Database):
-    """A database Datasette serves whose connections each thread keeps in an LRU of ``limit``."""
+    """A database Datasette serves whose reads take pooled connections (:class:`ConnectionPool`)."""
 
-    def __init__(self, datasette: Datasette, path: str, limit: int) -> None:
+    def __init__(self, datasette: Datasette, path: str) -> None:
         super().__init__(datasette, path=path, is_mutable=True)
-        self.limit = limit
 
     async def execute_fn(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """``fn(connection)`` on one of Datasette's SQL threads, as Datasette's own does."""
         if self.ds.executor is None:
             return await super().execute_fn(fn)
-        return await asyncio.get_running_loop().run_in_executor(
-            self.ds.executor, lambda: fn(self._thread_connection())
-        )
+        return await asyncio.get_running_loop().run_in_executor(self.ds.executor, lambda: self.read_now(fn))
 
-    def _thread_connection(self) -> sqlite3.Connection:
-        """This thread's read-only connection, opened (and the oldest closed) when needed."""
-        kept: OrderedDict[ProjectDatabase, sqlite3.Connection] | None = getattr(_threads, "kept", None)
-        if kept is None:
-            kept = _threads.kept = OrderedDict()
-        conn = kept.get(self)
-        if conn is not None:
-            kept.move_to_end(self)
-            return conn
+    def read_now(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``fn(connection)`` on this thread, on a pooled connection (a point read on the
+        event loop calls it directly: microseconds, less than a hop to a thread)."""
+        pooled = pool(self.ds)
+        conn = pooled.take(self)
+        try:
+            return fn(conn)
+        finally:
+            pooled.give(self, conn)
+
+    def connect_for_reads(self) -> sqlite3.Connection:
+        """A new read-only connection, prepared as Datasette prepares its own (limits, functions)."""
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         self.ds._prepare_connection(conn, self.name)
-        kept[self] = conn
-        while len(kept) > self.limit:
-            kept.popitem(last=False)[1].close()
         return conn
 
 
@@ -88,7 +144,7 @@ def sync_databases(datasette: Datasette) -> list[str]:
         name = path.stem
         servable = is_valid_project_name(name) or name == DATABASE_NAME
         if servable and name not in datasette.databases:
-            database = ProjectDatabase(datasette, str(path), site(datasette).open_databases)
+            database = ProjectDatabase(datasette, str(path))
             datasette.add_database(database, name=name)
             added.append(name)
     return added

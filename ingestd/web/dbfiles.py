@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -90,34 +89,3 @@ class FileCache(Generic[T]):
         """Forget every file not in ``paths`` (deleted projects)."""
         for gone in self._entries.keys() - set(paths):
             self._entries.pop(gone, None)
-
-
-class OpenDatabases:
-    """Connections to project databases kept open for short reads, at most ``limit`` of them.
-
-    A point read (a bucket item) costs microseconds once its database is open, so it runs
-    on the event loop rather than hopping to a thread and back, which costs more than the
-    read. Each connection is used only on the thread that opened it. The least recently
-    used one is closed past ``limit``; one whose file was replaced (a restore, a move:
-    another inode) is opened again, and a project's file that does not exist is never
-    created.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._open: OrderedDict[Path, tuple[int, sqlite3.Connection]] = OrderedDict()
-
-    def get(self, path: Path) -> sqlite3.Connection:
-        """An open connection to ``path`` (``sqlite3.OperationalError`` if it does not exist)."""
-        inode = os.stat(path).st_ino  # FileNotFoundError: no such project (yet)
-        entry = self._open.get(path)
-        if entry is not None and entry[0] == inode:
-            self._open.move_to_end(path)
-            return entry[1]
-        if entry is not None:
-            self._open.pop(path)[1].close()
-        conn = open_existing(path)
-        self._open[path] = (inode, conn)
-        while len(self._open) > self.limit:
-            self._open.popitem(last=False)[1][1].close()
-        return conn

@@ -31,8 +31,8 @@ from datasette.utils.asgi import Response
 
 from ..model.kv import KV_PREFIX, KvError, check_bucket, parse_item_path
 from ..store import kv as kv_store
-from .databases import sync_databases
-from .dbfiles import OpenDatabases, file_signature, open_existing
+from .databases import ProjectDatabase, sync_databases
+from .dbfiles import file_signature, open_existing
 from .site import site
 from .views import ROUTE_PREFIX, Problem, answers_problems, json_response, project_url
 from .waiting import AFTER_SECONDS, parse_wait, wait_until
@@ -61,36 +61,22 @@ INLINE_BYTES = 65536
 async def read_item(datasette: Datasette, project: str, bucket: str, key: str) -> tuple | None:
     """A live item; None when there is none, or no project yet.
 
-    The point read runs on the event loop on a connection kept open for it
-    (:class:`~.dbfiles.OpenDatabases`): it takes microseconds, less than a hop to a
-    thread and back. A value longer than :data:`INLINE_BYTES` is read on Datasette's
-    own connection, on its thread, so that the loop never copies megabytes.
+    The point read runs on the event loop, on a pooled connection
+    (:meth:`~.databases.ProjectDatabase.read_now`): it takes microseconds, less than
+    a hop to a thread and back. A value longer than :data:`INLINE_BYTES` is read on
+    one of Datasette's threads, so that the loop never copies megabytes.
     """
     sync_databases(datasette)
-    config = site(datasette)
-    if project not in datasette.databases or config.data_dir is None:
+    if project not in datasette.databases:
         return None
+    database = datasette.get_database(project)
     now = time.time()
-    try:
-        conn = _open_databases(datasette, config.open_databases).get(config.data_dir / f"{project}.db")
-    except (FileNotFoundError, sqlite3.OperationalError):
-        return None
-    item = kv_store.read_item(conn, bucket, key, now, most=INLINE_BYTES)
+    if not isinstance(database, ProjectDatabase):  # a file Datasette was started with
+        return await database.execute_fn(lambda conn: kv_store.read_item(conn, bucket, key, now))
+    item = database.read_now(lambda conn: kv_store.read_item(conn, bucket, key, now, most=INLINE_BYTES))
     if item is None or item[0] is not None:
         return item
-    database = datasette.get_database(project)
     return await database.execute_fn(lambda conn: kv_store.read_item(conn, bucket, key, now))
-
-
-_OPEN: dict[int, OpenDatabases] = {}
-
-
-def _open_databases(datasette: Datasette, limit: int) -> OpenDatabases:
-    """The item reads' open connections of this Datasette (one set per instance, as in tests)."""
-    found = _OPEN.get(id(datasette))
-    if found is None:
-        found = _OPEN[id(datasette)] = OpenDatabases(limit)
-    return found
 
 
 def write_applied(db_path: Path, request_id: str) -> bool:
