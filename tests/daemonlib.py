@@ -183,6 +183,15 @@ class DaemonRunner:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
+    def wait_metric(self, name: str, value: float, labels: str = "", timeout: float = 10) -> float:
+        """The sample once it equals ``value``, or as it is after ``timeout``: the daemon
+        counts a batch's lines after its commit, so a test that saw the rows may look
+        before the counter moved."""
+        deadline = time.monotonic() + timeout
+        while (found := self.metric(name, labels)) != value and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return found
+
     # -- writing the log -------------------------------------------------------
 
     @staticmethod

@@ -512,7 +512,7 @@ def test_a_checkpoint_naming_the_new_files_inode_does_not_skip_its_lines(daemon)
     daemon.start()
     feed.wait()
     feed.check()
-    assert daemon.metric("smalltable_ingest_lines_read_total") == 300
+    assert daemon.wait_metric("smalltable_ingest_lines_read_total", 300) == 300
 
 
 def test_the_same_first_line_on_another_inode_is_the_same_file(daemon):
@@ -531,7 +531,7 @@ def test_the_same_first_line_on_another_inode_is_the_same_file(daemon):
     daemon.start()
     feed.wait()
     feed.check()
-    assert daemon.metric("smalltable_ingest_lines_read_total") == 30
+    assert daemon.wait_metric("smalltable_ingest_lines_read_total", 30) == 30
     assert daemon.metric("smalltable_ingest_duplicate_lines_total") == 0
 
 
@@ -694,8 +694,9 @@ def test_a_torn_or_empty_checkpoint_is_kept_aside_and_nothing_is_stored_twice(da
         assert bad in [p.read_bytes() for p in aside]
         if attempt == 1:
             # every log was read again; what was loaded before was recognised, not stored again
-            assert daemon.metric("smalltable_ingest_duplicate_lines_total") == parsable
-            assert daemon.metric("smalltable_ingest_lines_read_total") == feed.lines_written()
+            read = daemon.wait_metric("smalltable_ingest_lines_read_total", feed.lines_written())
+            assert read == feed.lines_written()
+            assert daemon.wait_metric("smalltable_ingest_duplicate_lines_total", parsable) == parsable
         daemon.stop()
 
 
