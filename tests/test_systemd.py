@@ -6,6 +6,7 @@ from __future__ import annotations
 import configparser
 import re
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -165,3 +166,18 @@ def test_datasette_memory_is_bounded(rendered):
     """A query that allocates without bound stops at MemoryMax (datasette.memory_max_mb),
     not at the kernel's OOM killer choosing among nginx and ingestd too."""
     assert unit(rendered / "smalltable-datasette.service")["Service"]["MemoryMax"] == "1024M"
+
+
+def test_the_nginx_drop_in_removes_a_stale_ack_socket_before_nginx_starts(rendered, tmp_path):
+    """nginx killed -9 leaves its ack socket, on which the next start fails: the drop-in's
+    ExecStartPre, run as systemd runs it, removes it (and does not fail without one)."""
+    drop_in = unit(rendered / "nginx-smalltable.conf")
+    command = drop_in["Service"]["ExecStartPre"].split()
+    run_dir = tmp_path / "home" / "run"
+    assert command[-1] == str(run_dir / "ack.sock")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_UNIX) as left:
+        left.bind(command[-1])  # the file stays after close, as after a crash
+    assert subprocess.run(command).returncode == 0
+    assert not Path(command[-1]).exists()
+    assert subprocess.run(command).returncode == 0  # nothing to remove: nginx still starts

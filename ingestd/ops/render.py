@@ -14,6 +14,8 @@ The files that come out:
 ``smalltable-*.service``, ``smalltable-logrotate.timer``, ``smalltable-quota.path``
     systemd units for ingestd, Datasette, the rotation, and the nginx reload
     when a project's quota level changes (docs/ops.md).
+``nginx-smalltable.conf``
+    a drop-in for Debian's nginx.service: a stale ack socket is removed before nginx starts.
 ``front.conf``, ``front.js``
     with ``front.hosts``: the front tier's complete nginx config, and its njs (docs/scale.md).
 ``smalltable.yaml``, ``datasette.json``
@@ -50,6 +52,7 @@ TEMPLATES = {
     "smalltable-logrotate.timer": REPO / "systemd" / "smalltable-logrotate.timer.j2",
     "smalltable-quota.path": REPO / "systemd" / "smalltable-quota.path.j2",
     "smalltable-quota.service": REPO / "systemd" / "smalltable-quota.service.j2",
+    "nginx-smalltable.conf": REPO / "systemd" / "nginx-smalltable.conf.j2",
 }
 
 
