@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from html import unescape
@@ -22,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from datasette.app import Datasette
+from datasette.cli import check_databases
 
 from ingestd.model.project import MAX_DESCRIPTION, MAX_OWNER, MAX_QUOTA_MB, MAX_RETENTION_DAYS
 from ingestd.store.holding import Holding
@@ -664,3 +667,32 @@ def test_a_projects_reads_share_pooled_connections_bounded_over_all_projects(dat
     used, idle, served = asyncio.run(reads())
     assert len(used) == 1  # one connection, its schema parsed once, for every read of "one"
     assert idle == 2 and served >= 3  # three projects read, two connections kept
+
+
+def test_a_project_its_writer_left_mid_transaction_is_recovered_and_datasette_starts(data_dir):
+    """ingestd killed -9 while creating a project leaves a hot journal, which a read-only
+    connection cannot roll back: Datasette's start-up check used to fail on it."""
+    add_records(data_dir / "fine.db", rid())
+    crashed = data_dir / "crashed.db"
+    script = (
+        "import os, sqlite3, sys\n"
+        "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "conn.execute('PRAGMA journal_mode=DELETE')\n"
+        "conn.execute('CREATE TABLE records (x)')\n"
+        "conn.execute('INSERT INTO records VALUES (1)')\n"
+        "conn.execute('BEGIN IMMEDIATE')\n"
+        "conn.execute('PRAGMA cache_size=1')  # pages spill to the file before any commit\n"
+        "conn.executemany('INSERT INTO records VALUES (?)', [('x' * 200,)] * 2000)\n"
+        "os._exit(0)  # no commit, no rollback: as a kill -9 leaves it\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(crashed)], check=True)
+    assert (data_dir / "crashed.db-journal").stat().st_size > 0
+    site = Site(data_dir)
+
+    async def start_and_read() -> list:
+        await site.datasette.invoke_startup()
+        await check_databases(site.datasette)  # what `datasette serve` runs before serving
+        rows = await site.datasette.get_database("crashed").execute("select x from records")
+        return [row[0] for row in rows]
+
+    assert asyncio.run(start_and_read()) == [1]  # the unfinished transaction was rolled back

@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # importing datasette.app here would be circular at plugin lo
     from datasette.app import Datasette
 
 _seen_mtime: dict[int, float] = {}
+_NEEDS_A_WRITER = ("SQLITE_READONLY_ROLLBACK", "SQLITE_READONLY_RECOVERY")
+"""What a read-only connection answers for a database only a writer can recover."""
 
 
 class ConnectionPool:
@@ -121,8 +123,27 @@ class ProjectDatabase(Database):
             pooled.give(self, conn)
 
     def connect_for_reads(self) -> sqlite3.Connection:
-        """A new read-only connection, prepared as Datasette prepares its own (limits, functions)."""
+        """A new read-only connection, prepared as Datasette prepares its own (limits, functions).
+
+        A database whose writer was killed mid-transaction (a hot journal, or a WAL whose
+        index must be rebuilt) cannot be read until a connection that may write recovers
+        it; a read-only one fails, and Datasette would not even start. So the first such
+        failure opens the file once for writing, which makes SQLite recover it (roll the
+        unfinished transaction back, as ingestd would on its next open), then reads.
+        """
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") not in _NEEDS_A_WRITER:
+                raise
+            conn.close()
+            recovering = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True)
+            try:
+                recovering.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            finally:
+                recovering.close()
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         self.ds._prepare_connection(conn, self.name)
         return conn
 
