@@ -34,6 +34,9 @@ from .keyslib import (
 )
 from .test_e2e_projects import JSON, settings_of, status
 
+READ_LOG_FLUSH = 1
+"""nginx/smalltable.conf.j2's read_log_buffer: access.log is written at least this often (s)."""
+
 pytestmark = pytest.mark.e2e
 
 
@@ -210,6 +213,8 @@ def test_secrets_sent_in_headers_reach_no_file_page_export_or_metric(stack, proj
     everything = "\n".join(shown)
     for secret in (key, cookie, proxy, api):
         assert secret not in everything
+    # nginx writes access.log at least every READ_LOG_FLUSH seconds: every line is there after
+    time.sleep(READ_LOG_FLUSH + 0.5)
     assert every_file_holding(stack.home, [s.encode() for s in (key, cookie, proxy, api)]) == []
     # and nginx logged what it refused, without its query string
     access = (stack.home / "logs" / "access.log").read_text()
