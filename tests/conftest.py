@@ -129,6 +129,16 @@ class Stack:
                 raise AssertionError(f"{request_id} did not reach {project}.{table} in {timeout}s")
             time.sleep(0.05)
 
+    def datasette_pid(self) -> int:
+        """The pid of this stack's Datasette (exactly one)."""
+        found = subprocess.run(
+            ["pgrep", "-f", f"datasette serve --host 127.0.0.1 --port {self.datasette_port}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert len(found) == 1, found
+        return int(found[0])
+
     def databases(self) -> set[str]:
         response = self.client.get(f"http://127.0.0.1:{self.datasette_port}/-/databases.json")
         return {db["name"] for db in response.json()}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -92,15 +91,10 @@ def test_reads_while_datasette_is_down_are_json_saying_writes_are_still_kept(fre
     """nginx's own 502 for a Datasette that is not there is JSON, on the apex and on a project.
 
     ``up`` is stopped meanwhile, so it does not start Datasette again before the reads."""
-    datasette = subprocess.run(
-        ["pgrep", "-f", f"datasette serve --host 127.0.0.1 --port {fresh_stack.datasette_port}"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    assert len(datasette) == 1
+    datasette = fresh_stack.datasette_pid()
     os.kill(fresh_stack.process.pid, signal.SIGSTOP)
     try:
-        os.kill(int(datasette[0]), signal.SIGKILL)
+        os.kill(datasette, signal.SIGKILL)
         answers = [fresh_stack.request("GET", host, "/", headers=API) for host in (None, project)]
         written = fresh_stack.post(project, '{"n": 1}', headers={"Content-Type": "application/json"})
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -56,16 +55,6 @@ def sql(stack: Stack, client: httpx.Client, project: str, query: str) -> httpx.R
     )
 
 
-def datasette_pid(stack: Stack) -> int:
-    found = subprocess.run(
-        ["pgrep", "-f", f"datasette serve --host 127.0.0.1 --port {stack.datasette_port}"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    assert len(found) == 1, found
-    return int(found[0])
-
-
 def peak_memory_kib(pid: int) -> int:
     """The most resident memory the process has used (VmHWM)."""
     for line in open(f"/proc/{pid}/status"):
@@ -84,7 +73,7 @@ def test_a_query_cannot_make_a_huge_value(limited, project):
     """`select zeroblob(1000000000)` once grew Datasette to 24 GB: now a value past
     datasette.max_value_bytes is a 400 naming the problem, and memory does not move."""
     with_a_record(limited, project)
-    pid = datasette_pid(limited)
+    pid = limited.datasette_pid()
     before = peak_memory_kib(pid)
     with client_from("127.0.0.2") as client:
         for size in (20_000_000, 1_000_000_000):
@@ -102,14 +91,14 @@ def test_an_answer_too_big_for_datasettes_memory_is_a_clear_400(limited, project
     datasette.memory_max_mb: the query gets a JSON 400 that says so (not an empty 500),
     Datasette lives on, and the next page is served."""
     with_a_record(limited, project)
-    pid = datasette_pid(limited)
+    pid = limited.datasette_pid()
     rows = "with recursive c(x) as (select 1 union all select x + 1 from c limit 1000)"
     with client_from("127.0.0.15") as client:
         answer = sql(limited, client, project, f"{rows} select printf('%.*c', 3000000, 'x') from c")
     assert answer.status_code == 400, answer.text[:200]
     assert answer.json()["error"] == "the answer is too big for Datasette's memory"
     assert answer.json()["limits"] == {"memory_max_mb": 512}
-    assert datasette_pid(limited) == pid
+    assert limited.datasette_pid() == pid
     assert limited.request("GET", project, f"/{project}/records.json").status_code == 200
 
 
@@ -284,7 +273,7 @@ def test_idle_tails_share_one_watch(limited, project):
     """100 idle tails of a project cost Datasette next to nothing: one watch stats the
     files for all of them, instead of each tail polling every 50 ms."""
     with_a_record(limited, project)
-    pid = datasette_pid(limited)
+    pid = limited.datasette_pid()
     tails = []
     try:
         for _ in range(100):

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from .conftest import Stack, start_stack, stop_stack
-from .test_e2e_limits import datasette_pid
 
 PROJECTS = 30
 LIMIT = 2
@@ -51,7 +50,7 @@ def test_datasette_keeps_at_most_its_limit_of_project_databases_open(many):
             assert table.status_code == 200 and len(table.json()) == 1, table.text
             item = many.request("GET", name, "/_kv/b/items/absent")
             assert item.status_code == 404
-    still_open = open_projects(datasette_pid(many))
+    still_open = open_projects(many.datasette_pid())
     assert 0 < len(still_open) <= LIMIT  # every read is over: only idle connections are open
 
 

@@ -20,7 +20,7 @@ from ingestd.support.timefmt import iso_time
 
 from .conftest import Stack, smalltable
 from .keyslib import bearer, claim, lines_of, make_key, until, wait_owned
-from .test_e2e_limits import datasette_pid, peak_memory_kib
+from .test_e2e_limits import peak_memory_kib
 from .test_e2e_projects import JSON, configure, status
 
 pytestmark = pytest.mark.e2e
@@ -225,7 +225,7 @@ def test_a_range_of_a_million_documents_streams_in_constant_memory(fresh_stack, 
     owner = claim(fresh_stack, project)
     wait_owned(fresh_stack, project)
     million_documents(fresh_stack.home / "data" / f"{project}.db")
-    pid = datasette_pid(fresh_stack)
+    pid = fresh_stack.datasette_pid()
     assert read(fresh_stack, f"/stream/{project}").json()[0]["count"] == MILLION
     before = peak_memory_kib(pid)
     received, commas, head, tail = 0, 0, b"", b""

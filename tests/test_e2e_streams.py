@@ -8,7 +8,6 @@ import io
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -347,18 +346,13 @@ def test_stopping_datasette_ends_open_tails_at_once(fresh_stack, project):
     """uvicorn waits for open responses before it exits: a tail must end when asked to stop."""
     post_json(fresh_stack, project, {"n": 1})
     wait_loaded(fresh_stack, project, 1)
-    pids = subprocess.run(
-        ["pgrep", "-f", f"datasette serve --host 127.0.0.1 --port {fresh_stack.datasette_port}"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    assert len(pids) == 1
+    datasette = fresh_stack.datasette_pid()
     url = f"http://127.0.0.1:{fresh_stack.datasette_port}/-/smalltable/p/{project}/_tail"
     with httpx.stream("GET", url, timeout=10) as response:
         lines = response.iter_lines()
         assert next(lines).endswith("records after 1, as they are loaded")
         stopped = time.monotonic()
-        os.kill(int(pids[0]), signal.SIGTERM)
+        os.kill(datasette, signal.SIGTERM)
         rest = [line for line in lines if line]  # ends only when the response is complete
     assert rest == [": the server is restarting: resume with Last-Event-ID: 1"]
     assert time.monotonic() - stopped < 2
