@@ -170,6 +170,14 @@ class DaemonRunner:
     def log_text(self) -> str:
         return self.output.read_text(errors="replace") if self.output.exists() else ""
 
+    def wait_logged(self, text: str, count: int, timeout: float = 10) -> str:
+        """The daemon's log once ``text`` is in it ``count`` times, or as it is after
+        ``timeout``: it serves its metrics (start() returns) before it reads its checkpoint."""
+        deadline = time.monotonic() + timeout
+        while (log := self.log_text()).count(text) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return log
+
     def metrics(self) -> str:
         import httpx
 

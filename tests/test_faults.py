@@ -686,7 +686,7 @@ def test_a_torn_or_empty_checkpoint_is_kept_aside_and_nothing_is_stored_twice(da
         daemon.start()
         feed.wait()
         feed.check()
-        log = daemon.log_text()
+        log = daemon.wait_logged("re-reading every log from its start", attempt)
         assert log.count("cannot read the checkpoint") == attempt
         assert log.count("re-reading every log from its start") == attempt
         aside = sorted(daemon.checkpoint_path.parent.glob("checkpoint.corrupt-*"))
