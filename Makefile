@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages: what `make run` needs, and what the tests need on top
 # (promtool, headless Chromium with a font for screenshots, systemd-analyze, curl and openssl for the docs' examples and TLS).
-SYSTEM_PACKAGES := nginx libnginx-mod-http-js logrotate
+SYSTEM_PACKAGES := nginx libnginx-mod-http-js libnginx-mod-http-perl logrotate
 TEST_PACKAGES := $(SYSTEM_PACKAGES) prometheus chromium fonts-dejavu-core systemd curl openssl
 # bench/ needs what the tests need (it reuses tests/), wrk (end_to_end.py), etcd-server (kv.py) and the
 # Python packages of setup.py's `bench` extra (pyinstrument, for load_rate.py's profile).

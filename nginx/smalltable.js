@@ -4,8 +4,10 @@
 // ingestd writes two maps under its state directory and reloads nginx when they change
 // (ingestd/store/keys.py): keys.map (SHA-256 of a key -> "project scope key_id expires")
 // and policy.map (project -> "o" owned, "w" writes need a key, "r" reads need a key).
-// Only hashes are ever stored: the key presented is hashed here and looked up in the map
-// (a hash table: its time does not depend on how much of a guess is right).
+// Only hashes are ever stored: the key presented is hashed ($smalltable_bearer_hash, by
+// nginx/SmallTableKeys.pm) and looked up in the map (a hash table: its time does not
+// depend on how much of a guess is right). The two commonest writes that every rule
+// lets through are let through by maps in smalltable.conf, without this script.
 import nodecrypto from 'crypto';
 import fs from 'fs';
 
@@ -50,12 +52,6 @@ function streamTopic(path) {
 // Datasette's lists of every database with sizes and row counts: the catalog shows them
 // instead, without a private project's figures.
 const EVERY_DATABASE = ['/.json', '/-/databases.json', '/index.json'];
-
-// js_set $smalltable_bearer_hash: what the keys map is looked up by.
-function bearerHash(r) {
-    const key = bearer(r);
-    return key ? sha256(key) : '';
-}
 
 // A new key for this request's answer, and its hash and id for the log line: made once.
 function mint(r) {
@@ -365,4 +361,4 @@ function s3Auth(r) {
         ', SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature=' + signature;
 }
 
-export default { bearerHash, pathProject, decide, answer, kvHeaders, kvUri, blobUpload, blobType, s3Auth };
+export default { pathProject, decide, answer, kvHeaders, kvUri, blobUpload, blobType, s3Auth };

@@ -405,7 +405,8 @@ def test_the_operator_resets_an_owner_key_and_gives_one_to_a_project_claimed_bef
 
 
 def test_njs_runs_only_for_requests_a_key_rule_may_refuse(fresh_stack):
-    """The key check's cost: a keyless write to an open project never evaluates njs.
+    """The key check's cost: a keyless write to an open project, and a write with a live
+    write (or owner) key of its own project that never expires, never evaluate njs.
 
     The stack's smalltable.js is swapped for one that refuses everything (418), so what
     still passes did not run it; every other request still meets njs (and so its rules)."""
@@ -416,13 +417,17 @@ def test_njs_runs_only_for_requests_a_key_rule_may_refuse(fresh_stack):
         stack.post("locked", b'{"write": "key"}', path="/_project", headers=bearer(owner)).status_code == 202
     )
     until(lambda: write_with(stack, "locked", None).status_code == 401)
+    writer, writer_id = make_key(stack, "locked", owner, scope="write")
+    both, both_id = make_key(stack, "locked", owner, scope="read+write")
+    reader, _ = make_key(stack, "locked", owner, scope="read")
+    expiring, _ = make_key(stack, "locked", owner, scope="write", expires=time.time() + 3600)
+    until(lambda: write_with(stack, "locked", expiring).status_code == 202)
     script = stack.home / "conf" / "smalltable.js"
     refusing = (
-        "function bearerHash(r) { return ''; }\n"
         "function pathProject(r) { return ''; }\n"
         "function decide(r) { r.variables.smalltable_decided = '418'; return '418'; }\n"
         'function answer(r) { r.return(418, \'{"error":"njs ran"}\\n\'); }\n'
-        "export default { bearerHash, pathProject, decide, answer };\n"
+        "export default { pathProject, decide, answer };\n"
     )
     script.write_text(refusing)
     master = int(next(stack.home.rglob("nginx.pid")).read_text())
@@ -434,8 +439,26 @@ def test_njs_runs_only_for_requests_a_key_rule_may_refuse(fresh_stack):
                 method, stack.url(path), content=b'{"n": 1}', headers={"Host": stack.host("open"), **JSON}
             )
             assert answer.status_code == 202, (method, path, answer.text)
+    owner_id = hashlib.sha256(owner.encode()).hexdigest()[:12]
+    for key, logged_as in (
+        (writer, f"write:{writer_id}"),
+        (both, f"read+write:{both_id}"),
+        (owner, f"owner:{owner_id}"),
+    ):
+        for method, path in (("POST", "/"), ("PUT", "/_kv/b/items/k"), ("DELETE", "/a")):
+            answer = httpx.request(
+                method, stack.url(path), content=b"{}", headers={"Host": stack.host("locked"), **bearer(key)}
+            )
+            assert answer.status_code == 202, (method, path, answer.text)
+            assert logged_line(stack, answer.json()["id"])["key"] == logged_as
     still = [
-        ("POST", "open", "/", bearer("stk_" + "0" * 32)),  # a key: njs checks it
+        ("POST", "open", "/", bearer("stk_" + "0" * 32)),  # an unknown key: njs refuses it
+        ("POST", "open", "/", bearer(writer)),  # another project's key
+        ("POST", "locked", "/", bearer(reader)),  # a key that may not write
+        ("POST", "locked", "/", bearer(expiring)),  # a key with an expiry: njs reads the clock
+        ("DELETE", "locked", "/stream/locked/0", bearer(writer)),  # a truncation needs the owner key
+        ("POST", "locked", "/_blobs", bearer(writer)),  # an upload: njs hashes it
+        ("POST", "locked", "/_project", bearer(owner)),  # settings
         ("POST", "open", "/?k=stk_0123456789abcdef", JSON),  # a key in the URL
         ("POST", "open", "/_project", JSON),  # a claim: njs makes its key
         ("POST", "open", "/_project/keys", JSON),

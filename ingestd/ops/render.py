@@ -7,8 +7,9 @@ The files that come out:
     servers. A production host includes it from its own nginx.conf.
 ``nginx.conf``
     a complete config for the unprivileged nginx of ``smalltable up``.
-``smalltable.js``
-    the njs module nginx decides keys with (docs/keys.md).
+``smalltable.js``, ``SmallTableKeys.pm``
+    the njs module nginx decides keys with, and the Perl one it hashes a presented key
+    with (docs/keys.md).
 ``logrotate.conf``
     the rotation of the ingest log, run hourly by ``smalltable-logrotate.timer``.
 ``smalltable-*.service``, ``smalltable-logrotate.timer``, ``smalltable-quota.path``
@@ -39,7 +40,7 @@ import yaml
 from ..config import Config
 from ..model.project import RESERVED_NAMES
 from ..store.blobs import S3Store, local_stores, stores_from
-from ..support.programs import find_njs_module, find_program
+from ..support.programs import find_nginx_module, find_program
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = {
@@ -158,7 +159,8 @@ def context(config: Config, conf_dir: Path) -> dict:
         "smalltable_bin": Path(sys.executable).parent / "smalltable",
         "datasette_bin": Path(sys.executable).parent / "datasette",
         "logrotate_bin": find_program("logrotate"),
-        "njs_module": find_njs_module(),
+        "njs_module": find_nginx_module("ngx_http_js_module.so", "njs"),
+        "perl_module": find_nginx_module("ngx_http_perl_module.so", "Perl"),
         "hosts": config["front.hosts"],
         "user": config["systemd.user"],
         "group": config["systemd.group"],
@@ -241,6 +243,7 @@ def render(config: Config, conf_dir: Path) -> dict[str, str]:
         for name, template in TEMPLATES.items()
     }
     rendered["smalltable.js"] = (REPO / "nginx" / "smalltable.js").read_text()
+    rendered["SmallTableKeys.pm"] = (REPO / "nginx" / "SmallTableKeys.pm").read_text()
     if config["front.hosts"]:
         rendered["front.conf"] = env.get_template("nginx/front.conf.j2").render(values)
         rendered["front.js"] = (REPO / "nginx" / "front.js").read_text()

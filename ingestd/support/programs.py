@@ -1,4 +1,4 @@
-"""Find the Debian programs SmallTable drives: nginx and logrotate live in /usr/sbin; njs."""
+"""Find the Debian programs SmallTable drives: nginx and logrotate live in /usr/sbin; nginx's modules."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 SBIN_SEARCH_PATH = "/usr/sbin:/usr/local/sbin:/sbin:/usr/bin:/usr/local/bin"
-INSTALL_HINT = "sudo apt-get install nginx libnginx-mod-http-js logrotate"
-NJS_MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/lib64/nginx/modules", "/usr/local/nginx/modules")
+INSTALL_HINT = "sudo apt-get install nginx libnginx-mod-http-js libnginx-mod-http-perl logrotate"
+MODULE_DIRS = ("/usr/lib/nginx/modules", "/usr/lib64/nginx/modules", "/usr/local/nginx/modules")
 """Where Debian (and others) put nginx's dynamic modules."""
 
 
@@ -23,10 +23,10 @@ def find_program(name: str) -> str:
     return found
 
 
-def find_njs_module() -> str:
-    """The path of nginx's njs module (``libnginx-mod-http-js``), which decides keys."""
-    for directory in NJS_MODULE_DIRS:
-        path = Path(directory) / "ngx_http_js_module.so"
+def find_nginx_module(file: str, what: str) -> str:
+    """The path of one of nginx's dynamic modules (``file``, e.g. ``ngx_http_js_module.so``)."""
+    for directory in MODULE_DIRS:
+        path = Path(directory) / file
         if path.exists():
             return str(path)
-    raise ProgramNotFound(f"nginx's njs module is not installed. Install it with:\n    {INSTALL_HINT}")
+    raise ProgramNotFound(f"nginx's {what} module is not installed. Install it with:\n    {INSTALL_HINT}")
