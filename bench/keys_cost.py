@@ -4,16 +4,18 @@ Through the real nginx of ``smalltable up``, wrk POSTs the same ~200-byte JSON b
 as fast as it can to two projects in turn: ``open`` (``"write": "open"``, no
 ``Authorization``: the baseline) and ``keyed`` (``"write": "key"``, every request
 with ``Authorization: Bearer stk_…`` of a write key, which nginx/smalltable.js hashes
-with SHA-256 and looks up in the keys map). The runs alternate, open-keyed, three times,
-so a drift of the machine's speed touches both sides alike; the ratio is of the
-summed rates.
+with SHA-256 and looks up in the keys map). The runs alternate in the order
+open-keyed, keyed-open, open-keyed, ... (ABBA), four pairs by default, so that a drift
+of the machine's speed touches both sides alike: each run adds some 300 MB to the
+ingest log, and the later runs of a pair were slower when one side always went
+second. The ratio is of the summed rates.
 
 nginx alone is measured: ingestd is SIGSTOPped during the runs (after it has applied
 the claims and made the key), as in ``end_to_end.py``'s run A, so the figure is
 nginx's and not the CPU ingestd takes from it. Goal: keyed at least 0.9x open.
 
-    .venv/bin/python bench/keys_cost.py           # 6 runs of 15 s
-    .venv/bin/python bench/keys_cost.py --short   # 6 runs of 5 s
+    .venv/bin/python bench/keys_cost.py           # 8 runs of 15 s
+    .venv/bin/python bench/keys_cost.py --short   # 8 runs of 5 s
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def main() -> None:
     parser.add_argument("--short", action="store_true", help="5 s per run instead of 15 s")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads [2]")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections [64]")
-    parser.add_argument("--rounds", type=int, default=3, help="open-keyed pairs of runs [3]")
+    parser.add_argument("--rounds", type=int, default=4, help="pairs of runs, ABBA order [4]")
     args = parser.parse_args()
     seconds = 5.0 if args.short else 15.0
     wrk = ensure_wrk()
@@ -110,8 +112,9 @@ def main() -> None:
         )
         run_wrk(wrk, args, url, "open.localhost", plain, 2)  # warm-up
         rates = {"open": [], "keyed": []}
-        for _ in range(args.rounds):
-            for name, lua in (("open", plain), ("keyed", keyed)):
+        pair = (("open", plain), ("keyed", keyed))
+        for round_ in range(args.rounds):
+            for name, lua in pair if round_ % 2 == 0 else pair[::-1]:
                 result = run_wrk(wrk, args, url, f"{name}.localhost", lua, seconds)
                 if result.ok != result.requests:
                     raise SystemExit(f"{name}: {result.requests - result.ok} requests not answered 2xx")
