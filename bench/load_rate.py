@@ -26,7 +26,8 @@ sampled every 50 ms) are measured:
 Rates are log lines (= rows) per second and MiB of log per second, wall clock
 including interpreter start-up; CPU time (user + system) is shown too, as it
 depends less on the disk and on other work on the machine. Printed: a table with
-the ratios, the goals of issue 7, peak memory of replay at 1/10, 1/2 and all of
+the ratios, the goals of issue 7 and issue 25's goal 1 (one job's CPU per row at most
+2x the minimal loop's), peak memory of replay at 1/10, 1/2 and all of
 the log (it must not grow with the log), and a pyinstrument profile of replay
 (top self time, and inclusive time of ingestd's functions). pyinstrument is setup.py's
 ``bench`` extra, which ``make bench`` installs (alone: ``.venv/bin/pip install -e
@@ -66,6 +67,7 @@ MIB = 1 << 20
 
 GOAL_VS_SQLITE_UTILS = 2.5
 GOAL_VS_MINIMAL = 0.6
+GOAL_CPU_PER_ROW = 2.0  # issue 25, goal 1: one job's CPU per row at most this many times the minimal loop's
 
 # --- the log --------------------------------------------------------------------------
 
@@ -612,6 +614,12 @@ def main() -> None:
         verdict = "PASS" if ratio >= goal else "FAIL"
         print(f"goal: SmallTable >= {goal}x {other} (wall clock): {ratio:.2f}x  {verdict}  "
               f"(--jobs 1: {one_job:.2f}x)")  # fmt: skip
+    one, loop = "SmallTable replay --jobs 1", "minimal loop (orjson)"
+    per_row = {name: cpu[name] / lines * 1e6 for name in (one, loop)}
+    ratio = per_row[one] / per_row[loop]
+    verdict = "PASS" if ratio <= GOAL_CPU_PER_ROW else "FAIL"
+    print(f"goal: SmallTable --jobs 1 CPU per row <= {GOAL_CPU_PER_ROW}x the minimal loop's: "
+          f"{ratio:.2f}x  {verdict}  ({per_row[one]:.1f} against {per_row[loop]:.1f} µs)")  # fmt: skip
 
     print("\nmemory of SmallTable replay against the log's size (peak RSS)")
     for n, run in memory_runs.items():
