@@ -19,7 +19,7 @@ from ingestd.ingest.records import build
 from ingestd.model.record import FilePart, Record, Reject
 from ingestd.model.request import Request
 from ingestd.store.database import Store, WriteResult, for_config
-from ingestd.store.schema import SYSTEM_COLUMNS, quote
+from ingestd.store.schema import SYSTEM_COLUMNS, _create_tables, open_database, quote
 from ingestd.support.timefmt import iso_time
 
 ALL_BYTES = bytes(range(256))
@@ -510,6 +510,62 @@ def test_tables_and_indexes(store):
         "size",
         "content",
     ]
+
+
+def master(path: Path) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_new_database_has_exactly_the_schema_sqlite_utils_makes(tmp_path):
+    """A new file gets its tables in one go, with the very SQL sqlite-utils writes."""
+    open_database(tmp_path / "fast.db").close()
+    slow = sqlite3.connect(tmp_path / "slow.db", isolation_level=None)
+    slow.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    slow.execute("BEGIN IMMEDIATE")
+    _create_tables(slow)
+    slow.execute("COMMIT")
+    slow.close()
+    assert master(tmp_path / "fast.db") == master(tmp_path / "slow.db")
+    conn = sqlite3.connect(tmp_path / "fast.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+    conn.close()
+
+
+def test_a_database_from_before_some_columns_and_indexes_gets_them_on_opening(tmp_path):
+    path = tmp_path / "old.db"
+    open_database(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX idx_rejects_request_id")
+    conn.execute("ALTER TABLE settings DROP COLUMN store_client")
+    conn.execute("ALTER TABLE settings DROP COLUMN write")
+    conn.commit()
+    conn.close()
+    reopened = open_database(path)
+    reopened.close()
+    fresh = tmp_path / "fresh.db"
+    open_database(fresh).close()
+    assert {row[1] for row in master(path)} == {row[1] for row in master(fresh)}
+    conn = sqlite3.connect(path)
+    assert {"store_client", "write", "read"} <= {
+        row[1] for row in conn.execute("PRAGMA table_info(settings)")
+    }
+    conn.close()
+
+
+def test_opening_a_current_database_changes_nothing(tmp_path):
+    path = tmp_path / "p.db"
+    open_database(path).close()
+    before = master(path)
+    version = sqlite3.connect(path).execute("PRAGMA schema_version").fetchone()[0]
+    conn = open_database(path)
+    assert conn.execute("PRAGMA schema_version").fetchone()[0] == version
+    conn.close()
+    assert master(path) == before
 
 
 def test_reopening_a_database_keeps_rows_and_columns(tmp_path):
