@@ -247,18 +247,20 @@ def ensure_log(n: int, whole: Path | None = None) -> Path:
     return path
 
 
-def ensure_ndjson(log: Path) -> Path:
-    """What sqlite-utils receives for ``log``: one object per line (see the module docstring)."""
+def ensure_ndjson(log: Path, keys: bool = True) -> Path:
+    """What sqlite-utils receives for ``log``: one object per line (see the module
+    docstring); without ``keys``, only the request's fields and body (no JSON keys)."""
     from ingestd.ingest.logline import parse_line  # the documented reading of a line, byte-exact
 
-    path = log.with_suffix(".sqlite-utils.ndjson")
+    path = log.with_suffix(".sqlite-utils.ndjson" if keys else ".sqlite-utils-plain.ndjson")
     if not path.exists():
         tmp = path.with_suffix(".tmp")
         with open(log, "rb") as lines, open(tmp, "wb") as out:
             for line in lines:
                 request = parse_line(line.rstrip(b"\n"))
                 row: dict[str, object] = {}
-                if (request.content_type and "json" in request.content_type) or request.body[:1] == b"{":
+                declared = request.content_type and "json" in request.content_type
+                if keys and (declared or request.body[:1] == b"{"):
                     try:
                         value = orjson.loads(request.body)
                     except orjson.JSONDecodeError:
