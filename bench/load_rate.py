@@ -53,8 +53,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlencode
 
 import orjson
@@ -227,24 +229,32 @@ def log_lines(n: int, seed: int = 7):
         )
 
 
-def ensure_log(n: int, whole: Path | None = None) -> Path:
-    """The cached log of ``n`` lines: the first ``n`` lines of ``whole`` (the same as
-    generating them, see :func:`log_lines`) when given, else generated."""
-    path = DATA / f"load-rate-v{GENERATOR_VERSION}-{n}.log"
+def cache_log(path: Path, lines: int, write: Callable[[BinaryIO], None]) -> Path:
+    """``path``, made by ``write`` (``lines`` lines, for the message) unless it is there."""
     if not path.exists():
         DATA.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as out:
-            if whole is None:
-                for line in log_lines(n):
-                    out.write(line + b"\n")
-            else:
-                with open(whole, "rb") as lines:
-                    out.writelines(itertools.islice(lines, n))
+            write(out)
         tmp.rename(path)
-        print(f"generated {path.name}: {n:,} lines in {time.monotonic() - started:.0f} s", flush=True)
+        print(f"generated {path.name}: {lines:,} lines in {time.monotonic() - started:.0f} s", flush=True)
     return path
+
+
+def ensure_log(n: int, whole: Path | None = None) -> Path:
+    """The cached log of ``n`` lines: the first ``n`` lines of ``whole`` (the same as
+    generating them, see :func:`log_lines`) when given, else generated."""
+
+    def write(out: BinaryIO) -> None:
+        if whole is None:
+            for line in log_lines(n):
+                out.write(line + b"\n")
+        else:
+            with open(whole, "rb") as lines:
+                out.writelines(itertools.islice(lines, n))
+
+    return cache_log(DATA / f"load-rate-v{GENERATOR_VERSION}-{n}.log", n, write)
 
 
 def ensure_ndjson(log: Path, keys: bool = True) -> Path:

@@ -34,8 +34,8 @@ import os
 import random
 import statistics
 import sys
-import time
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 from load_rate import (
@@ -43,6 +43,7 @@ from load_rate import (
     DATA,
     MIB,
     Run,
+    cache_log,
     count_rows,
     ensure_ndjson,
     in_temp_dir,
@@ -118,17 +119,12 @@ def log_lines(n: int, projects: int, seed: int = 25):
 
 def ensure_log(n: int, projects: int) -> Path:
     """The cached log of ``n`` lines over ``projects`` projects."""
-    path = DATA / f"varied-mix-v{GENERATOR_VERSION}-{projects}p-{n}.log"
-    if not path.exists():
-        DATA.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
-            for line in log_lines(n, projects):
-                out.write(line + b"\n")
-        tmp.rename(path)
-        print(f"generated {path.name}: {n:,} lines in {time.monotonic() - started:.0f} s", flush=True)
-    return path
+
+    def write(out: BinaryIO) -> None:
+        for line in log_lines(n, projects):
+            out.write(line + b"\n")
+
+    return cache_log(DATA / f"varied-mix-v{GENERATOR_VERSION}-{projects}p-{n}.log", n, write)
 
 
 def run_sqlite_utils(ndjson: Path, work: Path, *options: str) -> Run:
