@@ -159,8 +159,7 @@ def status(config_file, home, as_json) -> None:
 def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
     """Load the project databases from the logs again (idempotent; safe while ingestd runs)."""
     from .ingest.fingerprint import log_files
-    from .ingest.replay import Share, open_registry, plan, replay_in_parallel
-    from .ingest.replay import replay as run_replay
+    from .ingest.replay import Share, open_registry, plan, replay_in_parallel, replay_in_passes
     from .model.project import PROJECT_NAME_RULE, is_valid_project_name
 
     config = _config(config_file, home=home)
@@ -172,19 +171,23 @@ def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
     data_dir = data_dir or config.path("data_dir")
     total = sum(path.stat().st_size for path in files)
     started = time.monotonic()
-    shares = [Share(frozenset({project})) if project else Share()]
-    if jobs > 1 and not project:
-        label = f"sharing the projects among {jobs} jobs"
+    shares = [Share(frozenset({project}))]
+    if not project:  # the projects' names, for the shares and each share's passes
+        label = f"sharing the projects among {jobs} jobs" if jobs > 1 else "counting the projects' lines"
         with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
             shares = plan(files, jobs, bar.update)
+    most = config["ingest.open_databases"]
+    passes = max(len(share.passes(most)) for share in shares)
     label = f"replaying {len(files)} file(s)" + (f" in {len(shares)} jobs" if len(shares) > 1 else "")
+    if passes > 1:
+        label += f", {passes} passes of at most {most} projects (ingest.open_databases)"
     with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
         if len(shares) > 1:
             summary = replay_in_parallel(config, data_dir, files, shares, bar.update)
         else:
             with open_registry(config, data_dir) as registry:
                 batching = config["ingest.batch_lines"], config["ingest.batch_bytes"]
-                summary = run_replay(registry, files, *batching, shares[0], bar.update)
+                summary = replay_in_passes(registry, files, *batching, shares[0], most, bar.update)
     seconds = time.monotonic() - started  # sharing the projects out included
     rate = summary.lines / seconds if seconds else 0
     parts = [

@@ -152,6 +152,37 @@ def test_the_progress_bar_says_how_many_jobs(logs, tmp_path):
     assert "replaying 3 file(s) in 2 jobs" in result.stderr
 
 
+def test_more_projects_than_may_be_open_load_in_passes_to_the_same_databases(logs, tmp_path):
+    """With ``ingest.open_databases`` 2, the 8 projects load in passes of 2 (each job its
+    own), and the databases are those of a replay that holds them all open."""
+    config, files = logs
+    reference = replay(config, files, tmp_path / "reference", "--jobs", "1")
+    small = tmp_path / "small.yaml"
+    small.write_text(json.dumps({"home": str(tmp_path / "home"), "ingest": {"open_databases": 2}}))
+    froms = [arg for path in files for arg in ("--from", str(path))]
+    for jobs in ("1", "2"):
+        data = tmp_path / f"passes-{jobs}"
+        result = smalltable("replay", "--config", str(small), *froms, "--data-dir", str(data), "--jobs", jobs)
+        assert result.returncode == 0, result.stderr
+        assert "passes of at most 2 projects (ingest.open_databases)" in result.stderr
+        assert result.stdout.split(": ", 1)[1] == reference.split(": ", 1)[1]
+        assert digest(data) == digest(tmp_path / "reference")
+
+
+def test_the_passes_of_a_share_take_every_line_it_takes_exactly_once(tmp_path):
+    log = tmp_path / "x.log"
+    odd = [b'{"v":1,"project":"unseen"', b"not even json", b'{"v":1,"project":"","uri":"/_project"']
+    lines = [*mixed_log(), *odd]
+    log.write_bytes(b"\n".join(lines) + b"\n")
+    for jobs in (1, 2):
+        for share in plan([log], jobs):
+            passes = share.passes(2)
+            assert all(len(part.projects) <= 2 for part in passes)
+            assert len(passes) == max(1, -(-len(share.projects) // 2))
+            for each in lines:
+                assert sum(part.wants(each) for part in passes) == share.wants(each), each[:60]
+
+
 def test_route_finds_the_project_without_parsing_and_apex_settings_by_their_name():
     assert route(line(1, "shop", b'{"project":"other"}')) == "shop"
     assert route(settings_line(2, "", {"name": "named", "owner": "ann"})) == "named"

@@ -332,7 +332,8 @@ SETTINGS: dict[str, Setting] = {
         _int_range(1, 10000),
         "a positive integer",
         "Most project databases kept open at once (each keeps up to 3 MiB of compiled inserts "
-        "besides its page cache).",
+        "besides its page cache). A replay job with more projects than this loads them in "
+        "passes over the log of this many each.",
     ),
     "ingest.cache_mb": Setting(
         2,

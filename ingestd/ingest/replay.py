@@ -10,7 +10,9 @@ daemon's checkpoint, and does not write the dead-letter file (it counts instead)
 Projects are independent, so replay runs in several processes (``--jobs``), each
 loading a share of the projects: every line of a project goes to the same process,
 in log order. A first pass counts each project's lines so the shares are of about
-equal size.
+equal size. A share of more projects than ``ingest.open_databases`` is loaded in
+passes over the log, each of that many projects, so no database is closed and
+opened again on the way.
 
 To rebuild a project from scratch (after a validator change, or into a fresh
 host), replay into another data directory and swap it in: docs/ops.md.
@@ -81,6 +83,18 @@ class Share:
     lines the other shares do not, so that no line is ever left out."""
     _verdicts: dict[bytes, bool] = field(default_factory=dict, compare=False, repr=False)
     """What :meth:`select` decided per project field (as logged), so that it decides once."""
+
+    def passes(self, most: int) -> list[Share]:
+        """This share as shares of at most ``most`` projects each, to load one after the
+        other (every file read once per pass). A share of more projects than may be open
+        at once (``ingest.open_databases``) would close and reopen databases all through
+        the log, as each batch names most of them: with 2,000 projects that cost 40 times
+        the loading. The first pass also takes what this share takes beside its projects."""
+        if self.projects is None or len(self.projects) <= most:
+            return [self]
+        names = sorted(self.projects)
+        groups = [frozenset(names[start : start + most]) for start in range(0, len(names), most)]
+        return [Share(group, rest=self.rest if number == 0 else None) for number, group in enumerate(groups)]
 
     def wants(self, line: bytes) -> bool:
         if self.projects is None:
@@ -226,6 +240,32 @@ def replay(
     return summary
 
 
+def replay_in_passes(
+    registry: Registry,
+    files: list[Path],
+    batch_lines: int,
+    batch_bytes: int,
+    share: Share,
+    most: int,
+    advance: Callable[[int], None] = lambda n: None,
+) -> Summary:
+    """:func:`replay` of ``share`` in its :meth:`Share.passes` of at most ``most`` projects,
+    one after the other; ``advance`` hears of the files as if they were read once."""
+    passes = share.passes(most)
+    if len(passes) == 1:
+        return replay(registry, files, batch_lines, batch_bytes, share, advance)
+    read = 0.0
+    shown = 0
+
+    def scaled(n: int) -> None:
+        nonlocal read, shown
+        read += n / len(passes)
+        advance(int(read) - shown)
+        shown = int(read)
+
+    return _sum([replay(registry, files, batch_lines, batch_bytes, part, scaled) for part in passes])
+
+
 @contextmanager
 def open_registry(config: Config, data_dir: Path) -> Iterator[Registry]:
     """The registry of ``config``'s projects, loading into ``data_dir``; closed on exit.
@@ -316,9 +356,8 @@ def _replay_share(config: Config, data_dir: Path, files: list[Path], share: Shar
         _progress[slot] += n
 
     with open_registry(config, data_dir) as registry:
-        return replay(
-            registry, files, config["ingest.batch_lines"], config["ingest.batch_bytes"], share, advance
-        )
+        batching = config["ingest.batch_lines"], config["ingest.batch_bytes"]
+        return replay_in_passes(registry, files, *batching, share, config["ingest.open_databases"], advance)
 
 
 def replay_in_parallel(
