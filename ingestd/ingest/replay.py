@@ -88,8 +88,9 @@ class Share:
         """This share as shares of at most ``most`` projects each, to load one after the
         other (every file read once per pass). A share of more projects than may be open
         at once (``ingest.open_databases``) would close and reopen databases all through
-        the log, as each batch names most of them: with 2,000 projects that cost 40 times
-        the loading. The first pass also takes what this share takes beside its projects."""
+        the log, as each batch names most of them: a log over 2,000 projects took 7 times
+        as long (bench/RESULTS.md, "Varied mix"). The first pass also takes what this
+        share takes beside its projects."""
         if self.projects is None or len(self.projects) <= most:
             return [self]
         names = sorted(self.projects)
@@ -397,7 +398,7 @@ def replay_in_parallel(
 
 
 def _sum(parts: list[Summary]) -> Summary:
-    """The summaries of processes that each read every line but loaded a share of them."""
+    """The summaries of processes (or passes) that each read every line but loaded a share of them."""
     first = parts[0]
     total = Summary(files=first.files, lines=first.lines, partial_lines=first.partial_lines)
     counted = ("stored", "rejected", "already_loaded", "held", "released")
