@@ -49,8 +49,12 @@ def test_tls_serves_https_and_moves_plain_reads_there(tmp_path, project):
         assert answer["status_url"] == f"{https}/_status/{answer['id']}"
         rows_url = f"{https}/{project}/records.json?_shape=array&_request_id__exact={answer['id']}"
         deadline = time.monotonic() + 15
-        # until a list with the row: before ingestd made the database, Datasette answers an error object
-        while not isinstance(rows := json.loads(curl(*resolve, rows_url)[2] or "[]"), list) or not rows:
+        # until a list with the row and its column: before ingestd made the database, Datasette
+        # answers an error object; and it reads a table's columns before its rows, so a read
+        # across the commit that added the column "over" shows the row without it
+        while not isinstance(rows := json.loads(curl(*resolve, rows_url)[2] or "[]"), list) or not (
+            rows and "over" in rows[0]
+        ):
             assert time.monotonic() < deadline, "the write over TLS was not loaded"
             time.sleep(0.1)
         assert rows[0]["over"] == "tls"
