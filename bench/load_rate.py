@@ -458,11 +458,11 @@ def run_smalltable_one_job(log: Path, work: Path) -> Run:
     return run_smalltable(log, work, "--jobs", "1")
 
 
-def run_sqlite_utils(ndjson: Path, work: Path) -> Run:
+def run_sqlite_utils(ndjson: Path, work: Path, alter: bool = True) -> Run:
+    """``sqlite-utils insert db.db records NDJSON --nl`` (with ``--alter`` unless told not to)."""
     db = work / "db.db"
-    run, _ = measure(
-        [str(BIN / "sqlite-utils"), "insert", str(db), "records", str(ndjson), "--nl", "--alter"], work
-    )
+    argv = [str(BIN / "sqlite-utils"), "insert", str(db), "records", str(ndjson), "--nl"]
+    run, _ = measure(argv + ["--alter"] * alter, work)
     run.note = f"{count_rows([db], ('records',)):,} rows"
     return run
 
@@ -480,6 +480,25 @@ def in_temp_dir(root: Path | None, fn, *args) -> Run:
         return fn(*args, work)
     finally:
         shutil.rmtree(work)
+
+
+def run_rounds(
+    contenders: dict[str, tuple], rounds: int, root: Path | None, show: bool = False
+) -> dict[str, list[Run]]:
+    """Each contender ``(fn, source)`` run ``rounds`` times, each run in a fresh temp dir
+    under ``root``, in an order that rotates so that no one always goes first."""
+    names = list(contenders)
+    results: dict[str, list[Run]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        turn = round_ % len(names)
+        for name in names[turn:] + names[:turn]:
+            fn, source = contenders[name]
+            run = in_temp_dir(root, fn, source)
+            results[name].append(run)
+            if show:
+                print(f"  round {round_ + 1} {name}: {run.wall:.1f} s, CPU {run.cpu:.1f} s, "
+                      f"{run.rss_mib:.0f} MiB; {run.note}", flush=True)  # fmt: skip
+    return results
 
 
 def warm(*paths: Path) -> None:
@@ -588,15 +607,7 @@ def main() -> None:
         "minimal loop (orjson)": (run_minimal, log),
     }
     names = list(contenders)
-    results: dict[str, list[Run]] = {name: [] for name in names}
-    for round_ in range(args.rounds):
-        turn = round_ % len(names)
-        for name in names[turn:] + names[:turn]:  # rotate: no one always goes first
-            fn, source = contenders[name]
-            run = in_temp_dir(args.dir, fn, source)
-            results[name].append(run)
-            print(f"  round {round_ + 1} {name}: {run.wall:.1f} s, CPU {run.cpu:.1f} s, "
-                  f"{run.rss_mib:.0f} MiB; {run.note}", flush=True)  # fmt: skip
+    results = run_rounds(contenders, args.rounds, args.dir, show=True)
     memory_runs = {n: in_temp_dir(args.dir, run_smalltable, path) for n, path in smaller.items()}
     print(f"load average after the runs: {load_average()}")
 

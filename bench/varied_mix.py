@@ -29,6 +29,7 @@ count, then the goals on the summed wall clock of the three logs: SmallTable at 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import random
@@ -39,16 +40,14 @@ from typing import BinaryIO
 
 import orjson
 from load_rate import (
-    BIN,
     DATA,
     MIB,
-    Run,
     cache_log,
-    count_rows,
     ensure_ndjson,
-    in_temp_dir,
-    measure,
+    load_average,
+    run_rounds,
     run_smalltable,
+    run_sqlite_utils,
     warm,
 )
 
@@ -127,18 +126,6 @@ def ensure_log(n: int, projects: int) -> Path:
     return cache_log(DATA / f"varied-mix-v{GENERATOR_VERSION}-{projects}p-{n}.log", n, write)
 
 
-def run_sqlite_utils(ndjson: Path, work: Path, *options: str) -> Run:
-    db = work / "db.db"
-    argv = [str(BIN / "sqlite-utils"), "insert", str(db), "records", str(ndjson), "--nl", *options]
-    run, _ = measure(argv, work)
-    run.note = f"{count_rows([db], ('records',)):,} rows"
-    return run
-
-
-def run_sqlite_utils_alter(ndjson: Path, work: Path) -> Run:
-    return run_sqlite_utils(ndjson, work, "--alter")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="20,000 lines per log, one round")
@@ -148,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     lines = args.lines or (20_000 if args.short else 100_000)
     rounds = args.rounds or (1 if args.short else 3)
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
+    print(f"load average at start: {load_average()} ({os.cpu_count()} CPUs)")
     totals: dict[str, float] = {}
     for projects in PROJECT_COUNTS:
         log = ensure_log(lines, projects)
@@ -157,16 +144,11 @@ def main() -> None:
         warm(log, plain, keyed)
         contenders = {
             "SmallTable replay": (run_smalltable, log),
-            "sqlite-utils insert --nl": (run_sqlite_utils, plain),
-            "sqlite-utils ... --alter": (run_sqlite_utils_alter, keyed),
+            "sqlite-utils insert --nl": (functools.partial(run_sqlite_utils, alter=False), plain),
+            "sqlite-utils ... --alter": (run_sqlite_utils, keyed),
         }
         names = list(contenders)
-        runs: dict[str, list[Run]] = {name: [] for name in names}
-        for round_ in range(rounds):
-            turn = round_ % len(names)
-            for name in names[turn:] + names[:turn]:  # rotate: no one always goes first
-                fn, source = contenders[name]
-                runs[name].append(in_temp_dir(args.dir, fn, source))
+        runs = run_rounds(contenders, rounds, args.dir)
         size = log.stat().st_size
         print(f"\n{projects:,} project(s): {lines:,} lines, {size / MIB:.0f} MiB of log; medians of {rounds}")
         print(f"{'':26} {'rows/s':>9} {'MiB/s':>7} {'wall s':>7} {'CPU s':>7} {'peak RSS MiB':>13}  note")

@@ -27,6 +27,7 @@ import functools
 import json
 import sqlite3
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlite_utils
@@ -159,7 +160,7 @@ def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> s
     with conn:
         conn.execute("BEGIN IMMEDIATE")  # another writer may be making it: look again, locked
         if not conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
-            for sql in _template().values():
+            for sql in _template().sql.values():
                 conn.execute(sql)
         else:
             _create_tables(conn)
@@ -204,41 +205,41 @@ def _create_tables(conn: sqlite3.Connection) -> None:
     conn.execute('CREATE INDEX IF NOT EXISTS "idx_files_record_id" ON files (record_id)')
 
 
+_COLUMNS_SQL = (
+    "SELECT m.name, c.name FROM sqlite_master AS m, pragma_table_info(m.name) AS c WHERE m.type = 'table'"
+)
+"""(table, column) of every table, in one query."""
+
+
+@dataclass(frozen=True)
+class _Template:
+    """What a new project database has: :func:`_create_tables` run once in memory."""
+
+    sql: dict[str, str]
+    """Name → SQL of every table and index, in the order they are made."""
+    columns: frozenset[tuple[str, str]]
+    """(table, column) of every table's columns."""
+
+
 @functools.cache
-def _template() -> dict[str, str]:
-    """Name → SQL of every table and index of a new project database, in the order
-    they are made: :func:`_create_tables` run once on a database in memory, so a new
-    file is made with exactly the SQL sqlite-utils writes."""
+def _template() -> _Template:
+    """A new project database, made once in memory, so a new file is made with exactly
+    the SQL sqlite-utils writes."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
     with conn:
         conn.execute("BEGIN IMMEDIATE")
         _create_tables(conn)
     made = conn.execute("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid").fetchall()
+    columns = frozenset(conn.execute(_COLUMNS_SQL).fetchall())
     conn.close()
-    return dict(made)
-
-
-@functools.cache
-def _template_columns() -> dict[str, frozenset[str]]:
-    """Table → the columns a new project database gives it."""
-    conn = sqlite3.connect(":memory:")
-    for sql in _template().values():
-        conn.execute(sql)
-    tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    columns = {t: frozenset(row[1] for row in conn.execute(f"PRAGMA table_info({quote(t)})")) for t in tables}
-    conn.close()
-    return columns
+    return _Template(dict(made), columns)
 
 
 def _is_current(conn: sqlite3.Connection) -> bool:
     """Whether the database already has every table, index and column of :func:`_template`."""
+    template = _template()
     names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
-    if not names >= _template().keys():
-        return False
-    return all(
-        {row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})")} >= columns
-        for table, columns in _template_columns().items()
-    )
+    return names >= template.sql.keys() and set(conn.execute(_COLUMNS_SQL).fetchall()) >= template.columns
 
 
 def read_settings(conn: sqlite3.Connection) -> Settings | None:
