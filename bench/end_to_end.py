@@ -17,15 +17,21 @@ B. **with the daemon**: the same load while ingestd follows the log. Every 100 m
    nginx answered as wrk stopped, which wrk does not count).
 D. **lag at a steady load**: B is a flood, where lag only says how far behind the
    daemon is. Real posts come at some rate, so wrk then paces each connection
-   (its ``delay()`` hook) at fractions of A's rate (``--paced``, 10 %, 25 % and
-   50 % by default), and the lag p50/p99/max is sampled the same way: the answer
-   to "how soon can I see my post" at that rate.
+   (its ``delay()`` hook, on ``--paced-connections`` connections, so that the
+   delay and not the answer's latency sets the rate) at fractions of A's rate
+   (``--paced``: 25 %, 50 % and 80 % by default), each for ``--paced-seconds`` (60),
+   and the lag p50/p99/max is sampled the same way: the answer to "how soon can I
+   see my post" at that rate. Then ``--search`` more runs bisect between the
+   highest rate that kept lag p99 under 250 ms and the lowest that did not:
+   the **sustained rate** (issue 25, goal 3: at least 0.8 of A), printed beside
+   the most this machine's cores could sustain by the CPU each part spent per post.
 C. **Datasette's own JSON write API** (1.0 alpha, installed in its own venv under
    bench/.data/), one row per request (``POST /db/records/-/insert`` with a
    Bearer token), the same body and load: what a user would build instead.
 
-Goals: B accepts at least 0.85x of A's requests/s, and lag p99 under 250 ms.
-D shows up to which rate the lag goal holds.
+Goals: B accepts at least 0.85x of A's requests/s, and lag p99 under 250 ms; B's
+backlog drains within twice B's length after wrk stops (issue 25, goal 3); D's
+sustained rate is at least 0.8 of A.
 
 ingestd runs at its configured CPU priority (``ingest.nice``, 19 by default:
 nginx gets the CPUs first); ``--nice N`` runs it at another.
@@ -75,6 +81,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROJECT = "bench"
 GOAL_RATIO = 0.85
 GOAL_LAG_P99 = 0.250
+GOAL_SUSTAINED = 0.8
+"""Issue 25, goal 3: the highest steady rate with lag p99 under GOAL_LAG_P99, as a fraction of A."""
+GOAL_DRAIN = 2.0
+"""Issue 25, goal 3: B's backlog drains within this many times B's length after it ends."""
 
 FIELDS = {
     "user": "ann",
@@ -249,17 +259,28 @@ class WrkResult:
         return self.ok / self.seconds
 
 
-def write_lua(path: Path, body: str, extra_headers: dict[str, str], delay_ms: int | None = None) -> Path:
-    """wrk's script; with ``delay_ms``, each connection waits that long before each request."""
+def write_lua(path: Path, body: str, extra_headers: dict[str, str], delay_ms: float | None = None) -> Path:
+    """wrk's script; with ``delay_ms``, each connection waits that long before each request.
+
+    wrk's delay is whole milliseconds: each thread carries the fraction over, so the
+    delays average ``delay_ms``."""
     extra = "\n".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in extra_headers.items())
-    pace = f"delay = function() return {delay_ms} end" if delay_ms else ""
+    pace = ""
+    if delay_ms:
+        pace = (
+            "local owed = 0\n"
+            f"delay = function() owed = owed + {delay_ms!r}; local ms = math.floor(owed); "
+            "owed = owed - ms; return ms end"
+        )
     path.write_text(WRK_LUA % {"body": json.dumps(body), "extra": extra, "pace": pace})
     return path
 
 
-def run_wrk(wrk: str, args: argparse.Namespace, url: str, host: str, lua: Path, seconds: float) -> WrkResult:
+def run_wrk(
+    wrk: str, args: argparse.Namespace, url: str, host: str, lua: Path, seconds: float, connections: int = 0
+) -> WrkResult:
     argv = [
-        wrk, "-t", str(args.threads), "-c", str(args.connections), "-d", f"{seconds:g}s",
+        wrk, "-t", str(args.threads), "-c", str(connections or args.connections), "-d", f"{seconds:g}s",
         "--timeout", "10s", "-H", f"Host: {host}", "-s", str(lua), url,
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -404,6 +425,8 @@ def smalltable_runs(wrk: str, args: argparse.Namespace, seconds: float, home: Pa
     # seconds, and from then on its posts would wait in the holding area.
     config = home.parent / "bench.yaml"
     settings: dict = {"projects": {"quota_mb": 1_000_000}}
+    # D's paced connections all come from 127.0.0.1.
+    settings["nginx"] = {"connections_per_address": max(128, args.paced_connections + args.connections)}
     if args.nice is not None:
         settings["ingest"] = {"nice": args.nice}
     config.write_text(json.dumps(settings))  # JSON is YAML
@@ -495,21 +518,37 @@ def smalltable_runs(wrk: str, args: argparse.Namespace, seconds: float, home: Pa
         figures.rotations["B"] = rotations() - rotations_before
         print(f"B  with the daemon:     {figures.daemon.rate:,.0f} req/s", flush=True)
 
-        # D: steady loads below saturation
-        for fraction in args.paced:
+        # D: steady loads below saturation, then a bisection for the sustained rate
+        def paced(fraction: float) -> bool:
             offered = fraction * figures.alone.rate
-            delay_ms = max(1, round(args.connections / offered * 1000))
+            delay_ms = args.paced_connections / offered * 1000
             paced_lua = write_lua(home.parent / "paced.lua", BODY, {}, delay_ms)
             time.sleep(2)
             ingestd_cpu = cpu_seconds(ingestd)
             sampler = LagSampler(metrics).start()
-            result = run_wrk(wrk, args, url, f"{PROJECT}.localhost", paced_lua, seconds)
+            result = run_wrk(
+                wrk, args, url, f"{PROJECT}.localhost", paced_lua, args.paced_seconds, args.paced_connections
+            )
             sampler.stop()
             used = (cpu_seconds(ingestd) - ingestd_cpu) / result.seconds
-            figures.paced.append((offered, result, [lag for _, lag, _ in sampler.samples], used))
-            print(f"D  paced at {offered:,.0f} req/s offered: {result.rate:,.0f} accepted", flush=True)
+            lags = [lag for _, lag, _ in sampler.samples]
+            figures.paced.append((offered, result, lags, used))
+            kept = bool(lags) and percentile(lags, 0.99) < GOAL_LAG_P99
+            print(
+                f"D  paced at {offered:,.0f} req/s offered: {result.rate:,.0f} accepted, "
+                f"lag p99 {percentile(lags or [float('nan')], 0.99) * 1000:.0f} ms",
+                flush=True,
+            )
             if wait_caught_up(client, metrics, 900) is None:
                 raise SystemExit("ingestd did not catch up after a paced run within 900 s")
+            return kept
+
+        verdicts = {fraction: paced(fraction) for fraction in args.paced}
+        for _ in range(args.search if verdicts else 0):
+            low = max([f for f, ok in verdicts.items() if ok], default=0.0)
+            high = min([f for f, ok in verdicts.items() if not ok and f > low], default=low * 2 or 1.0)
+            middle = (low + high) / 2
+            verdicts[middle] = paced(middle)
         client.close()
     finally:
         if ingestd is not None:
@@ -605,15 +644,35 @@ def report(figures: Figures, args: argparse.Namespace, seconds: float) -> None:
             + (f" (+{extra} answered as wrk stopped)" if extra > 0 else ""),
         ),
     ]
-    for offered, result, samples, used in figures.paced:
+    if figures.catch_up is not None:
+        drain = figures.catch_up / b.seconds
+        rows.append((
+            "   drain after the flood / its length", f"{drain:.2f}x",
+            f"goal <= {GOAL_DRAIN:g}x: {'PASS' if drain <= GOAL_DRAIN else 'FAIL'}",
+        ))  # fmt: skip
+    sustained = 0.0
+    for offered, result, samples, used in sorted(figures.paced, key=lambda run: run[0]):
         lags = samples or [float("nan")]
         d99 = percentile(lags, 0.99)
+        if d99 < GOAL_LAG_P99:
+            sustained = max(sustained, result.rate)
         rows.append((
-            f"D  {result.rate:,.0f} req/s ({offered / a.rate:.0%} of A): lag p50 / p99 / max",
+            f"D  {offered / a.rate:.0%} of A offered, {result.rate:,.0f} req/s "
+            f"({result.rate / a.rate:.0%}): lag p50 / p99 / max",
             f"{percentile(lags, 0.5) * 1000:.0f} / {d99 * 1000:.0f} / {max(lags) * 1000:.0f} ms",
             f"p99 < {GOAL_LAG_P99 * 1000:.0f} ms: {'yes' if d99 < GOAL_LAG_P99 else 'no'}; "
             f"ingestd {used:.2f} cores",
         ))  # fmt: skip
+    if figures.paced:
+        held = sustained / a.rate
+        rows.append((
+            f"   sustained: lag p99 < {GOAL_LAG_P99 * 1000:.0f} ms for {args.paced_seconds:g} s",
+            f"{sustained:,.0f} req/s = {held:.2f}x A",
+            f"goal >= {GOAL_SUSTAINED}: {'PASS' if held >= GOAL_SUSTAINED else 'FAIL'}",
+        ))  # fmt: skip
+        bound = cpu_bound(figures)
+        if bound is not None:
+            rows.append(("   most these cores could sustain (CPU per post)", f"{bound:.2f}x A", ""))
     if c is not None:
         rows += [
             (f"C  Datasette {figures.datasette_version} write API", f"{c.rate:,.0f} req/s",
@@ -655,6 +714,21 @@ def report(figures: Figures, args: argparse.Namespace, seconds: float) -> None:
             print(f"    of which long-lived: {figures.others[name]}")
 
 
+def cpu_bound(figures: Figures) -> float | None:
+    """The steady rate, as a fraction of A, at which wrk, nginx and ingestd would need every core.
+
+    In A, wrk and nginx (and the kernel for them) used the whole machine for A's rate;
+    a steady rate R with the daemon needs R times (that CPU per request, plus ingestd's
+    CPU per row at B's catch-up). So R / A can be at most A's CPU per request over the
+    two added together, however the scheduler shares the cores."""
+    a, used_a = figures.alone, figures.cpu.get("A: nginx alone")
+    if a is None or not used_a or not figures.loaded:
+        return None
+    per_request = used_a["whole machine"] / a.rate
+    per_row = figures.ingestd_cpu["B"] / figures.loaded
+    return per_request / (per_request + per_row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--short", action="store_true", help="10 s per run instead of 30 s")
@@ -665,13 +739,21 @@ def main() -> None:
     parser.add_argument(
         "--paced",
         type=lambda text: [float(x) for x in text.split(",") if x],
-        default=[0.1, 0.25, 0.5],
-        help="run D's steady loads, as fractions of A's rate [0.1,0.25,0.5; '' for none]",
+        default=[0.25, 0.5, 0.8],
+        help="run D's steady loads, as fractions of A's rate [0.25,0.5,0.8; '' for none]",
+    )
+    parser.add_argument("--paced-seconds", type=float, help="length of each D run (default 60, --short 10)")
+    parser.add_argument("--paced-connections", type=int, default=512, help="wrk connections in D [512]")
+    parser.add_argument(
+        "--search", type=int, help="D runs bisecting for the sustained rate (default 3, --short 1)"
     )
     parser.add_argument("--nice", type=int, help="ingestd's ingest.nice (default: the config's default)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs, databases)")
     args = parser.parse_args()
     seconds = args.seconds or (10.0 if args.short else 30.0)
+    args.paced_seconds = args.paced_seconds or (10.0 if args.short else 60.0)
+    if args.search is None:
+        args.search = 1 if args.short else 3
     wrk = ensure_wrk()
     if not args.skip_datasette:
         ensure_datasette_alpha()
