@@ -6,6 +6,7 @@ to loopback itself, as curl does.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -55,6 +56,18 @@ def test_post_from_stdin_waits_for_the_record_and_exits_0(stack, project):
     assert (outcome["status"], outcome["id"]) == ("stored", 1)
     row = stack.wait_row(project, answer["id"])
     assert (row["_content_type"], row["_path"], row["user"]) == ("application/json", "/clicks", "ann")
+
+
+def test_post_dash_sends_stdin_byte_for_byte(stack, project):
+    """``-`` names standard input, as the usage line says: binary bytes arrive unchanged."""
+    body = bytes(range(256)) * 4
+    done = smalltable(
+        "post", url(stack, project), "-", "--type", "application/octet-stream", "--wait", stdin=body
+    )
+    assert done.returncode == 0, done.stderr
+    row = stack.wait_row(project, answers(done)[0]["id"])
+    assert (row["_content_type"], row["_size"]) == ("application/octet-stream", 1024)
+    assert base64.b64decode(row["_body"]["encoded"]) == body  # Datasette's JSON for a BLOB
 
 
 def test_post_a_file_takes_its_type_from_its_name(stack, project, tmp_path):
