@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ingestd.store.keys import key_id
+from ingestd.store.keys import OWNER, Key, KeyStore, key_id
 
 MODULE_DIR = Path(__file__).resolve().parent.parent / "nginx"
 
@@ -73,21 +73,22 @@ def new_key() -> tuple[str, str]:
 
 @pytest.fixture
 def keys(tmp_path):
-    """A keys map as ingestd writes it, and the keys in it by name."""
+    """The keys map ingestd itself writes (KeyStore.save), and the keys in it by name."""
     made = {name: new_key() for name in ("writer", "both", "owner", "reader", "expiring", "other")}
-    entries = {
-        "writer": "p write {} 0",
-        "both": "p read+write {} 0",
-        "owner": "p owner {} 0",
-        "reader": "p read {} 0",
-        "expiring": "p write {} 1999999999",
-        "other": "q write {} 0",
+    entries = {  # name: (project, scope, expires)
+        "writer": ("p", "write", None),
+        "both": ("p", "read+write", None),
+        "owner": ("p", OWNER, None),
+        "reader": ("p", "read", None),
+        "expiring": ("p", "write", 1999999999.0),
+        "other": ("q", "write", None),
     }
-    lines = ["# Written by ingestd (ingestd/store/keys.py) from keys.json."]
-    lines += [f'{made[n][1]} "{entries[n].format(key_id(made[n][1]))}";' for n in entries]
-    path = tmp_path / "keys.map"
-    path.write_text("\n".join(lines) + "\n")
-    return path, made
+    store = KeyStore(tmp_path, tmp_path / "no-nginx.pid")
+    for name, (project, scope, expires) in entries.items():
+        digest = made[name][1]
+        store.add(project, Key(key_id(digest), digest, scope, f"request-{name}", 0.0, expires=expires))
+    assert store.save()
+    return tmp_path / "keys.map", made
 
 
 def test_the_hash_is_sha256_of_the_key_and_malformed_headers_have_none(keys):
