@@ -145,13 +145,15 @@ def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> s
     than loading their posts). Only a file from before some column gets the full
     treatment of :func:`_create_tables`.
     """
+    empty = not path.exists() or path.stat().st_size == 0
     conn = sqlite3.connect(
         str(path), isolation_level=None, check_same_thread=False, cached_statements=CACHED_STATEMENTS
     )
     conn.execute("PRAGMA busy_timeout = 10000")
     conn.execute(f"PRAGMA cache_size = {-1024 * int(cache_mb)}")  # negative: in KiB
-    # Only takes effect in a new, empty file: lets retention give freed pages back.
-    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    if empty:  # lets retention give freed pages back; set on a file that has tables already,
+        # it changes nothing, but costs a reopening 0.4 ms of CPU and a write lock
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
         conn.execute("PRAGMA journal_mode = wal")
     conn.execute(f"PRAGMA synchronous = {'FULL' if sync_commits else 'NORMAL'}")
