@@ -27,6 +27,7 @@ from .config import Config
 from .ingest import checkpoint, deadletter
 from .ingest.logline import LineError, parse_line
 from .ingest.registry import Outcome, for_config
+from .ingest.replay import route
 from .ingest.tail import Line, Tailer
 from .ingest.watch import Watch
 from .model.request import Request
@@ -186,9 +187,7 @@ class Daemon:
         self.tailer.vanished.clear()
         total = 0
         while not self.stopping.is_set():
-            lines = self._unloaded or self.tailer.read(
-                self.config["ingest.batch_lines"], self.config["ingest.batch_bytes"]
-            )
+            lines = self._unloaded or self._read_batch()
             if not lines:
                 break
             self._unloaded = lines
@@ -199,6 +198,31 @@ class Daemon:
             self.watchdog.ping()
         events.files_followed(self.tailer)
         return total
+
+    def _read_batch(self) -> list[Line]:
+        """The next batch: ``ingest.batch_lines`` lines or ``ingest.batch_bytes`` bytes of them.
+
+        A batch that stopped at its bytes (more lines wait) and names more projects than
+        ``ingest.open_databases`` reads on, up to ``ingest.many_projects_batch_bytes``:
+        every project a batch names costs an opening of its database, a commit and a
+        sync, so with hundreds of projects posting big bodies at once a batch of 4 MiB
+        (about a line per project) spent most of its time opening and closing them.
+        """
+        most_lines, most_bytes = self.config["ingest.batch_lines"], self.config["ingest.batch_bytes"]
+        wide = self.config["ingest.many_projects_batch_bytes"]
+        lines = self.tailer.read(most_lines, most_bytes)
+        size = sum(len(line.data) for line in lines)
+        if size < most_bytes or size >= wide:
+            return lines  # all that waits (or batch_lines of it), or as much as it may be
+        projects = {route(line.data) for line in lines}
+        while size < wide and len(projects) > self.store.open_databases:
+            more = self.tailer.read(most_lines - len(lines), min(most_bytes, wide - size))
+            if not more:
+                break
+            lines += more
+            size += sum(len(line.data) for line in more)
+            projects.update(route(line.data) for line in more)
+        return lines
 
     def _recover(self, exc: Exception) -> None:
         """A step failed: say why (not at every retry) and get ready to retry.

@@ -291,6 +291,17 @@ SETTINGS: dict[str, Setting] = {
         "ingest.batch_lines, whichever is reached first), so that their memory is bounded whatever "
         "the size of the bodies; each holds about 5 times this while it loads a batch.",
     ),
+    "ingest.many_projects_batch_bytes": Setting(
+        16777216,
+        _int_range(1, 1 << 30),
+        "a positive number of bytes",
+        "Most bytes of lines in a batch of the daemon's that names more projects than "
+        "ingest.open_databases. Each project a batch names costs it an opening of its database, "
+        "a commit and a sync, however few its lines: so while lines wait, such a batch reads on "
+        "past ingest.batch_bytes to this many (holding about 5 times it while it loads). Over "
+        "200 projects posting bodies of 50 B to 20 KB at once, ingestd catches up 2.2 times as "
+        "fast as with batches of 4 MiB (bench/daemon_load.py).",
+    ),
     "ingest.nice": Setting(
         19,
         _int_range(0, 19),
