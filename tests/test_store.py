@@ -19,7 +19,7 @@ from ingestd.ingest.records import build
 from ingestd.model.record import FilePart, Record, Reject
 from ingestd.model.request import Request
 from ingestd.store.database import Store, WriteResult, for_config
-from ingestd.store.schema import SYSTEM_COLUMNS, _create_tables, open_database, quote
+from ingestd.store.schema import SYSTEM_COLUMNS, _create_tables, _make_from_template, open_database, quote
 from ingestd.support.timefmt import iso_time
 
 ALL_BYTES = bytes(range(256))
@@ -250,6 +250,48 @@ def test_json_keys_become_columns_as_new_keys_appear(store):
     assert rows(store, "SELECT name, age, city FROM records ORDER BY _id") == [
         ("ada", 36, None),
         ("bo", 41, "Paris"),
+    ]
+
+
+def records_sql(store: Store, project: str) -> str:
+    return (
+        store.project(project)
+        .conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'")
+        .fetchone()[0]
+    )
+
+
+def test_a_new_projects_columns_come_out_as_if_added_one_post_at_a_time(tmp_path):
+    """A new project's first batch makes its table again with all its columns at once; the
+    schema (its SQL, columns, index) and rows are what posts loaded one by one make."""
+    store = Store(tmp_path, max_columns=200, open_databases=8)
+    posts = [json_record(b'{"a": 1, "b c": 2}'), json_record(b'{"a": 3, "x\\"y": 4, "_id": 5}')]
+    at_once = store.write("batch", posts, [])
+    assert at_once.columns_added == ["a", "b c", 'x"y', "_id_"]
+    for post in posts:  # the same posts, a batch each: the second adds its columns by ALTER
+        store.write("posts", [Record(post.request, post.body, post.kind, post.fields, [])], [])
+    assert records_sql(store, "batch") == records_sql(store, "posts")
+    assert records_sql(store, "batch").endswith(', "a", "b c", "x""y", "_id_")')
+    for project in ("batch", "posts"):
+        conn = store.project(project).conn
+        indexes = conn.execute("PRAGMA index_list(records)").fetchall()
+        assert indexes == [(0, "idx_records_request_id", 1, "c", 0)]
+        assert conn.execute('SELECT a, "b c", "x""y", _id_ FROM records ORDER BY _id').fetchall() == [
+            (1, 2, None, None),
+            (3, None, 4, 5),
+        ]
+    store.close()
+
+
+def test_columns_for_a_project_with_records_are_added_to_its_table(store):
+    """Once a project has records, new columns are added to the table it has (ALTER): its
+    rows and their ids stay."""
+    store.write("demo", [json_record(b'{"a": 1}')], [])
+    store.write("demo", [json_record(b'{"b": 2}'), json_record(b'{"c": 3}')], [])
+    assert rows(store, "SELECT _id, a, b, c FROM records ORDER BY _id") == [
+        (1, 1, None, None),
+        (2, None, 2, None),
+        (3, None, None, 3),
     ]
 
 
@@ -494,6 +536,22 @@ def test_database_is_in_wal_mode_with_full_synchronous(store, tmp_path):
     assert db.conn.execute("PRAGMA synchronous").fetchone() == (2,)
     with sqlite3.connect(db.path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_new_database_is_made_whole_and_an_existing_one_is_never_made_again(tmp_path):
+    """A new project's file is a copy of a template linked into place: the data directory
+    holds only databases after, and a file that is already there (another writer made it
+    first) is kept as it is."""
+    store = Store(tmp_path, max_columns=200, open_databases=1)
+    store.write("first", [record({"a": 1})], [])
+    store.write("second", [record({"a": 2})], [])
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.db", "second.db"]
+    _make_from_template(tmp_path / "first.db", sync=True)
+    conn = open_database(tmp_path / "first.db")
+    assert conn.execute("SELECT a FROM records").fetchall() == [(1,)]
+    conn.close()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".new")]
 
 
 def test_tables_and_indexes(store):

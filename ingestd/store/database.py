@@ -32,7 +32,7 @@ from ..model.record import Record, Reject
 from ..model.request import Request
 from ..support import failpoints
 from ..support.timefmt import iso_time
-from .schema import SYSTEM_COLUMNS, column_for_key, open_database, quote
+from .schema import SYSTEM_COLUMNS, add_columns, column_for_key, open_database, quote
 
 
 @dataclass
@@ -153,8 +153,9 @@ class ProjectDatabase:
         self.conn.close()
 
     def _new_layout(self, keys: tuple[str, ...], result: WriteResult) -> _Layout:
-        """Where a record with these keys (in this order) puts its values, adding columns
-        for keys never seen before. Records of one source share a few key tuples, so the
+        """Where a record with these keys (in this order) puts its values, naming columns
+        for keys never seen before (in ``result.columns_added``: :meth:`write` makes them
+        before its first insert). Records of one source share a few key tuples, so the
         answer is kept in ``_layouts`` for the next record with the same keys."""
         columns: list[str] = []
         keep: list[int] = []
@@ -172,7 +173,6 @@ class ProjectDatabase:
                 if self.column_keys is not None and key not in self.column_keys:
                     continue
                 added += 1
-                self.conn.execute(f"ALTER TABLE records ADD COLUMN {quote(column)}")
                 self.user_columns[column.lower()] = column
                 result.columns_added.append(column)
                 existing = column
@@ -215,10 +215,11 @@ class ProjectDatabase:
             run: list[tuple] = []
             run_columns: tuple[str, ...] = ()
             layouts = self._layouts
-            for record in records:
+            placed = [layouts.get(keys := tuple(r.fields)) or self._new_layout(keys, result) for r in records]
+            if result.columns_added:  # all at once, before the first insert (schema.add_columns)
+                add_columns(conn, result.columns_added)
+            for record, layout in zip(records, placed, strict=True):
                 fields = record.fields
-                keys = tuple(fields)
-                layout = layouts.get(keys) or self._new_layout(keys, result)
                 if layout.dropped:
                     result.keys_without_column += layout.dropped
                 values = (

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
+import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +129,39 @@ def column_for_key(key: str) -> str | None:
     return key
 
 
+def add_columns(conn: sqlite3.Connection, columns: list[str]) -> None:
+    """Add user columns (no type, as sqlite-utils adds them) to ``records``, inside a write
+    transaction: while the table is empty (a new project's first batch), by making it
+    again with them, else by an ALTER each.
+
+    Each ALTER re-reads the whole schema: 90 µs a column at 200 columns, 18 ms for a
+    new project of 200 keys, most of what 2,000 new projects cost. The table made again
+    has the SQL the ALTERs would have written, so a project's schema does not depend
+    on how its posts were batched.
+    """
+    if conn.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None:
+        for column in columns:
+            conn.execute(f"ALTER TABLE records ADD COLUMN {quote(column)}")
+        return
+    (sql,) = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'"
+    ).fetchone()
+    indexes = conn.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'records' AND sql IS NOT NULL"
+    ).fetchall()
+    conn.execute("DROP TABLE records")
+    conn.execute(with_columns(sql, columns))
+    for (index,) in indexes:
+        conn.execute(index)
+
+
+def with_columns(create_table: str, columns: list[str]) -> str:
+    """``CREATE TABLE`` SQL with ``columns`` added as ``ALTER TABLE … ADD COLUMN`` adds each:
+    ``, "name"`` before the closing parenthesis."""
+    end = create_table.rindex(")")
+    return create_table[:end] + "".join(f", {quote(c)}" for c in columns) + create_table[end:]
+
+
 def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> sqlite3.Connection:
     """Open (creating if need be) a project database with its tables, in WAL mode.
 
@@ -145,6 +180,8 @@ def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> s
     than loading their posts). Only a file from before some column gets the full
     treatment of :func:`_create_tables`.
     """
+    if not path.exists():
+        _make_from_template(path, sync_commits)
     empty = not path.exists() or path.stat().st_size == 0
     conn = sqlite3.connect(
         str(path), isolation_level=None, check_same_thread=False, cached_statements=CACHED_STATEMENTS
@@ -235,6 +272,46 @@ def _template() -> _Template:
     columns = frozenset(conn.execute(_COLUMNS_SQL).fetchall())
     conn.close()
     return _Template(dict(made), columns)
+
+
+@functools.cache
+def _template_file() -> bytes:
+    """A new project database as the bytes of its file: the tables of :func:`_template`,
+    incremental auto-vacuum, WAL mode; made once per process in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="smalltable-template-") as scratch:
+        path = Path(scratch) / "template.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute("PRAGMA journal_mode = wal")
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for sql in _template().sql.values():
+                conn.execute(sql)
+        conn.close()  # the last connection copies the WAL into the file and removes it
+        return path.read_bytes()
+
+
+def _make_from_template(path: Path, sync: bool) -> None:
+    """Make the database file at ``path`` as a copy of :func:`_template_file`, unless it exists.
+
+    Making the tables costs a new project about 2 ms of CPU and several syncs; a copy
+    is one write. The copy is written (and with ``sync``, synced: the commits that
+    follow go to the WAL, and need the file they belong to) under another name, then
+    linked in place, which fails if the file is there: a writer that opens ``path``
+    meanwhile sees either no file or the whole of it.
+    """
+    spare = path.with_name(f".{path.name}.{os.getpid()}.new")
+    with open(spare, "wb") as new:
+        new.write(_template_file())
+        if sync:
+            new.flush()
+            os.fsync(new.fileno())
+    try:
+        os.link(spare, path)
+    except FileExistsError:
+        pass  # another writer made it first: theirs is the database
+    finally:
+        spare.unlink()
 
 
 def _is_current(conn: sqlite3.Connection) -> bool:
