@@ -174,11 +174,11 @@ def open_database(path: Path, cache_mb: int = 2, sync_commits: bool = True) -> s
     without, SQLite syncs only at its WAL checkpoints, and a power loss can undo
     the last commits (never corrupt the database): see :meth:`ProjectDatabase.close`.
 
-    A new file gets the tables of :func:`_template` in one go, and a file that has
-    them all is left as it is: asking sqlite-utils for each table cost a new project
-    about 2.8 ms of CPU and every reopening 1.3 ms (with thousands of projects, more
-    than loading their posts). Only a file from before some column gets the full
-    treatment of :func:`_create_tables`.
+    A new file is a copy of :func:`_template_file` (the tables of :func:`_template`),
+    and a file that has them all is left as it is: asking sqlite-utils for each table
+    cost a new project about 2.8 ms of CPU and every reopening 1.3 ms (with thousands
+    of projects, more than loading their posts). Only a file from before some column
+    gets the full treatment of :func:`_create_tables`.
     """
     if not path.exists():
         _make_from_template(path, sync_commits)
