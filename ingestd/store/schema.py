@@ -301,15 +301,16 @@ def _make_from_template(path: Path, sync: bool) -> None:
     meanwhile sees either no file or the whole of it.
     """
     spare = path.with_name(f".{path.name}.{os.getpid()}.new")
-    with open(spare, "wb") as new:
+    # 0o644 (less the umask) is the mode SQLite gives the files it makes.
+    with os.fdopen(os.open(spare, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "wb") as new:
         new.write(_template_file())
         if sync:
             new.flush()
             os.fsync(new.fileno())
     try:
         os.link(spare, path)
-    except FileExistsError:
-        pass  # another writer made it first: theirs is the database
+    except OSError:  # another writer made it first (theirs is the database), or the file
+        pass  # system has no hard links: SQLite makes the file, as it did before templates
     finally:
         spare.unlink()
 
