@@ -52,7 +52,7 @@ DEFAULTS = {
     "paths.nginx_pid": "run/nginx.pid",
     "ingest.batch_lines": 20000,
     "ingest.batch_bytes": 4194304,
-    "ingest.many_projects_batch_bytes": 16777216,
+    "ingest.many_projects_batch_bytes": 33554432,
     "ingest.nice": 19,
     "ingest.rescan_interval": 1.0,
     "ingest.poll_interval": 0.05,
