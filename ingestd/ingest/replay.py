@@ -111,8 +111,8 @@ class Share:
         remembers the verdict for each name. The apex's lines (``""``, named in
         their body) and lines without the field are routed one by one.
         """
-        if self.projects is None:
-            return lines
+        if self.projects is None or self.projects == self.rest:
+            return lines  # every line (one job's only share takes its projects and the rest)
         verdicts = self._verdicts
         if len(verdicts) > MAX_VERDICTS:  # a log of many odd names: forget, stay bounded
             verdicts.clear()
