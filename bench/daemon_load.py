@@ -3,9 +3,10 @@
 Issue 25 (goals 1 and 4): the daemon must not spend more per row because many
 projects post at once. ``smalltable replay`` loads a job's projects in passes of at
 most ``ingest.open_databases`` (``Share.passes``); the daemon cannot wait for a
-pass, so each batch (``ingest.batch_bytes`` of lines, in log order) goes to every
-project it names. With more projects in a batch than databases kept open, every
-batch reopens the ones it names.
+pass, so each batch (``ingest.batch_bytes`` of lines in log order, or up to
+``ingest.many_projects_batch_bytes`` when it names more projects than databases are
+kept open) goes to every project it names, and with more projects in it than are kept
+open, every batch reopens the ones it names.
 
 For logs made as ``varied_mix.py`` makes them (1, 50, 200 and 2,000 projects; bodies of
 50 B to 20 KB; 1 to 200 keys), in the same run, each as a child process in a fresh temp
