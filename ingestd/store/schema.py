@@ -276,18 +276,14 @@ def _template() -> _Template:
 
 @functools.cache
 def _template_file() -> bytes:
-    """A new project database as the bytes of its file: the tables of :func:`_template`,
-    incremental auto-vacuum, WAL mode; made once per process in a temporary directory."""
+    """A new project database as the bytes of its file: what :func:`open_database` makes of
+    an empty file (the tables of :func:`_template`, incremental auto-vacuum, WAL mode);
+    made once per process in a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="smalltable-template-") as scratch:
         path = Path(scratch) / "template.db"
-        conn = sqlite3.connect(path, isolation_level=None)
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-        conn.execute("PRAGMA journal_mode = wal")
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            for sql in _template().sql.values():
-                conn.execute(sql)
-        conn.close()  # the last connection copies the WAL into the file and removes it
+        path.touch()  # there already: made as an empty file is, not from this template
+        # The last connection copies the WAL into the file and removes it.
+        open_database(path, sync_commits=False).close()
         return path.read_bytes()
 
 
