@@ -282,3 +282,25 @@ def test_a_stream_batch_loaded_again_after_a_crash_changes_nothing(make):
     assert rows(registry.store, "demo", "select _id, location, removed from stream_truncations") == [
         (1, 1, 2)
     ]
+
+
+def test_paths_that_only_look_special_are_posts_and_special_ones_are_not(make):
+    """Only ``/_project…``, ``/_kv…`` and ``/stream/…`` are asked whether they are more than
+    a post: a path that merely resembles one is stored like any other, and the special
+    ones still reach their handlers (a settings change, a key-value write)."""
+    registry = make()
+    lookalikes = ["/project", "/kv/a", "/stream", "/x/_project", "/_projects", "/_kvs", "/stream-x/1"]
+    posts = [req("demo", uri=uri) for uri in lookalikes]
+    registry.load(posts)
+    assert rows(registry.store, "demo", "select _path from records order by _id") == [
+        (u,) for u in lookalikes
+    ]
+    out = registry.load(
+        [settings("demo", owner="ann@example.com"), req("demo", b"v1", "/_kv/b/k", "text/plain")]
+    )
+    assert out["demo"].settings_changed == 1
+    assert registry.state("demo").settings.owner == "ann@example.com"
+    assert rows(registry.store, "demo", "select count(*) from records") == [(len(lookalikes),)]
+    assert rows(registry.store, "demo", "select _reason from rejects") == [
+        ("key-value write not applied: POST is not a key-value write: PUT a value or DELETE it",)
+    ]  # the key-value API's answer, not a record

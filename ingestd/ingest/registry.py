@@ -24,9 +24,10 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from ..config import Config, default_settings
-from ..model.kv import is_kv_path
+from ..model.kv import KV_PREFIX, is_kv_path
 from ..model.project import (
     PROJECT_NAME_RULE,
+    SETTINGS_PATH,
     Settings,
     is_reserved_project_name,
     is_settings_write,
@@ -56,7 +57,7 @@ from .keychange import (
 )
 from .records import build
 from .settings_write import SettingsError, apply_change, read_change
-from .stream import documents, is_stream_post, truncation, truncation_location
+from .stream import STREAM_PREFIX, documents, is_stream_post, truncation, truncation_location
 from .validate import Rules, check, rules_for
 
 
@@ -177,28 +178,29 @@ class Registry:
             if state.due is not None and request.received >= state.due:
                 flush()
                 self._apply_due(project, state, request.received, out)
-            if is_settings_write(request.method, request.uri):
-                flush()
-                self._change_settings(project, request, state, out)
-                continue
-            if is_keys_write(request.method, request.uri):
-                flush()
-                self._change_keys(project, request, state, out)
-                continue
-            if is_upload(request) and self.blobs and (state.exists or self.auto_create):
-                rejects += self.blobs.take(self.store.project(project).conn, request, state.settings.read)
-                continue
-            if is_kv_path(request.path):  # decided in log order, never held (ingest/kv.py)
-                kv_writes.append(request)
-                continue
-            if (location := truncation_location(request)) is not None:
-                flush()
-                refused = truncation(self.store, request, location, state.exists)
-                if refused is not None and state.exists:
-                    rejects.append(refused)
-                elif refused is not None:  # no such topic: a refusal creates no project
-                    self.holding.reject(project, [refused])
-                continue
+            if request.uri.startswith(_SPECIAL_PREFIXES) or request.blob:  # most posts are neither
+                if is_settings_write(request.method, request.uri):
+                    flush()
+                    self._change_settings(project, request, state, out)
+                    continue
+                if is_keys_write(request.method, request.uri):
+                    flush()
+                    self._change_keys(project, request, state, out)
+                    continue
+                if is_upload(request) and self.blobs and (state.exists or self.auto_create):
+                    rejects += self.blobs.take(self.store.project(project).conn, request, state.settings.read)
+                    continue
+                if is_kv_path(request.path):  # decided in log order, never held (ingest/kv.py)
+                    kv_writes.append(request)
+                    continue
+                if (location := truncation_location(request)) is not None:
+                    flush()
+                    refused = truncation(self.store, request, location, state.exists)
+                    if refused is not None and state.exists:
+                        rejects.append(refused)
+                    elif refused is not None:  # no such topic: a refusal creates no project
+                        self.holding.reject(project, [refused])
+                    continue
             if not state.exists and not self.auto_create:
                 holds.append(Held(request, "no_project", _NO_PROJECT.format(project=project)))
                 continue
@@ -438,6 +440,12 @@ def for_config(config: Config, store: Store, holding: Holding, keys: KeyStore | 
         intake_for(config),
     )
 
+
+_SPECIAL_PREFIXES = (SETTINGS_PATH, KV_PREFIX.rstrip("/"), STREAM_PREFIX)
+"""Where the path of every request that is more than a post starts: settings and keys
+(``/_project…``), key-value writes (``/_kv…``), stream truncations (``/stream/…``).
+A blob upload is told by its hash instead. :meth:`Registry._load_project` asks the
+special cases only of the requests whose URI starts so (tests/test_registry.py)."""
 
 _NO_PROJECT = (
     "project {project} does not exist and projects are not created by a post here: it is loaded "

@@ -26,6 +26,8 @@ from ..support.timefmt import iso_time
 from .records import build
 from .validate import Rules, check
 
+STREAM_PREFIX = "/stream/"
+"""Where every stream path starts (``/stream/TOPIC``, ``/stream/TOPIC/LOC``)."""
 _PATH = re.compile(r"/stream/(?P<topic>[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(?:/(?P<location>[0-9]{1,19}))?")
 DOCUMENT_TYPE = "application/json"
 """The content type every stream document is stored with: each is one JSON document."""
@@ -40,7 +42,7 @@ def _match(request: Request) -> re.Match | None:
 
 def is_stream_post(request: Request) -> bool:
     """True for ``POST /stream/TOPIC`` to its own project."""
-    if request.method != "POST" or not request.uri.startswith("/stream/"):
+    if request.method != "POST" or not request.uri.startswith(STREAM_PREFIX):
         return False
     match = _match(request)
     return match is not None and match["location"] is None
@@ -48,7 +50,7 @@ def is_stream_post(request: Request) -> bool:
 
 def truncation_location(request: Request) -> int | None:
     """LOC of ``DELETE /stream/TOPIC/LOC`` to its own project; None for any other request."""
-    if request.method != "DELETE" or not request.uri.startswith("/stream/"):
+    if request.method != "DELETE" or not request.uri.startswith(STREAM_PREFIX):
         return None
     match = _match(request)
     return None if match is None or match["location"] is None else int(match["location"])
