@@ -27,7 +27,8 @@ Rates are log lines (= rows) per second and MiB of log per second, wall clock
 including interpreter start-up; CPU time (user + system) is shown too, as it
 depends less on the disk and on other work on the machine. Printed: a table with
 the ratios, the goals of issue 7 and issue 25's goal 1 (one job's CPU per row at most
-2x the minimal loop's), peak memory of replay at 1/10, 1/2 and all of
+2x the minimal loop's) with where a row's CPU goes (:func:`sqlite_share`: SQLite's own
+share, and the same rows by ``INSERT … SELECT FROM json_each``), peak memory of replay at 1/10, 1/2 and all of
 the log (it must not grow with the log), and a pyinstrument profile of replay
 (top self time, and inclusive time of ingestd's functions). pyinstrument is setup.py's
 ``bench`` extra, which ``make bench`` installs (alone: ``.venv/bin/pip install -e
@@ -513,6 +514,131 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+# --- SQLite's share of a row -------------------------------------------------------------
+
+
+def _replayed_rows(data: Path) -> list[tuple[str, str, str, tuple[str, ...], tuple]]:
+    """Every row replay stored under ``data``, roughly in log order (request ids are made in
+    time order): ``(request id, project, table, filled columns, their values)``, the columns
+    those replay's insert named (a row's user columns are its keys; empty ones are left out)."""
+    rows = []
+    for path in sorted(data.glob("*.db")):
+        if path.name.startswith("_"):
+            continue
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        for table in ("records", "rejects"):
+            names = [row[1] for row in conn.execute(f"PRAGMA table_info({table})") if row[1] != "_id"]
+            system = sum(name.startswith("_") for name in names)
+            quoted = ", ".join(f'"{name}"' for name in names)
+            for values in conn.execute(f"SELECT {quoted} FROM {table} ORDER BY _id"):
+                filled = [i for i in range(system, len(names)) if values[i] is not None]
+                columns = tuple(names[:system]) + tuple(names[i] for i in filled)
+                rows.append(
+                    (values[0], path.stem, table, columns, values[:system] + tuple(values[i] for i in filled))
+                )
+        conn.close()
+    rows.sort(key=lambda row: row[0])
+    return rows
+
+
+@dataclass
+class Share:
+    """What :func:`sqlite_share` measured: CPU seconds, and the rows."""
+
+    inserts: float
+    """Inserting the rows replay stored, as replay inserts them."""
+    making: float
+    """Making their databases (one per project, from the template, with their columns)."""
+    json_each: float | None
+    """The same rows by ``INSERT … SELECT FROM json_each(?)``, if asked for."""
+    rows: int
+
+
+def sqlite_share(log: Path, root: Path | None, json_each: bool = True) -> Share:
+    """CPU SQLite (with Python's sqlite3 binding) spends on the rows replay stores, alone.
+
+    ``replay --jobs 1`` loads ``log``; its rows are read back and inserted again into fresh
+    databases of the same schema as replay writes them: per batch (``ingest.batch_lines``) one
+    transaction per project, an ``executemany`` per run of rows that fill the same columns,
+    with replay's own statement (``ON CONFLICT (_request_id) DO NOTHING``). Only those calls
+    are timed: nothing of SmallTable's parsing, classifying or routing. So is making the fresh
+    databases, a cost of one database per project. The alternative issue
+    25 suggests hands SQLite each run as one JSON array to unpack (the values still made in
+    Python, so this is the cheapest any such insert can be: making the columns from the bodies
+    would parse every body again besides).
+    """
+    sys.path.insert(0, str(REPO))
+    from ingestd.config import SETTINGS
+    from ingestd.store.database import _insert_sql  # the statement replay runs
+    from ingestd.store.schema import add_columns, open_database
+
+    work = Path(tempfile.mkdtemp(prefix="st-share-", dir=root))
+    fresh: dict[tuple[str, str], list] = {}
+    try:
+        run_smalltable_one_job(log, work)
+        rows = _replayed_rows(work / "home" / "data")
+        started = time.process_time()
+        for kind in ("executemany", "json_each") if json_each else ("executemany",):
+            (work / kind).mkdir()
+            for _, project, table, columns, _ in rows:
+                if (kind, project) not in fresh:
+                    fresh[kind, project] = [open_database(work / kind / f"{project}.db", 2, False), set()]
+                if table == "records":
+                    fresh[kind, project][1].update(c for c in columns if not c.startswith("_"))
+            for (other, _), (conn, users) in fresh.items():
+                if other == kind:
+                    conn.execute("BEGIN IMMEDIATE")
+                    add_columns(conn, sorted(users))
+                    conn.execute("COMMIT")
+        making = (time.process_time() - started) / (2 if json_each else 1)
+        batch_lines = SETTINGS["ingest.batch_lines"].default
+        transactions = []  # per batch and project: [(table, columns, rows)], in order
+        for start in range(0, len(rows), batch_lines):
+            by_project: dict[str, list] = {}
+            for _, project, table, columns, values in rows[start : start + batch_lines]:
+                runs = by_project.setdefault(project, [])
+                if runs and runs[-1][:2] == (table, columns):
+                    runs[-1][2].append(values)
+                else:
+                    runs.append((table, columns, [values]))
+            transactions += by_project.items()
+
+        started = time.process_time()
+        for project, runs in transactions:
+            conn = fresh["executemany", project][0]
+            conn.execute("BEGIN IMMEDIATE")
+            for table, columns, values in runs:
+                conn.executemany(_insert_sql(table, columns), values)
+            conn.execute("COMMIT")
+        inserts = time.process_time() - started
+        if not json_each:
+            return Share(inserts, making, None, len(rows))
+
+        as_text = [  # JSON has no bytes: binary bodies go as Latin-1 text (the speed is what counts)
+            (project, [(t, c, [tuple(v.decode("latin-1") if type(v) is bytes else v for v in r) for r in vs])
+                       for t, c, vs in runs])
+            for project, runs in transactions
+        ]  # fmt: skip
+        started = time.process_time()
+        for project, runs in as_text:
+            conn = fresh["json_each", project][0]
+            conn.execute("BEGIN IMMEDIATE")
+            for table, columns, values in runs:
+                picks = ", ".join(f"value ->> {i}" for i in range(len(columns)))
+                quoted = ", ".join(f'"{c}"' for c in columns)
+                conn.execute(
+                    f"INSERT INTO {table} ({quoted}) SELECT {picks} FROM json_each(?) WHERE true "
+                    "ON CONFLICT (_request_id) DO NOTHING",
+                    (orjson.dumps(values),),
+                )
+            conn.execute("COMMIT")
+        return Share(inserts, making, time.process_time() - started, len(rows))
+    finally:
+        for conn, _ in fresh.values():
+            conn.close()
+        shutil.rmtree(work)
+
+
 # --- the profile ----------------------------------------------------------------------
 
 
@@ -643,6 +769,15 @@ def main() -> None:
     verdict = "PASS" if ratio <= GOAL_CPU_PER_ROW else "FAIL"
     print(f"goal: SmallTable --jobs 1 CPU per row <= {GOAL_CPU_PER_ROW}x the minimal loop's: "
           f"{ratio:.2f}x  {verdict}  ({per_row[one]:.1f} against {per_row[loop]:.1f} µs)")  # fmt: skip
+    measured = sqlite_share(log, args.dir)
+    share = measured.inserts / measured.rows * 1e6
+    print(f"  where a row's CPU goes: SQLite's own share (replay's rows inserted again alone, as replay "
+          f"inserts them) {share:.1f} µs = {share / per_row[loop]:.2f}x the minimal loop's whole row; "
+          f"the rest of replay's row {per_row[one] - share:.1f} µs. The goal leaves "
+          f"{GOAL_CPU_PER_ROW * per_row[loop] - share:.1f} µs beside SQLite.")  # fmt: skip
+    print(f"  the same rows by INSERT … SELECT FROM json_each(?), one per run of rows: "
+          f"{measured.json_each / measured.rows * 1e6:.1f} µs = {measured.json_each / measured.inserts:.2f}x "
+          f"executemany's")  # fmt: skip
 
     print("\nmemory of SmallTable replay against the log's size (peak RSS)")
     for n, run in memory_runs.items():
