@@ -27,7 +27,7 @@ from .config import Config
 from .ingest import checkpoint, deadletter
 from .ingest.logline import LineError, parse_line
 from .ingest.registry import Outcome, for_config
-from .ingest.replay import route
+from .ingest.routing import route
 from .ingest.tail import Line, Tailer
 from .ingest.watch import Watch
 from .model.request import Request

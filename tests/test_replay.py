@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 import ingestd.ingest.replay as replay_module
-from ingestd.ingest.replay import Share, plan, route
+from ingestd.ingest.replay import Share, plan
+from ingestd.ingest.routing import route
 
 from .conftest import smalltable
 from .linelib import make_line

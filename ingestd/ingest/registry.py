@@ -26,12 +26,9 @@ from dataclasses import dataclass, field
 from ..config import Config, default_settings
 from ..model.kv import KV_PREFIX, is_kv_path
 from ..model.project import (
-    PROJECT_NAME_RULE,
     SETTINGS_PATH,
     Settings,
-    is_reserved_project_name,
     is_settings_write,
-    is_valid_project_name,
 )
 from ..model.record import Record, Reject
 from ..model.request import Request
@@ -56,6 +53,7 @@ from .keychange import (
     revoked_key_id,
 )
 from .records import build
+from .routing import given_name, named_project
 from .settings_write import SettingsError, apply_change, read_change
 from .stream import STREAM_PREFIX, documents, is_stream_post, truncation, truncation_location
 from .validate import Rules, check, rules_for
@@ -475,34 +473,3 @@ def schema_keys(settings: Settings) -> frozenset[str] | None:
     if isinstance(schema, dict) and isinstance(schema.get("properties"), dict):
         return frozenset(schema["properties"])
     return None
-
-
-def named_project(request: Request) -> str:
-    """The project a settings write to the apex names in its ``name``; SettingsError if none.
-
-    A missing or bad name is reported with every other problem of the write at once
-    (as a new project's settings), so a form is corrected in one go."""
-    change = read_change(request.body, request.content_type)
-    name = change.get("name")
-    if isinstance(name, str) and is_valid_project_name(name) and not is_reserved_project_name(name):
-        return name
-    if not isinstance(name, str) or not name:
-        problem = "'name' is required: the project to create or change"
-    elif not is_valid_project_name(name):
-        problem = f"'name': {name!r} is not a project name ({PROJECT_NAME_RULE})"
-    else:
-        problem = f"'name': {name!r} is reserved and cannot be a project; choose another name"
-    try:
-        apply_change(default_settings(), change)
-    except SettingsError as others:
-        problem = f"{problem}; {others}"
-    raise SettingsError(problem)
-
-
-def given_name(request: Request) -> str:
-    """The name an apex settings write gave, whatever it is, to file its reject under."""
-    try:
-        name = read_change(request.body, request.content_type).get("name")
-    except SettingsError:
-        return ""
-    return name if isinstance(name, str) else ""

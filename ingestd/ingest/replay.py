@@ -38,12 +38,12 @@ from ..store.holding import Holding
 from ..store.keys import KeyStore
 from ..support import gcpause
 from .logline import LineError, parse_line
-from .registry import Registry, for_config, given_name
+from .registry import Registry, for_config
+from .routing import PROJECT_FIELD, route
 
 CHUNK = 1 << 20
 PLAN_SAMPLES = 64
 """How many blocks of :data:`CHUNK` bytes :func:`plan` reads from a big plain file."""
-_PROJECT_FIELD = b'"project":"'
 _PROJECT_FIELDS = re.compile(rb'"project":"([^"\n]*)"')
 _APEX_FIELD = b'"project":""'
 MAX_VERDICTS = 10000
@@ -117,9 +117,9 @@ class Share:
         if len(verdicts) > MAX_VERDICTS:  # a log of many odd names: forget, stay bounded
             verdicts.clear()
         chosen = []
-        width = len(_PROJECT_FIELD)
+        width = len(PROJECT_FIELD)
         for line in lines:
-            start = line.find(_PROJECT_FIELD) + width
+            start = line.find(PROJECT_FIELD) + width
             # the name route() finds; b"" when the line has no field or names the apex
             name = line[start : line.find(b'"', start)] if start >= width else b""
             verdict = verdicts.get(name)
@@ -130,26 +130,6 @@ class Share:
             if verdict:
                 chosen.append(line)
         return chosen
-
-
-def route(line: bytes) -> str | None:
-    """The project a log line is for, found without parsing the line; None if it names none.
-
-    A settings write to the apex logs the project as ``""`` and names it in its
-    body: that (rare) line is parsed. nginx escapes every quote inside a value, so
-    the first ``"project":"`` of a line is the field.
-    """
-    start = line.find(_PROJECT_FIELD)
-    if start < 0:
-        return None
-    start += len(_PROJECT_FIELD)
-    name = line[start : line.find(b'"', start)].decode("latin-1")
-    if name:
-        return name
-    try:
-        return given_name(parse_line(line))
-    except LineError:
-        return None
 
 
 def _runs(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[list[bytes]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..config import Config
 from ..ingest.fingerprint import log_files
-from ..ingest.replay import route
+from ..ingest.routing import route
 from ..support.durable import write_all_and_sync
 
 
