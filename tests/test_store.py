@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -19,7 +21,14 @@ from ingestd.ingest.records import build
 from ingestd.model.record import FilePart, Record, Reject
 from ingestd.model.request import Request
 from ingestd.store.database import Store, WriteResult, for_config
-from ingestd.store.schema import SYSTEM_COLUMNS, _create_tables, _make_from_template, open_database, quote
+from ingestd.store.schema import (
+    SYSTEM_COLUMNS,
+    _create_tables,
+    _make_from_template,
+    _template_file,
+    open_database,
+    quote,
+)
 from ingestd.support.timefmt import iso_time
 
 ALL_BYTES = bytes(range(256))
@@ -552,6 +561,18 @@ def test_a_new_database_is_made_whole_and_an_existing_one_is_never_made_again(tm
     assert conn.execute("SELECT a FROM records").fetchall() == [(1,)]
     conn.close()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".new")]
+
+
+def test_a_template_copy_left_by_a_process_that_died_is_removed_when_a_store_opens(tmp_path):
+    """A crash between writing a new project's template copy and linking it leaves the copy;
+    the next store on the directory removes it, but never a running process's."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    dead = tmp_path / f".shop.db.{int(gone.stdout)}.new"
+    alive = tmp_path / f".shop.db.{os.getpid()}.new"
+    for spare in (dead, alive):
+        spare.write_bytes(_template_file())
+    Store(tmp_path, max_columns=200, open_databases=1).close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
 
 
 def test_tables_and_indexes(store):

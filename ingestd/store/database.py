@@ -32,7 +32,7 @@ from ..model.record import Record, Reject
 from ..model.request import Request
 from ..support import failpoints
 from ..support.timefmt import iso_time
-from .schema import SYSTEM_COLUMNS, add_columns, column_for_key, open_database, quote
+from .schema import SYSTEM_COLUMNS, add_columns, column_for_key, open_database, quote, remove_stale_spares
 
 
 @dataclass
@@ -402,6 +402,7 @@ class Store:
     ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_spares(self.data_dir)
         self.max_columns = max_columns
         self.max_new_columns_per_post = max_new_columns_per_post
         self.open_databases = open_databases

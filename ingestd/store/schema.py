@@ -312,6 +312,33 @@ def _make_from_template(path: Path, sync: bool) -> bool:
         spare.unlink()
 
 
+def remove_stale_spares(data_dir: Path) -> list[Path]:
+    """Remove the copies of the template a process wrote and died before linking into place
+    (``.NAME.db.PID.new``, PID no longer running: :func:`_make_from_template`); the ones removed.
+
+    Nothing reads them, but each takes a new database's room. A running process's spare
+    is left alone: it is linked and removed in a moment.
+    """
+    removed = []
+    for spare in data_dir.glob(".*.db.*.new"):
+        pid = spare.name.rsplit(".", 2)[1]
+        if pid.isdigit() and not _running(int(pid)):
+            with suppress(FileNotFoundError):
+                spare.unlink()
+                removed.append(spare)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def _is_current(conn: sqlite3.Connection) -> bool:
     """Whether the database already has every table, index and column of :func:`_template`."""
     template = _template()
