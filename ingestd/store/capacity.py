@@ -2,47 +2,50 @@
 
 nginx answers writes before ingestd sees them, so it cannot count projects. ingestd
 counts them (the ``PROJECT.db`` files in the data directory, and their size with
-their write-ahead logs) after each batch, at most once a second, and keeps two
-flag files in the state directory: ``full-projects`` once there are
-``projects.max_projects`` projects, ``full-data`` once they take
-``projects.max_data_mb``. nginx checks them (a ``stat``) for each write to a
-project that has no database yet and answers 507: existing projects keep
-accepting writes. A flag appears within about a second of the batch that filled
-the directory, so a few new projects may get in past the cap.
+their write-ahead logs) and keeps two flag files in the state directory:
+``full-projects`` once there are ``projects.max_projects`` projects, ``full-data``
+once they take ``projects.max_data_mb``. nginx checks them (a ``stat``) for each
+write to a project that has no database yet and answers 507: existing projects
+keep accepting writes.
+
+The count follows each batch: the sizes of the projects it wrote (the registry
+measures them) go over the last count of the directory, so a batch costs as much
+whatever the number of idle projects beside it, and a flag appears as the batch that
+filled the directory is loaded. The directory is counted again every
+:data:`RESCAN_SECONDS`, which catches what others changed (a replay beside the
+daemon, a project removed by hand).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..model.project import is_valid_project_name
 
 FULL_PROJECTS = "full-projects"
 FULL_DATA = "full-data"
-EVERY_SECONDS = 1.0
+RESCAN_SECONDS = 60.0
+"""How often the whole directory is counted again (8 ms of CPU at 2,000 projects)."""
 
 
-def measure(data_dir: Path) -> tuple[int, int]:
-    """(projects, bytes) of the project databases in ``data_dir`` (with their WALs)."""
-    projects, size = 0, 0
+def project_sizes(data_dir: Path) -> dict[str, int]:
+    """Project → bytes of its database in ``data_dir`` (with its WAL), for every project."""
+    sizes: dict[str, int] = {}
+    wals: dict[str, int] = {}
     with os.scandir(data_dir) as entries:
         for entry in entries:
             name = entry.name
             if name.endswith(".db") and is_valid_project_name(name[:-3]):
-                projects += 1
-                size += entry.stat().st_size
+                sizes[name[:-3]] = entry.stat().st_size
             elif name.endswith(".db-wal") and is_valid_project_name(name[:-7]):
-                size += entry.stat().st_size
-    return projects, size
-
-
-def _flag(path: Path, on: bool) -> None:
-    if on:
-        path.touch()
-    else:
-        path.unlink(missing_ok=True)
+                wals[name[:-7]] = entry.stat().st_size
+    for project, size in wals.items():  # a WAL without its database is no project
+        if project in sizes:
+            sizes[project] += size
+    return sizes
 
 
 class Capacity:
@@ -51,15 +54,34 @@ class Capacity:
     def __init__(self, data_dir: Path, state_dir: Path, max_projects: int, max_data_mb: int) -> None:
         self.data_dir, self.state_dir = data_dir, state_dir
         self.max_projects, self.max_bytes = max_projects, max_data_mb * 1048576
-        self._checked = -EVERY_SECONDS
+        self._sizes: dict[str, int] = {}
+        self._total = 0
+        self._counted = -RESCAN_SECONDS
+        self._flags: dict[str, bool] = {}
+        """What each flag file was last set to (a count of the directory sets them again)."""
 
-    def update(self, force: bool = False) -> tuple[int, int] | None:
-        """Count again (at most once a second unless ``force``) and set the flags; the counts."""
+    def update(self, sizes: Mapping[str, int] = {}, force: bool = False) -> tuple[int, int]:
+        """Take a batch's projects' ``sizes`` (bytes of database and WAL, after it) over the last
+        count, counting the directory again if it is due or ``force``; set the flags; the counts."""
         now = time.monotonic()
-        if not force and now - self._checked < EVERY_SECONDS:
-            return None
-        self._checked = now
-        projects, size = measure(self.data_dir)
-        _flag(self.state_dir / FULL_PROJECTS, projects >= self.max_projects)
-        _flag(self.state_dir / FULL_DATA, size >= self.max_bytes)
-        return projects, size
+        if force or now - self._counted >= RESCAN_SECONDS:
+            self._sizes = project_sizes(self.data_dir)
+            self._total = sum(self._sizes.values())
+            self._counted = now
+            self._flags = {}
+        for project, size in sizes.items():
+            self._total += size - self._sizes.get(project, 0)
+            self._sizes[project] = size
+        counts = len(self._sizes), self._total
+        self._flag(FULL_PROJECTS, counts[0] >= self.max_projects)
+        self._flag(FULL_DATA, counts[1] >= self.max_bytes)
+        return counts
+
+    def _flag(self, name: str, on: bool) -> None:
+        if self._flags.get(name) == on:
+            return
+        if on:
+            (self.state_dir / name).touch()
+        else:
+            (self.state_dir / name).unlink(missing_ok=True)
+        self._flags[name] = on
