@@ -83,3 +83,21 @@ def test_a_wide_batch_still_keeps_to_batch_lines(tmp_path):
     assert batches_of(runner) == [50 * (line - 1), 50 * (line - 1), 20 * (line - 1)]
     for project, project_ids in ids.items():
         runner.assert_exactly(project, project_ids)
+
+
+def test_the_retention_pass_leaves_no_database_open_that_was_not(runner):
+    """The pass opens every project; it closes those it opened, so idle projects do not
+    keep the memory of open databases until posts come."""
+    projects = [f"p{n}" for n in range(6)]
+    write_round_robin(runner, projects[::-1], 12)  # p2, p1, p0 last: the pass ends on p5
+    daemon = Daemon(load_config(runner.config_path))
+    try:
+        daemon.step()
+        before = {p for p in projects if daemon.store.is_open(p)}
+        assert before == {"p0", "p1", "p2"}  # ingest.open_databases: 3
+        daemon.expire()
+        assert {p for p in projects if daemon.store.is_open(p)} <= before
+    finally:
+        daemon.tailer.close()
+        daemon.store.close()
+        daemon.holding.close()

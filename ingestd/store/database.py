@@ -475,6 +475,15 @@ class Store:
             self._forget(project, db)
             raise
 
+    def is_open(self, project: str) -> bool:
+        return project in self._open
+
+    def close_project(self, project: str) -> None:
+        """Close ``project``'s database if it is open (its SQLite cache goes with it)."""
+        db = self._open.pop(project, None)
+        if db is not None:
+            db.close()
+
     def _forget(self, project: str, db: ProjectDatabase) -> None:
         """Close a database whose last operation failed, so the next one starts afresh."""
         if self._open.get(project) is db:
