@@ -1,11 +1,12 @@
 """``DOMAIN/``: every project, the holding area, and the form that creates a project.
 
-The list comes from the catalog's cached summaries (:mod:`.catalog`), so it
-stays fast with hundreds of projects: a ``stat`` per project plus a read of
-each one that changed. The form posts to ``/_project`` on the apex, which
-nginx answers itself (``202`` with a page that shows the owner key once and
-links to ``/_status/<request id>``, where the page says whether the project was
-created or why not). It is a plain HTML form: it works without JavaScript.
+The list comes from the catalog's cached summaries (:mod:`.catalog`) of the
+page's projects only, so it stays fast with thousands: a listing of the data
+directory, then a ``stat`` per project shown plus a read of each one that changed.
+The form posts to ``/_project`` on the apex, which nginx answers itself (``202``
+with a page that shows the owner key once and links to ``/_status/<request id>``,
+where the page says whether the project was created or why not). It is a plain
+HTML form: it works without JavaScript.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..model.project import (
     quota_level,
 )
 from . import commands, holding_area
-from .catalog import summaries
+from .catalog import project_paths, summaries
 from .privacy import is_private
 from .site import Site, project_address, site
 from .views import render
@@ -50,10 +51,12 @@ write against (:mod:`ingestd.model.project`), so the browser refuses what ingest
 EXAMPLE_CHANGE = {"owner": "ann@example.com", "description": "checkout clicks, for the UX study"}
 
 
-def _rows(config: Site, request: Request) -> tuple[list[dict], list[dict]]:
-    """Every project with its quota level, and each name with held posts but private ones (blocking)."""
-    projects = summaries(config, request)
-    for entry in projects:
+def _rows(config: Site, request: Request) -> tuple[dict, list[dict]]:
+    """The page of projects ``?q=`` and ``?page=`` ask for, each with its quota level, and each
+    name with held posts but private ones (blocking). Only the page's projects are read."""
+    page = _page_of([path.stem for path in project_paths(config)], request)
+    page["projects"] = summaries(config, request, page["projects"])
+    for entry in page["projects"]:
         if "quota_used" in entry:
             entry["level"] = quota_level(entry["quota_used"], config.quota_warning)
     held = {} if config.data_dir is None else holding_area.waiting(config.data_dir)
@@ -66,13 +69,13 @@ def _rows(config: Site, request: Request) -> tuple[list[dict], list[dict]]:
         for name, entry in held.items()
         if not is_private(config.data_dir, name)
     ]
-    return projects, waiting
+    return page, waiting
 
 
-def _page_of(projects: list[dict], request: Request) -> dict:
-    """The projects whose name contains ``?q=``, ``PAGE_SIZE`` at a time (``?page=N``)."""
+def _page_of(names: list[str], request: Request) -> dict:
+    """The names that contain ``?q=``, ``PAGE_SIZE`` at a time (``?page=N``)."""
     query = request.args.get("q", "").strip().lower()
-    matching = [p for p in projects if query in p["project"]] if query else projects
+    matching = [name for name in names if query in name] if query else names
     pages = max(1, -(-len(matching) // PAGE_SIZE))
     try:
         page = min(max(1, int(request.args.get("page") or 1)), pages)
@@ -80,7 +83,7 @@ def _page_of(projects: list[dict], request: Request) -> dict:
         page = 1
     return {
         "projects": matching[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
-        "total": len(projects),
+        "total": len(names),
         "matching": len(matching),
         "query": query,
         "page": page,
@@ -91,7 +94,7 @@ def _page_of(projects: list[dict], request: Request) -> dict:
 async def apex_page(datasette: Datasette, request: Request) -> Response:
     """The apex page: projects (searched and paged), the holding area, how to create a project."""
     config = site(datasette)
-    projects, waiting = await asyncio.to_thread(_rows, config, request)
+    page, waiting = await asyncio.to_thread(_rows, config, request)
     defaults = config.defaults
     example = EXAMPLE_CHANGE | {
         "type": "json",
@@ -99,7 +102,7 @@ async def apex_page(datasette: Datasette, request: Request) -> Response:
         "quota_mb": defaults.quota_mb,
     }
     context = {
-        **_page_of(projects, request),
+        **page,
         "waiting": waiting,
         "config": config,
         "types": TYPES,

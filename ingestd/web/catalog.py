@@ -102,16 +102,25 @@ def public_owner(owner: str) -> str:
     return "claimed" if "@" in owner else owner
 
 
-def summaries(config: Site, request: Request) -> list[dict[str, object]]:
-    """Every project database under the data directory, by name (blocking: run it in a thread)."""
+def project_paths(config: Site) -> list[Path]:
+    """Every project database under the data directory, by name."""
     if config.data_dir is None:
         return []
     # By name: sorting the paths would put "demo-2.db" before "demo.db" ("-" < ".").
-    paths = sorted(
+    return sorted(
         (p for p in config.data_dir.glob("*.db") if is_valid_project_name(p.stem)), key=lambda p: p.stem
     )
+
+
+def summaries(config: Site, request: Request, names: list[str] | None = None) -> list[dict[str, object]]:
+    """The summaries of the projects ``names`` (None: every project), by name (blocking: run
+    it in a thread). A page of a few projects reads only theirs."""
+    paths = project_paths(config)
     _cache.keep_only(paths)
-    waiting = holding_area.waiting(config.data_dir)
+    if names is not None:
+        wanted = set(names)
+        paths = [path for path in paths if path.stem in wanted]
+    waiting = holding_area.waiting(config.data_dir) if paths else {}
     return [
         listed(
             summary(
