@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from ingestd.ops import replicate as replicate_module
 from ingestd.ops.replicate import Replicator
 from ingestd.store.blobs import LocalStore, S3Store
 from ingestd.store.blobtable import add_blob
@@ -111,6 +112,30 @@ def test_a_full_disk_on_one_store_sends_the_copy_to_the_next(tmp_path):
         assert not list(full.rglob("*.tmp"))  # the half-written copy is not left behind
     finally:
         subprocess.run(["umount", "-l", str(full)], check=False)
+
+
+def test_a_pass_reads_again_only_the_projects_whose_files_changed(tmp_path, monkeypatch):
+    """The daemon passes every ``blobs.replicate_interval``: a project database that has not
+    changed since the last pass is not opened again, and a new blob is still found."""
+    a, b = LocalStore(tmp_path / "a"), LocalStore(tmp_path / "b")
+    blob_in(tmp_path, a, b"first", project="one")
+    for name in ("idle-1", "idle-2"):
+        open_database(tmp_path / "data" / f"{name}.db").close()
+    opened: list[str] = []
+    read = replicate_module._blob_rows
+    monkeypatch.setattr(replicate_module, "_blob_rows", lambda path: opened.append(path.stem) or read(path))
+    monkeypatch.setattr(replicate_module, "SETTLE_NS", 0)  # the files were made a moment ago
+    replicator = Replicator([a, b], tmp_path / "data", tmp_path / "state", 2)
+    assert replicator.replicate().copied == 1
+    assert sorted(opened) == ["idle-1", "idle-2", "one"]
+    opened.clear()
+    assert replicator.replicate().copied == 0 and opened == ["one"]  # its copy count changed
+    opened.clear()
+    assert replicator.replicate().copied == 0 and opened == []
+    second = blob_in(tmp_path, a, b"second", project="idle-2")
+    figures = replicator.replicate()
+    assert (figures.copied, figures.blobs) == (1, 2) and b.path(second).read_bytes() == b"second"
+    assert "idle-1" not in opened
 
 
 def test_a_dead_s3_store_leaves_the_blob_under_replicated_and_the_pass_quick(tmp_path):
