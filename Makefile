@@ -18,7 +18,7 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
 # Run one at a time: they measure a 2-core machine, and would measure each other.
-BENCHMARKS := load_rate varied_mix daemon_load end_to_end read_side idle_cost checkpoint_cost watch_cost keys_cost stream_reads restore_rate kv blobs
+BENCHMARKS := load_rate varied_mix daemon_load end_to_end read_side idle_cost idle_projects checkpoint_cost watch_cost keys_cost stream_reads restore_rate kv blobs
 
 .PHONY: run test lint bench system-deps venv clean
 
