@@ -33,7 +33,17 @@ def wait_port(port: int, timeout: float = 60) -> None:
 
 def interrupt(process: subprocess.Popen, timeout: float) -> None:
     """Stop ``process`` as Ctrl-C would; kill it if it has not exited within ``timeout`` s."""
-    process.send_signal(signal.SIGINT)
+    _stop(process, signal.SIGINT, timeout)
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """Stop ``process`` as systemd would (SIGTERM); kill it if it has not exited within ``timeout`` s."""
+    _stop(process, signal.SIGTERM, timeout)
+
+
+def _stop(process: subprocess.Popen, sig: signal.Signals, timeout: float) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

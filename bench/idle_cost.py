@@ -44,6 +44,8 @@ from pathlib import Path
 
 import yaml
 
+from benchlib import terminate
+
 REPO = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 GOAL_PERCENT = 1.0
@@ -217,11 +219,7 @@ def main() -> None:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
         for process in processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, timeout=15)
         out.close()
         shutil.rmtree(home, ignore_errors=True)
 

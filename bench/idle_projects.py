@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -36,7 +35,9 @@ import time
 from pathlib import Path
 
 import yaml
-from idle_cost import free_port, log_line, sample, status_kib
+from idle_cost import log_line, sample, status_kib
+
+from benchlib import free_port, terminate
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -44,7 +45,7 @@ sys.path.insert(0, str(REPO))
 from ingestd.config import SETTINGS  # noqa: E402
 from ingestd.ingest.logline import parse_line  # noqa: E402
 from ingestd.ingest.records import build  # noqa: E402
-from ingestd.store.database import Store  # noqa: E402
+from ingestd.store.pool import Store  # noqa: E402
 
 GOAL = 1.2
 """CPU per post and memory with idle projects at most this many times without them."""
@@ -138,12 +139,7 @@ def run(idle: int, seconds: float, rate: float, settle: float, root: Path | None
         rss = status_kib(daemon.pid, "VmRSS") / 1024
         return (after.oncpu_ns - before.oncpu_ns) / 1e9 / posts, rss, posts
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+        terminate(daemon, timeout=30)
         out.close()
         shutil.rmtree(home, ignore_errors=True)
 

@@ -21,7 +21,7 @@ import click
 
 from ingestd.ingest.records import build
 from ingestd.model.request import Request
-from ingestd.store.database import Store
+from ingestd.store.pool import Store
 
 PAGES = ["/checkout", "/home", "/search", "/product/42", "/cart", "/profile"]
 EVENTS = ["click", "view", "scroll", "submit", "error"]

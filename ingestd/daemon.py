@@ -33,9 +33,9 @@ from .ingest.watch import Watch
 from .model.request import Request
 from .ops import archive, events
 from .store import capacity, quota, retention
-from .store.database import for_config as store_for_config
 from .store.holding import Holding
 from .store.keys import KeyStore
+from .store.pool import for_config as store_for_config
 from .store.schema import read_settings
 from .support import failpoints, filesystem, gcpause, sdnotify
 
@@ -171,7 +171,7 @@ class Daemon:
         """One retention pass over every project; then load what waits where room was made.
 
         A database the pass opened is closed after it, so idle projects do not keep the
-        memory of ``ingest.open_databases`` open databases until posts come (16 MiB with
+        memory of ``ingest.open_databases`` open databases until posts come (12 MiB with
         2,000 idle projects, bench/idle_projects.py): an idle project costs the daemon
         nothing between passes.
         """

@@ -16,8 +16,8 @@ import pytest
 from ingestd.config import default_settings
 from ingestd.ingest.registry import Registry
 from ingestd.model.request import Request
-from ingestd.store.database import Store
 from ingestd.store.holding import Holding
+from ingestd.store.pool import Store
 from ingestd.store.schema import database_bytes
 
 _ids = itertools.count(1)

@@ -7,7 +7,7 @@ import time
 import msgspec
 
 from ingestd.model.record import FilePart, Record, Reject
-from ingestd.store.database import Store
+from ingestd.store.pool import Store
 from ingestd.store.retention import CHUNK, expire
 from ingestd.store.schema import database_bytes
 

@@ -20,7 +20,8 @@ from ingestd.config import load_config
 from ingestd.ingest.records import build
 from ingestd.model.record import FilePart, Record, Reject
 from ingestd.model.request import Request
-from ingestd.store.database import Store, WriteResult, for_config
+from ingestd.store.database import WriteResult
+from ingestd.store.pool import Store, for_config
 from ingestd.store.schema import (
     SYSTEM_COLUMNS,
     _create_tables,

@@ -13,8 +13,9 @@ from ..model.kv import KvError, KvWrite, read_write
 from ..model.record import Reject
 from ..model.request import Request
 from ..store import kv as kv_store
-from ..store.database import Store, WriteResult
+from ..store.database import WriteResult
 from ..store.holding import Holding
+from ..store.pool import Store
 
 NO_PROJECT = (
     "project {project} does not exist and projects are not created by a write here: "

@@ -32,10 +32,11 @@ from ..model.project import (
 )
 from ..model.record import Record, Reject
 from ..model.request import Request
-from ..store.database import Store, WriteResult
+from ..store.database import WriteResult
 from ..store.holding import Held, Holding
 from ..store.keys import Key, KeyStore, record_change
 from ..store.pending import add_pending, mark_applied, pending
+from ..store.pool import Store
 from ..store.schema import database_bytes, read_settings
 from ..support import failpoints
 from ..support.timefmt import iso_time

@@ -33,9 +33,9 @@ from pathlib import Path
 from ..config import Config
 from ..model.project import is_valid_project_name
 from ..model.request import Request
-from ..store.database import for_config as store_for_config
 from ..store.holding import Holding
 from ..store.keys import KeyStore
+from ..store.pool import for_config as store_for_config
 from ..support import gcpause
 from .logline import LineError, parse_line
 from .registry import Registry, for_config

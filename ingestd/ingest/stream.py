@@ -20,7 +20,7 @@ import msgspec
 
 from ..model.record import Record, Reject
 from ..model.request import Request
-from ..store.database import Store
+from ..store.pool import Store
 from ..store.streams import TruncationRefused, truncate
 from ..support.timefmt import iso_time
 from .records import build
