@@ -41,8 +41,10 @@ the log (it must not grow with the log), and a pyinstrument profile of replay
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -55,6 +57,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -555,6 +558,14 @@ class Share:
 
 
 def sqlite_share(log: Path, root: Path | None, json_each: bool = True) -> Share:
+    """:func:`_sqlite_share`, measured in a child process: it holds every row at once, and a
+    process started later by this one would report that peak as its own (``ru_maxrss`` counts
+    what a child was forked with)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        return pool.submit(_sqlite_share, log, root, json_each).result()
+
+
+def _sqlite_share(log: Path, root: Path | None, json_each: bool) -> Share:
     """CPU SQLite (with Python's sqlite3 binding) spends on the rows replay stores, alone.
 
     ``replay --jobs 1`` loads ``log``; its rows are read back and inserted again into fresh
@@ -603,6 +614,7 @@ def sqlite_share(log: Path, root: Path | None, json_each: bool = True) -> Share:
                     runs.append((table, columns, [values]))
             transactions += by_project.items()
 
+        gc.disable()  # as replay loads a batch (ingestd/support/gcpause.py): millions of rows are held here
         started = time.process_time()
         for project, runs in transactions:
             conn = fresh["executemany", project][0]
@@ -611,6 +623,7 @@ def sqlite_share(log: Path, root: Path | None, json_each: bool = True) -> Share:
                 conn.executemany(_insert_sql(table, columns), values)
             conn.execute("COMMIT")
         inserts = time.process_time() - started
+        gc.enable()
         if not json_each:
             return Share(inserts, making, None, len(rows))
 
@@ -619,6 +632,7 @@ def sqlite_share(log: Path, root: Path | None, json_each: bool = True) -> Share:
                        for t, c, vs in runs])
             for project, runs in transactions
         ]  # fmt: skip
+        gc.disable()
         started = time.process_time()
         for project, runs in as_text:
             conn = fresh["json_each", project][0]
@@ -634,6 +648,7 @@ def sqlite_share(log: Path, root: Path | None, json_each: bool = True) -> Share:
             conn.execute("COMMIT")
         return Share(inserts, making, time.process_time() - started, len(rows))
     finally:
+        gc.enable()
         for conn, _ in fresh.values():
             conn.close()
         shutil.rmtree(work)
