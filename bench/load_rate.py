@@ -545,7 +545,7 @@ def _replayed_rows(data: Path) -> list[tuple[str, str, str, tuple[str, ...], tup
 
 
 @dataclass
-class Share:
+class SqliteShare:
     """What :func:`sqlite_share` measured: CPU seconds, and the rows."""
 
     inserts: float
@@ -557,7 +557,7 @@ class Share:
     rows: int
 
 
-def sqlite_share(log: Path, root: Path | None, json_each: bool = True) -> Share:
+def sqlite_share(log: Path, root: Path | None, json_each: bool = True) -> SqliteShare:
     """:func:`_sqlite_share`, measured in a child process: it holds every row at once, and a
     process started later by this one would report that peak as its own (``ru_maxrss`` counts
     what a child was forked with)."""
@@ -565,7 +565,7 @@ def sqlite_share(log: Path, root: Path | None, json_each: bool = True) -> Share:
         return pool.submit(_sqlite_share, log, root, json_each).result()
 
 
-def _sqlite_share(log: Path, root: Path | None, json_each: bool) -> Share:
+def _sqlite_share(log: Path, root: Path | None, json_each: bool) -> SqliteShare:
     """CPU SQLite (with Python's sqlite3 binding) spends on the rows replay stores, alone.
 
     ``replay --jobs 1`` loads ``log``; its rows are read back and inserted again into fresh
@@ -625,7 +625,7 @@ def _sqlite_share(log: Path, root: Path | None, json_each: bool) -> Share:
         inserts = time.process_time() - started
         gc.enable()
         if not json_each:
-            return Share(inserts, making, None, len(rows))
+            return SqliteShare(inserts, making, None, len(rows))
 
         as_text = [  # JSON has no bytes: binary bodies go as Latin-1 text (the speed is what counts)
             (project, [(t, c, [tuple(v.decode("latin-1") if type(v) is bytes else v for v in r) for r in vs])
@@ -646,7 +646,7 @@ def _sqlite_share(log: Path, root: Path | None, json_each: bool) -> Share:
                     (orjson.dumps(values),),
                 )
             conn.execute("COMMIT")
-        return Share(inserts, making, time.process_time() - started, len(rows))
+        return SqliteShare(inserts, making, time.process_time() - started, len(rows))
     finally:
         gc.enable()
         for conn, _ in fresh.values():

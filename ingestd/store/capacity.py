@@ -18,12 +18,11 @@ daemon, a project removed by hand).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..model.project import is_valid_project_name
+from .schema import project_files
 
 FULL_PROJECTS = "full-projects"
 FULL_DATA = "full-data"
@@ -33,19 +32,8 @@ RESCAN_SECONDS = 60.0
 
 def project_sizes(data_dir: Path) -> dict[str, int]:
     """Project → bytes of its database in ``data_dir`` (with its WAL), for every project."""
-    sizes: dict[str, int] = {}
-    wals: dict[str, int] = {}
-    with os.scandir(data_dir) as entries:
-        for entry in entries:
-            name = entry.name
-            if name.endswith(".db") and is_valid_project_name(name[:-3]):
-                sizes[name[:-3]] = entry.stat().st_size
-            elif name.endswith(".db-wal") and is_valid_project_name(name[:-7]):
-                wals[name[:-7]] = entry.stat().st_size
-    for project, size in wals.items():  # a WAL without its database is no project
-        if project in sizes:
-            sizes[project] += size
-    return sizes
+    files = project_files(data_dir).items()
+    return {project: db.st_size + (wal.st_size if wal else 0) for project, (db, wal) in files}
 
 
 class Capacity:

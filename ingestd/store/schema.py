@@ -34,7 +34,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from ..model.project import Settings
+from ..model.project import Settings, is_valid_project_name
 
 SYSTEM_COLUMNS: dict[str, str] = {
     "_id": "INTEGER",
@@ -113,6 +113,28 @@ def database_bytes(path: Path) -> int:
         with suppress(FileNotFoundError):
             total += part.stat().st_size
     return total
+
+
+def project_files(data_dir: Path) -> dict[str, tuple[os.stat_result, os.stat_result | None]]:
+    """Every project database in ``data_dir``: project → the ``stat`` of its file and of its
+    WAL (None without one), from one listing. A file removed between the listing and its
+    ``stat`` (a WAL its last connection just removed) is left out, as is a WAL without its
+    database."""
+    databases: dict[str, os.stat_result] = {}
+    wals: dict[str, os.stat_result] = {}
+    with os.scandir(data_dir) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.endswith(".db"):
+                found, project = databases, name[:-3]
+            elif name.endswith(".db-wal"):
+                found, project = wals, name[:-7]
+            else:
+                continue
+            if is_valid_project_name(project):
+                with suppress(FileNotFoundError):
+                    found[project] = entry.stat(follow_symlinks=False)
+    return {project: (st, wals.get(project)) for project, st in databases.items()}
 
 
 def column_for_key(key: str) -> str | None:
@@ -335,7 +357,7 @@ def _running(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's
-        return True
+        pass
     return True
 
 

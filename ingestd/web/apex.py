@@ -54,8 +54,9 @@ EXAMPLE_CHANGE = {"owner": "ann@example.com", "description": "checkout clicks, f
 def _rows(config: Site, request: Request) -> tuple[dict, list[dict]]:
     """The page of projects ``?q=`` and ``?page=`` ask for, each with its quota level, and each
     name with held posts but private ones (blocking). Only the page's projects are read."""
-    page = _page_of([path.stem for path in project_paths(config)], request)
-    page["projects"] = summaries(config, request, page["projects"])
+    paths = project_paths(config)
+    page = _page_of([path.stem for path in paths], request)
+    page["projects"] = summaries(config, request, page["projects"], paths)
     for entry in page["projects"]:
         if "quota_used" in entry:
             entry["level"] = quota_level(entry["quota_used"], config.quota_warning)

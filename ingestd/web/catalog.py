@@ -112,10 +112,13 @@ def project_paths(config: Site) -> list[Path]:
     )
 
 
-def summaries(config: Site, request: Request, names: list[str] | None = None) -> list[dict[str, object]]:
+def summaries(
+    config: Site, request: Request, names: list[str] | None = None, paths: list[Path] | None = None
+) -> list[dict[str, object]]:
     """The summaries of the projects ``names`` (None: every project), by name (blocking: run
-    it in a thread). A page of a few projects reads only theirs."""
-    paths = project_paths(config)
+    it in a thread). A page of a few projects reads only theirs. ``paths`` is
+    :func:`project_paths`, if the caller has it already."""
+    paths = project_paths(config) if paths is None else paths
     _cache.keep_only(paths)
     if names is not None:
         wanted = set(names)
