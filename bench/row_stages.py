@@ -71,7 +71,8 @@ def main() -> None:
     seconds, items = least_cpu(lambda: [build(r) for r in requests], args.rounds)
     show("build (classify; a Record or a Reject)", seconds)
     records = [item for item in items if isinstance(item, Record)]
-    seconds, _ = least_cpu(lambda: [_request_values(r.request) for r in records], args.rounds)
+    values = [(r.request, False, r.kind, r.body) for r in records]
+    seconds, _ = least_cpu(lambda: [_request_values(*v) for v in values], args.rounds)
     show("a record's system values", seconds)
 
     work = Path(tempfile.mkdtemp(prefix="st-stages-"))

@@ -79,9 +79,11 @@ def _picker(keep: list[int], keys: int) -> Callable[[dict], Iterable]:
 _Item = TypeVar("_Item", Record, Reject)
 
 
-def _request_values(request: Request, store_client: bool = False) -> tuple:
-    """The system-column values every stored or rejected request has; the client's address
-    and user agent only where the project's owner turned ``store_client`` on."""
+def _request_values(request: Request, store_client: bool, last: str, body: str | bytes) -> tuple:
+    """The system-column values of a stored or rejected request, in the order of
+    ``_RECORD_INSERT_COLUMNS`` (``last``: its kind) or ``_REJECT_INSERT_COLUMNS`` (its
+    reason); the client's address and user agent only where the project's owner turned
+    ``store_client`` on."""
     path, sep, query = request.uri.partition("?")
     return (
         request.request_id,
@@ -93,6 +95,8 @@ def _request_values(request: Request, store_client: bool = False) -> tuple:
         len(request.body),
         request.remote_addr if store_client else None,
         request.user_agent if store_client else None,
+        last,
+        body,
     )
 
 
@@ -220,9 +224,7 @@ class ProjectDatabase:
                 if layout.dropped:
                     result.keys_without_column += layout.dropped
                 values = (
-                    *_request_values(record.request, self.store_client),
-                    record.kind,
-                    record.body,
+                    *_request_values(record.request, self.store_client, record.kind, record.body),
                     *layout.pick(fields),
                 )
                 if run and (record.files or layout.columns != run_columns):
@@ -240,7 +242,7 @@ class ProjectDatabase:
             by_code: dict[str, list[tuple]] = {}
             for r in rejects:
                 by_code.setdefault(r.code, []).append(
-                    (*_request_values(r.request, self.store_client), r.reason, r.body)
+                    _request_values(r.request, self.store_client, r.reason, r.body)
                 )
             for code, reject_rows in by_code.items():
                 before = conn.total_changes
