@@ -159,7 +159,8 @@ def status(config_file, home, as_json) -> None:
 def replay(config_file, home, project, from_files, data_dir, jobs) -> None:
     """Load the project databases from the logs again (idempotent; safe while ingestd runs)."""
     from .ingest.fingerprint import log_files
-    from .ingest.replay import Share, open_registry, plan, replay_in_parallel, replay_in_passes
+    from .ingest.replay import open_registry, plan, replay_in_parallel, replay_in_passes
+    from .ingest.shares import Share
     from .model.project import PROJECT_NAME_RULE, is_valid_project_name
 
     config = _config(config_file, home=home)

@@ -24,10 +24,12 @@ import threading
 import time
 
 from .config import Config
-from .ingest import checkpoint, deadletter
+from .ingest import backlog, checkpoint, deadletter
+from .ingest.checkpoint import FilePosition
 from .ingest.logline import LineError, parse_line
 from .ingest.registry import Outcome, for_config
 from .ingest.routing import route
+from .ingest.shares import Share
 from .ingest.tail import Line, Tailer
 from .ingest.watch import Watch
 from .model.request import Request
@@ -127,6 +129,11 @@ class Daemon:
         dead-letter file take anything twice.
         """
         started = time.monotonic()
+        self._load_lines(lines)
+        self._checkpoint(self.tailer.positions(), len(lines), started)
+
+    def _load_lines(self, lines: list[Line]) -> None:
+        """Parse and load ``lines``, the dead letters among them into the dead-letter file."""
         requests: list[Request] = []
         dead: list[tuple[Line, str, str]] = []
         for line in lines:
@@ -144,12 +151,57 @@ class Daemon:
             for line, error, reason in dead:
                 if (line.fingerprint, line.start) in added:
                     events.dead_letter(line, error, reason)
+        self.loaded_lines += len(lines)
+
+    def _checkpoint(self, positions: list[FilePosition], lines: int, started: float) -> None:
+        """Save ``positions``: everything before them is loaded."""
         failpoints.hit("load.before_checkpoint")
-        positions = self.tailer.positions()
         checkpoint.save(self.checkpoint_path, positions)
         self.committed = positions
-        events.checkpointed(len(lines), time.monotonic() - started)
-        self.loaded_lines += len(lines)
+        events.checkpointed(lines, time.monotonic() - started)
+
+    def catch_up(self, size: int, projects: set[str | None]) -> int:
+        """Load the backlog after the checkpoint as replay loads a log: in passes of at
+        most ``ingest.open_databases`` projects (:meth:`Share.passes`), so that each
+        project's database is opened once for the whole backlog, not once per batch.
+
+        The tailer has handed out ``size`` bytes of lines naming ``projects`` already
+        (a batch as wide as ``ingest.many_projects_batch_bytes``); it reads on, keeping
+        only the names, to ``ingest.catch_up_bytes``. Each pass then reads the backlog
+        again from the checkpoint with a tailer of its own, up to where this one
+        stopped, and loads its projects' lines in log order (the first pass also every
+        line no pass names: dead letters, say). The checkpoint moves once, past the
+        whole backlog: a crash or a failure on the way loads it all again, and loading
+        is idempotent by request id, dead letters by their place in the log. Returns the
+        lines loaded.
+        """
+        started = time.monotonic()
+        most_lines, most_bytes = self.config["ingest.batch_lines"], self.config["ingest.batch_bytes"]
+        while size < self.config["ingest.catch_up_bytes"] and not self.stopping.is_set():
+            more = self.tailer.read(most_lines, most_bytes)
+            if not more:
+                break
+            size += sum(len(line.data) for line in more)
+            projects.update(route(line.data) for line in more)
+        end = self.tailer.positions()
+        names = frozenset(name for name in projects if name is not None)
+        shares = Share(names, rest=names).passes(self.store.open_databases)
+        log.info("catching up: %d MiB of lines, %d projects, %d passes", size >> 20, len(names), len(shares))
+        lines = 0
+        for share in shares:
+            reader = Tailer(self.live, self.tailer.max_line, self.committed, self.tailer.close_rotated_after)
+            try:
+                reader.scan()
+                for batch in backlog.batches(reader, share, end, most_lines, most_bytes):
+                    if self.stopping.is_set():  # the checkpoint stays before the backlog
+                        return lines
+                    self._load_lines(batch)
+                    lines += len(batch)
+                    self.watchdog.ping()
+            finally:
+                reader.close()
+        self._checkpoint(end, lines, started)
+        return lines
 
     def _report(self, outcomes: dict[str, Outcome], recount_held: bool = False) -> None:
         """Tell the metrics what a batch did, and nginx how full its projects are now; the
@@ -196,9 +248,14 @@ class Daemon:
         self.tailer.vanished.clear()
         total = 0
         while not self.stopping.is_set():
-            lines = self._unloaded or self._read_batch()
+            lines, wide = (self._unloaded, None) if self._unloaded else self._read_batch()
             if not lines:
                 break
+            if wide is not None:  # a backlog over many projects: read again in passes
+                size, lines = sum(len(line.data) for line in lines), []
+                with gcpause.paused():
+                    total += self.catch_up(size, wide)
+                continue
             self._unloaded = lines
             with gcpause.paused():
                 self.load(lines)
@@ -208,21 +265,24 @@ class Daemon:
         events.files_followed(self.tailer)
         return total
 
-    def _read_batch(self) -> list[Line]:
-        """The next batch: ``ingest.batch_lines`` lines or ``ingest.batch_bytes`` bytes of them.
+    def _read_batch(self) -> tuple[list[Line], set[str | None] | None]:
+        """The next batch: ``ingest.batch_lines`` lines or ``ingest.batch_bytes`` bytes of
+        them; and, when it is the start of a backlog to load in passes (:meth:`catch_up`),
+        the projects it names (else None).
 
         A batch that stopped at its bytes (more lines wait) and names more projects than
         ``ingest.open_databases`` reads on, up to ``ingest.many_projects_batch_bytes``:
         every project a batch names costs an opening of its database, a commit and a
         sync, so with hundreds of projects posting big bodies at once a batch of 4 MiB
-        (about a line per project) spent most of its time opening and closing them.
+        (about a line per project) spent most of its time opening and closing them. One
+        that reaches that bound and still names too many is the start of a backlog.
         """
         most_lines, most_bytes = self.config["ingest.batch_lines"], self.config["ingest.batch_bytes"]
         wide = self.config["ingest.many_projects_batch_bytes"]
         lines = self.tailer.read(most_lines, most_bytes)
         size = sum(len(line.data) for line in lines)
         if size < most_bytes or size >= wide:
-            return lines  # all that waits (or batch_lines of it), or as much as it may be
+            return lines, None  # all that waits (or batch_lines of it), or as much as it may be
         projects = {route(line.data) for line in lines}
         while size < wide and len(projects) > self.store.open_databases:
             more = self.tailer.read(most_lines - len(lines), min(most_bytes, wide - size))
@@ -231,7 +291,8 @@ class Daemon:
             lines += more
             size += sum(len(line.data) for line in more)
             projects.update(route(line.data) for line in more)
-        return lines
+        backlog = size >= wide and len(projects) > self.store.open_databases
+        return lines, projects if backlog and self.config["ingest.catch_up_bytes"] > size else None
 
     def _recover(self, exc: Exception) -> None:
         """A step failed: say why (not at every retry) and get ready to retry.

@@ -53,6 +53,7 @@ DEFAULTS = {
     "ingest.batch_lines": 20000,
     "ingest.batch_bytes": 4194304,
     "ingest.many_projects_batch_bytes": 33554432,
+    "ingest.catch_up_bytes": 268435456,
     "ingest.nice": 19,
     "ingest.rescan_interval": 1.0,
     "ingest.poll_interval": 0.05,

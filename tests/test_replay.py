@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 import ingestd.ingest.replay as replay_module
-from ingestd.ingest.replay import Share, plan
+import ingestd.ingest.shares as shares_module
+from ingestd.ingest.replay import plan
 from ingestd.ingest.routing import route
 
 from .conftest import smalltable
@@ -202,7 +203,7 @@ def test_plan_balances_the_shares_and_keeps_each_project_in_one(tmp_path):
     assert sorted(sorted(share.projects) for share in shares) == [["a", "d"], ["b", "c", "e"]]
     assert [share.rest is not None for share in shares] == [True, False]  # junk: the first share's
     assert plan([log], 9)[5:] == []  # never more shares than projects (and the junk)
-    assert plan([log], 1) == [Share(frozenset(sizes), rest=frozenset(sizes))]
+    assert plan([log], 1) == [shares_module.Share(frozenset(sizes), rest=frozenset(sizes))]
 
 
 def test_a_big_log_is_planned_from_samples_and_every_line_still_has_one_share(tmp_path, monkeypatch):
@@ -245,7 +246,7 @@ def test_every_line_goes_to_exactly_one_share_of_a_plan(tmp_path):
 def test_a_share_selects_the_lines_it_wants_in_order_whatever_it_remembers(tmp_path, monkeypatch):
     """select() is wants() for a block of lines, fast: what it remembers per name must
     never change a verdict (a name cut short, the apex, no field at all)."""
-    monkeypatch.setattr(replay_module, "MAX_VERDICTS", 3)
+    monkeypatch.setattr(shares_module, "MAX_VERDICTS", 3)
     odd = [
         b'{"v":1,"project":"cut-short',
         b'{"v":1,"project":"cut-shor"',  # route() reads the same name from both
@@ -262,7 +263,7 @@ def test_a_share_selects_the_lines_it_wants_in_order_whatever_it_remembers(tmp_p
         chosen = [share.select(lines) for share in shares]
         assert chosen == [[each for each in lines if share.wants(each)] for share in shares]
         assert sorted(each for share in chosen for each in share) == sorted(lines)
-    assert Share().select(lines) == lines
+    assert shares_module.Share().select(lines) == lines
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])

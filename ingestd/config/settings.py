@@ -302,6 +302,18 @@ SETTINGS: dict[str, Setting] = {
         "at once, ingestd loaded 100,000 lines in 15.9 s at a peak of 152 MiB resident (16 MiB: "
         "22.1 s, 111 MiB; before batches widened: 58.9 s, 75 MiB; bench/daemon_load.py).",
     ),
+    "ingest.catch_up_bytes": Setting(
+        268435456,
+        _int_range(1, 1 << 40),
+        "a positive number of bytes",
+        "Most bytes of a backlog the daemon loads as replay loads a log: when a batch as wide "
+        "as ingest.many_projects_batch_bytes still names more projects than "
+        "ingest.open_databases and more lines wait, it reads on to this many bytes (keeping "
+        "only their project names), then loads them in passes of ingest.open_databases "
+        "projects, each pass reading them again from the checkpoint, and checkpoints once at "
+        "their end. Each project's database is opened once per backlog, not once per batch. "
+        "At ingest.many_projects_batch_bytes or less, backlogs are loaded batch by batch.",
+    ),
     "ingest.nice": Setting(
         19,
         _int_range(0, 19),

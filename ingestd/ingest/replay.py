@@ -39,15 +39,14 @@ from ..store.pool import for_config as store_for_config
 from ..support import gcpause
 from .logline import LineError, parse_line
 from .registry import Registry, for_config
-from .routing import PROJECT_FIELD, route
+from .routing import route
+from .shares import EVERY_LINE, Share
 
 CHUNK = 1 << 20
 PLAN_SAMPLES = 64
 """How many blocks of :data:`CHUNK` bytes :func:`plan` reads from a big plain file."""
 _PROJECT_FIELDS = re.compile(rb'"project":"([^"\n]*)"')
 _APEX_FIELD = b'"project":""'
-MAX_VERDICTS = 10000
-"""Most project names a :class:`Share` remembers its verdict for."""
 
 
 @dataclass
@@ -70,66 +69,6 @@ class Summary:
     """New rows (records and rejects) per project."""
     per_project_seen: Counter = field(default_factory=Counter)
     """Lines per project that were already loaded."""
-
-
-@dataclass(frozen=True)
-class Share:
-    """The lines one replay loads: those of ``projects`` (None: every line)."""
-
-    projects: frozenset[str] | None = None
-    rest: frozenset[str] | None = None
-    """When set, also every line whose project is not one of these (or that names no
-    project: counted as unparsable). The first share of a :func:`plan` takes the
-    lines the other shares do not, so that no line is ever left out."""
-    _verdicts: dict[bytes, bool] = field(default_factory=dict, compare=False, repr=False)
-    """What :meth:`select` decided per project field (as logged), so that it decides once."""
-
-    def passes(self, most: int) -> list[Share]:
-        """This share as shares of at most ``most`` projects each, to load one after the
-        other (every file read once per pass). A share of more projects than may be open
-        at once (``ingest.open_databases``) would close and reopen databases all through
-        the log, as each batch names most of them: a log over 2,000 projects took 7 times
-        as long (bench/RESULTS.md, "Varied mix"). The first pass also takes what this
-        share takes beside its projects."""
-        if self.projects is None or len(self.projects) <= most:
-            return [self]
-        names = sorted(self.projects)
-        groups = [frozenset(names[start : start + most]) for start in range(0, len(names), most)]
-        return [Share(group, rest=self.rest if number == 0 else None) for number, group in enumerate(groups)]
-
-    def wants(self, line: bytes) -> bool:
-        if self.projects is None:
-            return True
-        name = route(line)
-        return name in self.projects or (self.rest is not None and name not in self.rest)
-
-    def select(self, lines: list[bytes]) -> list[bytes]:
-        """The lines :meth:`wants`, in order; per line a look at its project field only.
-
-        Each job of a parallel replay reads every line and keeps its share, so this
-        runs once per line per job: it finds the field as :func:`route` does and
-        remembers the verdict for each name. The apex's lines (``""``, named in
-        their body) and lines without the field are routed one by one.
-        """
-        if self.projects is None or self.projects == self.rest:
-            return lines  # every line (one job's only share takes its projects and the rest)
-        verdicts = self._verdicts
-        if len(verdicts) > MAX_VERDICTS:  # a log of many odd names: forget, stay bounded
-            verdicts.clear()
-        chosen = []
-        width = len(PROJECT_FIELD)
-        for line in lines:
-            start = line.find(PROJECT_FIELD) + width
-            # the name route() finds; b"" when the line has no field or names the apex
-            name = line[start : line.find(b'"', start)] if start >= width else b""
-            verdict = verdicts.get(name)
-            if verdict is None:
-                verdict = self.wants(line)
-                if name:
-                    verdicts[name] = verdict
-            if verdict:
-                chosen.append(line)
-        return chosen
 
 
 def _runs(path: Path, advance: Callable[[int], None], summary: Summary) -> Iterator[list[bytes]]:
@@ -166,7 +105,7 @@ def replay(
     files: list[Path],
     batch_lines: int,
     batch_bytes: int,
-    share: Share = Share(),
+    share: Share = EVERY_LINE,
     advance: Callable[[int], None] = lambda n: None,
 ) -> Summary:
     """Load the lines of ``files`` that ``share`` wants through ``registry``, in one process.
