@@ -4,7 +4,8 @@ Each pass reads every whole line not yet loaded (in batches of
 ``ingest.batch_lines``), loads each project's share in one transaction, appends
 unparsable lines to the dead-letter file, and only then saves the checkpoint.
 A crash anywhere re-reads from the last checkpoint; loading is idempotent, so
-nothing is stored twice.
+nothing is stored twice. A backlog over more projects than it keeps open is
+loaded in passes of that many projects, as replay loads a log (:meth:`Daemon.catch_up`).
 
 If loading fails (disk full, read-only data directory), the loop says why
 (once, then a reminder every few minutes), keeps the batch it could not load and
