@@ -28,7 +28,8 @@ including interpreter start-up; CPU time (user + system) is shown too, as it
 depends less on the disk and on other work on the machine. Printed: a table with
 the ratios, the goals of issue 7 and issue 25's goal 1 (one job's CPU per row at most
 2x the minimal loop's) with where a row's CPU goes (:func:`sqlite_share`: SQLite's own
-share, and the same rows by ``INSERT … SELECT FROM json_each``), peak memory of replay at 1/10, 1/2 and all of
+share; the least Python a row takes, ``floor.py``; the same rows by ``INSERT … SELECT FROM
+json_each``), peak memory of replay at 1/10, 1/2 and all of
 the log (it must not grow with the log), and a pyinstrument profile of replay
 (top self time, and inclusive time of ingestd's functions). pyinstrument is setup.py's
 ``bench`` extra, which ``make bench`` installs (alone: ``.venv/bin/pip install -e
@@ -64,6 +65,7 @@ from typing import BinaryIO
 from urllib.parse import urlencode
 
 import orjson
+from floor import least_python_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "bench" / ".data"
@@ -790,6 +792,12 @@ def main() -> None:
           f"inserts them) {share:.1f} µs = {share / per_row[loop]:.2f}x the minimal loop's whole row; "
           f"the rest of replay's row {per_row[one] - share:.1f} µs. The goal leaves "
           f"{GOAL_CPU_PER_ROW * per_row[loop] - share:.1f} µs beside SQLite.")  # fmt: skip
+    least, least_lines, _ = least_python_cpu(log)
+    floor = least / least_lines * 1e6 + share
+    print(f"  the least Python a row takes (bench/floor.py: one loop from a line to its row's values, JSON "
+          f"objects only, everything else skipped) {least / least_lines * 1e6:.1f} µs a line; with SQLite's "
+          f"share {floor:.1f} µs = {floor / per_row[loop]:.2f}x the minimal loop's row: the least this "
+          f"goal's ratio can be here")  # fmt: skip
     print(f"  the same rows by INSERT … SELECT FROM json_each(?), one per run of rows: "
           f"{measured.json_each / measured.rows * 1e6:.1f} µs = {measured.json_each / measured.inserts:.2f}x "
           f"executemany's")  # fmt: skip

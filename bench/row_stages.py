@@ -4,7 +4,8 @@ Where ``load_rate.py``'s profile says how a run's time is shared, this says what
 costs a row by itself (issue 25, goal 1): parsing a line (``parse_line``), classifying a
 request (``build``), the system columns' values of a record, and the registry's whole load
 (routing, classifying and the write, SQLite included) in batches of ``ingest.batch_lines``
-into a fresh data directory. Each stage runs ``--rounds`` times with the cycle collector off
+into a fresh data directory; and the least Python a row can take (``floor.least_python``).
+Each stage runs ``--rounds`` times with the cycle collector off
 (as replay loads a batch); the least CPU time is shown, in µs per line of the log.
 
     .venv/bin/python bench/row_stages.py                 # load_rate.py's 200,000-line log
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
+from floor import least_python
 from load_rate import REPO, ensure_log
 
 sys.path.insert(0, str(REPO))
@@ -87,6 +89,10 @@ def main() -> None:
                 registry.load(requests[start : start + batch])
 
     show(f"Registry.load, batches of {batch:,} (SQLite included)", least_cpu(load, args.rounds)[0])
+    seconds, rows = least_cpu(lambda: least_python(lines), args.rounds)
+    json_rows = sum(map(len, rows.values()))
+    show("least_python (the JSON objects' rows; the rest skipped)", seconds)
+    print(f"{'  the same, per JSON row':52} {seconds / json_rows * 1e6:6.2f} µs ({json_rows:,} rows)")
     print(f"({n:,} lines; the data directories are under {work})")
 
 
