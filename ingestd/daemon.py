@@ -188,11 +188,14 @@ class Daemon:
         names = frozenset(name for name in projects if name is not None)
         shares = Share(names, rest=names).passes(self.store.open_databases)
         log.info("catching up: %d MiB of lines, %d projects, %d passes", size >> 20, len(names), len(shares))
+        start = [p for p in self.committed if p.fingerprint in self.tailer.files]  # not those said gone
         lines = 0
         for share in shares:
-            reader = Tailer(self.live, self.tailer.max_line, self.committed, self.tailer.close_rotated_after)
+            reader = Tailer(self.live, self.tailer.max_line, start, self.tailer.close_rotated_after)
             try:
                 reader.scan()
+                for gone in reader.vanished:  # deleted since the planning read: said, as at a start
+                    events.vanished(gone.path, gone.offset, gone.saved_size)
                 for batch in backlog.batches(reader, share, end, most_lines, most_bytes):
                     if self.stopping.is_set():  # the checkpoint stays before the backlog
                         return lines
@@ -292,8 +295,8 @@ class Daemon:
             lines += more
             size += sum(len(line.data) for line in more)
             projects.update(route(line.data) for line in more)
-        backlog = size >= wide and len(projects) > self.store.open_databases
-        return lines, projects if backlog and self.config["ingest.catch_up_bytes"] > size else None
+        too_wide = size >= wide and len(projects) > self.store.open_databases
+        return lines, projects if too_wide and self.config["ingest.catch_up_bytes"] > size else None
 
     def _recover(self, exc: Exception) -> None:
         """A step failed: say why (not at every retry) and get ready to retry.

@@ -8,7 +8,9 @@ loads 3 of them, so each database is opened once; the checkpoint moves once, pas
 
 from __future__ import annotations
 
+import gzip
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -87,6 +89,27 @@ def test_a_backlog_is_loaded_in_passes_opening_each_database_once(tmp_path, monk
     assert opened == Counter(PROJECTS), opened
     saved = {Path(p.path).name: p.offset for p in checkpoint.load(runner.checkpoint_path)}
     assert saved == {"ingest.log.1": rotated.stat().st_size, "ingest.log": runner.log_path.stat().st_size}
+
+
+def test_a_file_compressed_while_the_passes_run_is_read_on_in_its_gz(tmp_path):
+    """logrotate compresses a rotated file one rotation late and deletes it: a pass that
+    starts after that reads the backlog's lines from the compressed copy."""
+    runner = home(tmp_path, catch_up_bytes=10**6)
+    feed = Feed(runner)
+    rotated = runner.log_path.with_name("ingest.log.1")
+    feed_round_robin(feed, 200)
+    os.rename(runner.log_path, rotated)
+    feed_round_robin(feed, 60)
+
+    def compress() -> None:  # after the first batch of the first pass, as logrotate would
+        if rotated.exists():
+            with open(rotated, "rb") as plain, gzip.open(f"{rotated}.gz", "wb") as packed:
+                shutil.copyfileobj(plain, packed)
+            rotated.unlink()
+
+    step_once(runner, compress)
+    assert not rotated.exists()
+    feed.check()
 
 
 def test_batch_by_batch_the_same_log_opens_the_databases_again_and_again(tmp_path, monkeypatch):
