@@ -200,6 +200,27 @@ def test_metrics_count_per_project_and_bound_the_label(tmp_path):
         daemon.kill()
 
 
+def test_idle_projects_do_not_take_the_labels_of_the_projects_that_post(tmp_path):
+    """The retention pass at start visits every project; those it finds idle get no
+    series, so the projects that post keep the labels (metrics.max_projects)."""
+    daemon = DaemonRunner(tmp_path / "home", metrics={"max_projects": 2})
+    idle = {name: daemon.write(name, 1) for name in ("a-idle", "b-idle", "c-idle")}
+    try:
+        daemon.start()
+        for name, project_ids in idle.items():
+            daemon.wait_loaded(name, project_ids)
+        daemon.stop()
+        posting = daemon.write("z-posts", 2)
+        daemon.start()  # its retention pass runs over the three idle projects first
+        daemon.wait_loaded("z-posts", posting)
+        daemon.wait_metric("smalltable_records_stored_total", 2.0, 'project="z-posts"')
+        text = daemon.metrics()
+        assert 'smalltable_records_stored_total{project="z-posts"} 2.0' in text
+        assert "idle" not in text
+    finally:
+        daemon.kill()
+
+
 # -- systemd notify -------------------------------------------------------------------
 
 

@@ -12,11 +12,11 @@ import logging
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from ..ingest.registry import Outcome
 from ..store.holding import CODES
 from . import metrics as m
 
 if TYPE_CHECKING:
-    from ..ingest.registry import Outcome
     from ..ingest.tail import Line, Tailer
     from ..model.project import Settings
     from ..store.retention import Expired
@@ -25,8 +25,13 @@ log = logging.getLogger("ingestd")
 
 
 def batch_loaded(outcomes: dict[str, Outcome], max_projects: int) -> None:
-    """A batch went into its projects: counts per project (labels bounded by ``max_projects``)."""
+    """A batch went into its projects: counts per project (labels bounded by ``max_projects``).
+
+    A project the batch did nothing to (the retention pass visits every project) gets no
+    series: otherwise idle projects would take the labels from the projects that post."""
     for project, outcome in outcomes.items():
+        if outcome == _NOTHING:
+            continue
         result = outcome.write
         label = m.project_label(project, max_projects)
         m.RECORDS_STORED.labels(label).inc(result.stored)
@@ -45,6 +50,9 @@ def batch_loaded(outcomes: dict[str, Outcome], max_projects: int) -> None:
             m.PROJECT_QUOTA_RATIO.labels(label).set(outcome.settings.used(outcome.database_bytes))
         if outcome.last_post is not None:
             m.PROJECT_LAST_POST.labels(label).set(outcome.last_post)
+
+
+_NOTHING = Outcome()
 
 
 def held_now(waiting: Counter) -> None:

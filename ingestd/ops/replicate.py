@@ -89,14 +89,14 @@ class Seen:
         rows: dict[str, list[tuple]] = {}
         for project, (db, wal) in sorted(project_files(data_dir).items()):
             files = (db, wal) if wal else (db,)
-            digest = hash(tuple((st.st_ino, st.st_size, st.st_mtime_ns) for st in files))
+            digest = hash(files)
             if self._hashes.get(project) == digest:
                 found = self._rows.get(project, [])
             else:
                 found = _blob_rows(data_dir / f"{project}.db")
                 if found is None:
                     continue  # cannot be read now: read again next pass
-            if max(st.st_mtime_ns for st in files) < settled:  # this fresh may hold an unseen commit
+            if max(stamp.mtime_ns for stamp in files) < settled:  # this fresh may hold an unseen commit
                 hashes[project] = digest
             if found:
                 rows[project] = found

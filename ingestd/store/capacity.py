@@ -33,7 +33,7 @@ RESCAN_SECONDS = 60.0
 def project_sizes(data_dir: Path) -> dict[str, int]:
     """Project → bytes of its database in ``data_dir`` (with its WAL), for every project."""
     files = project_files(data_dir).items()
-    return {project: db.st_size + (wal.st_size if wal else 0) for project, (db, wal) in files}
+    return {project: db.size + (wal.size if wal else 0) for project, (db, wal) in files}
 
 
 class Capacity:

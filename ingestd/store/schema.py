@@ -31,6 +31,7 @@ import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import sqlite_utils
 
@@ -115,13 +116,22 @@ def database_bytes(path: Path) -> int:
     return total
 
 
-def project_files(data_dir: Path) -> dict[str, tuple[os.stat_result, os.stat_result | None]]:
-    """Every project database in ``data_dir``: project → the ``stat`` of its file and of its
+class FileStamp(NamedTuple):
+    """What :func:`project_files` keeps of a file's ``stat``: enough to tell it changed."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+
+
+def project_files(data_dir: Path) -> dict[str, tuple[FileStamp, FileStamp | None]]:
+    """Every project database in ``data_dir``: project → the stamp of its file and of its
     WAL (None without one), from one listing. A file removed between the listing and its
     ``stat`` (a WAL its last connection just removed) is left out, as is a WAL without its
-    database."""
-    databases: dict[str, os.stat_result] = {}
-    wals: dict[str, os.stat_result] = {}
+    database. Stamps, not ``stat`` results: with 10,000 projects those left 7 MiB of
+    Python's heap behind them after each count (bench/idle_projects.py)."""
+    databases: dict[str, FileStamp] = {}
+    wals: dict[str, FileStamp] = {}
     with os.scandir(data_dir) as entries:
         for entry in entries:
             name = entry.name
@@ -133,8 +143,9 @@ def project_files(data_dir: Path) -> dict[str, tuple[os.stat_result, os.stat_res
                 continue
             if is_valid_project_name(project):
                 with suppress(FileNotFoundError):
-                    found[project] = entry.stat(follow_symlinks=False)
-    return {project: (st, wals.get(project)) for project, st in databases.items()}
+                    st = entry.stat(follow_symlinks=False)
+                    found[project] = FileStamp(st.st_ino, st.st_size, st.st_mtime_ns)
+    return {project: (stamp, wals.get(project)) for project, stamp in databases.items()}
 
 
 def column_for_key(key: str) -> str | None:
