@@ -23,6 +23,7 @@ import msgspec
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from ingestd.ingest.logline import _decode_fields  # noqa: E402  (the line into its fields, as replay reads it)
 from ingestd.ingest.records import _sqlite_value  # noqa: E402  (a value as SQLite keeps it)
 from ingestd.support.timefmt import iso_time  # noqa: E402
 
@@ -30,38 +31,22 @@ BATCH = 20000
 """Lines handed to :func:`least_python` at once, as a loader's batch."""
 
 
-class _Line(msgspec.Struct):
-    """The fields of a line a stored JSON row needs."""
-
-    v: int
-    t: float
-    rt: float
-    id: str
-    project: str
-    method: str
-    uri: str
-    ctype: str
-    clen: str
-    status: str
-    body: str
-
-
-_decode_line = msgspec.json.Decoder(_Line).decode
 _decode_body = msgspec.json.Decoder().decode
 _AS_THEY_ARE = frozenset({str, float, type(None)})
 
 
 def least_python(lines: list[bytes]) -> dict[tuple, list[tuple]]:
     """The rows of the JSON objects of ``lines``, by project and key tuple, made the least
-    way that still keeps SmallTable's promises for them: the line decoded and checked
-    (version, id, project, status), the body back to its bytes and checked against its
-    length, stored as text, parsed; each value as SQLite stores it without loss, the
-    time formatted, the path and query apart. Every other line is skipped, so this is
-    a floor, not a loader: no rejects, no other kinds, no settings, no holding area."""
+    way that still keeps SmallTable's promises for them: the line decoded (as replay
+    decodes it) and checked (version, id, project, status), the body back to its bytes and
+    checked against its length, stored as text, parsed; each value as SQLite stores it
+    without loss, the time formatted, the path and query apart. Every other line is
+    skipped, so this is a floor, not a loader: no rejects, no other kinds, no settings, no
+    holding area."""
     rows: dict[tuple, list[tuple]] = {}
     for line in lines:
         try:
-            f = _decode_line(line if line.isascii() else line.decode("latin-1"))
+            f = _decode_fields(line if line.isascii() else line.decode("latin-1"))
         except msgspec.DecodeError:
             continue
         if f.v != 1 or len(f.id) != 32 or not f.project or not f.status.startswith("2"):

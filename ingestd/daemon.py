@@ -117,6 +117,12 @@ class Daemon:
             close_rotated_after=self.config["ingest.close_rotated_after"],
         )
 
+    def close(self) -> None:
+        """Close the log files, the project databases and the holding area."""
+        self.tailer.close()
+        self.store.close()
+        self.holding.close()
+
     def stop(self) -> None:
         """Ask the loop to finish its batch, checkpoint and return."""
         self.stopping.set()
@@ -363,9 +369,7 @@ class Daemon:
         finally:
             sdnotify.notify("STOPPING=1")
             watch.stop()
-            self.tailer.close()
-            self.store.close()
-            self.holding.close()
+            self.close()
             log.info("stopped after loading %d lines", self.loaded_lines)
 
     def _rest(self, watch: Watch, loaded: int, failing: bool) -> None:

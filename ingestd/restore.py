@@ -90,9 +90,7 @@ def load(config: Config, total_lines: int, advance: Callable[[int], None] = lamb
         worker.join(0.2)
         advance(min(total_lines, daemon.loaded_lines) - shown)
         shown = min(total_lines, daemon.loaded_lines)
-    daemon.tailer.close()
-    daemon.store.close()
-    daemon.holding.close()
+    daemon.close()
     if failed:
         raise failed[0]
     return daemon.loaded_lines

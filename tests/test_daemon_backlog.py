@@ -67,9 +67,7 @@ def step_once(runner: DaemonRunner, before_each_load=None) -> Daemon:
     try:
         daemon.step()
     finally:
-        daemon.tailer.close()
-        daemon.store.close()
-        daemon.holding.close()
+        daemon.close()
     return daemon
 
 
@@ -156,9 +154,7 @@ def test_the_backlog_ends_where_the_daemon_stopped_reading(tmp_path):
         assert daemon.committed and daemon.committed[0].offset < runner.log_path.stat().st_size
         daemon.step()
     finally:
-        daemon.tailer.close()
-        daemon.store.close()
-        daemon.holding.close()
+        daemon.close()
     feed.check()
 
 

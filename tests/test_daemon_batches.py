@@ -34,9 +34,7 @@ def batches_of(runner: DaemonRunner) -> list[int]:
     try:
         daemon.step()
     finally:
-        daemon.tailer.close()
-        daemon.store.close()
-        daemon.holding.close()
+        daemon.close()
     return sizes
 
 
@@ -99,6 +97,4 @@ def test_the_retention_pass_leaves_no_database_open_that_was_not(runner):
         daemon.expire()
         assert {p for p in projects if daemon.store.is_open(p)} <= before
     finally:
-        daemon.tailer.close()
-        daemon.store.close()
-        daemon.holding.close()
+        daemon.close()
