@@ -259,13 +259,13 @@ class Daemon:
         self.tailer.vanished.clear()
         total = 0
         while not self.stopping.is_set():
-            lines, wide = (self._unloaded, None) if self._unloaded else self._read_batch()
+            lines, backlog_start = (self._unloaded, None) if self._unloaded else self._read_batch()
             if not lines:
                 break
-            if wide is not None:  # a backlog over many projects: read again in passes
-                size, lines = sum(len(line.data) for line in lines), []
+            if backlog_start is not None:  # a backlog over many projects: read again in passes
+                lines = []
                 with gcpause.paused():
-                    total += self.catch_up(size, wide)
+                    total += self.catch_up(*backlog_start)
                 continue
             self._unloaded = lines
             with gcpause.paused():
@@ -276,10 +276,10 @@ class Daemon:
         events.files_followed(self.tailer)
         return total
 
-    def _read_batch(self) -> tuple[list[Line], set[str | None] | None]:
+    def _read_batch(self) -> tuple[list[Line], tuple[int, set[str | None]] | None]:
         """The next batch: ``ingest.batch_lines`` lines or ``ingest.batch_bytes`` bytes of
         them; and, when it is the start of a backlog to load in passes (:meth:`catch_up`),
-        the projects it names (else None).
+        its size and the projects it names (else None).
 
         A batch that stopped at its bytes (more lines wait) and names more projects than
         ``ingest.open_databases`` reads on, up to ``ingest.many_projects_batch_bytes``:
@@ -303,7 +303,7 @@ class Daemon:
             size += sum(len(line.data) for line in more)
             projects.update(route(line.data) for line in more)
         too_wide = size >= wide and len(projects) > self.store.open_databases
-        return lines, projects if too_wide and self.config["ingest.catch_up_bytes"] > size else None
+        return lines, (size, projects) if too_wide and self.config["ingest.catch_up_bytes"] > size else None
 
     def _recover(self, exc: Exception) -> None:
         """A step failed: say why (not at every retry) and get ready to retry.

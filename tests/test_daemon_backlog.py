@@ -146,10 +146,9 @@ def test_the_backlog_ends_where_the_daemon_stopped_reading(tmp_path):
     daemon = Daemon(load_config(runner.config_path))
     try:
         daemon.tailer.scan()
-        lines, wide = daemon._read_batch()
-        assert wide is not None and len(wide) == len(PROJECTS)
-        size = sum(len(line.data) for line in lines)
-        loaded = daemon.catch_up(size, wide)
+        _, backlog_start = daemon._read_batch()
+        assert backlog_start is not None and len(backlog_start[1]) == len(PROJECTS)
+        loaded = daemon.catch_up(*backlog_start)
         assert 30000 // 300 <= loaded < 40000 // 200
         assert daemon.committed and daemon.committed[0].offset < runner.log_path.stat().st_size
         daemon.step()
